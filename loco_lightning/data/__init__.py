@@ -1,0 +1,1 @@
+"""Data: prompt sets, edit requests, the LocoWorld generator and datamodules."""

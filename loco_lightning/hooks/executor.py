@@ -1,0 +1,176 @@
+"""The one executor: installs intervention specs on a UNet for the body of a ``with`` block."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from torch import Tensor, nn
+
+from loco_lightning.hooks.interventions import Intervention, NeuronAblation, PromptSwap, Record
+from loco_lightning.hooks.processors import RunState, SiteProcessor, Trace, rows
+from loco_lightning.hooks.sites import CrossAttnSite, sites
+
+Encoder = Callable[[list[str]], tuple[Tensor, dict[str, Tensor] | None]]
+"""Maps prompts to ``(context (N, T, D), added_cond_kwargs or None)`` exactly as the UNet takes them."""
+
+
+def context_width(unet: nn.Module) -> int:
+    """Width of ``encoder_hidden_states`` the UNet expects (before IF's ``encoder_hid_proj``)."""
+    width = unet.config.encoder_hid_dim or unet.config.cross_attention_dim
+    return width[0] if isinstance(width, (list, tuple)) else width
+
+
+def check_sites(all_sites: Sequence[CrossAttnSite], indices: Sequence[int], what: str) -> None:
+    """Raise a clear error for site indices the UNet does not have."""
+    bad = [i for i in indices if not 0 <= i < len(all_sites)]
+    if bad:
+        listing = "; ".join(f"{s.index}: {s.path}" for s in all_sites)
+        raise IndexError(
+            f"{what} names site(s) {bad}, but this UNet has {len(all_sites)} cross-attention sites "
+            f"(0..{len(all_sites) - 1}): {listing}"
+        )
+
+
+def _encode_bank(unet, prompts: list[str], encode: Encoder | None) -> tuple[Tensor, dict | None]:
+    if encode is None:
+        raise ValueError(
+            f"Prompt swaps to {prompts!r} need an encoder: pass encode=... to intervene() "
+            "(loco_lightning.models.encoder_for(pipeline) builds one)."
+        )
+    context, added = encode(prompts)
+    width = context_width(unet)
+    if context.ndim != 3 or context.shape[-1] != width:
+        raise ValueError(
+            f"Encoder returned a context of shape {tuple(context.shape)}, but this UNet takes "
+            f"(N, T, {width}); use the text encoder(s) that belong to this UNet."
+        )
+    return context, added
+
+
+@contextmanager
+def intervene(
+    unet: nn.Module,
+    interventions: Sequence[Intervention] = (),
+    *,
+    encode: Encoder | None = None,
+    cfg: bool = True,
+    cache_kv: bool = False,
+) -> Iterator[Trace]:
+    """Install interventions on ``unet`` for the body of the ``with`` block.
+
+    Every cross-attention site gets a :class:`SiteProcessor` through ``set_attn_processor``; the
+    exact previous processors come back on exit, also when the body raises. Weights are never
+    touched.
+
+    Args:
+        unet: a diffusers UNet with cross-attention.
+        interventions: specs (``PromptSwap``, ``NeuronAblation``, ``Record``).
+        encode: turns swap prompts into contexts (needed only for ``PromptSwap``).
+        cfg: batches are ``[unconditional; conditional]`` halves, as diffusers pipelines build them.
+        cache_kv: project each site's text keys/values once per context tensor instead of at every
+            call; exact, because they do not depend on the timestep.
+
+    Yields:
+        A :class:`Trace` that fills with recorded activations.
+    """
+    all_sites = sites(unet)
+    for spec in interventions:
+        if not isinstance(spec, (PromptSwap, NeuronAblation, Record)):
+            raise TypeError(f"Not an intervention spec: {spec!r}")
+        check_sites(all_sites, spec.sites, type(spec).__name__)
+    swaps = [s for s in interventions if isinstance(s, PromptSwap)]
+    state = RunState(cfg=cfg, cache_kv=cache_kv)
+    hooks = []
+    prompts = list(dict.fromkeys(s.prompt for s in swaps))
+    if prompts:
+        raw, added = _encode_bank(unet, prompts, encode)
+        param = next(unet.parameters())
+        raw = raw.to(param.device)
+        added = {k: v.to(param.device) for k, v in (added or {}).items()}
+        state.bank = unet.process_encoder_hidden_states(raw, added)
+        pooled = [(prompts.index(s.prompt), s) for s in swaps if s.pooled]
+        if pooled:
+            hooks.append(_pooled_hook(unet, pooled, raw, added, cfg))
+    hooks.append(unet.register_forward_pre_hook(_generation_counter(state), with_kwargs=True))
+
+    processors: dict[str, Any] = dict(unet.attn_processors)
+    original = dict(processors)
+    for site in all_sites:
+        processors[f"{site.path}.processor"] = SiteProcessor(
+            site,
+            state,
+            swaps=[
+                (prompts.index(s.prompt), s.samples, s.uncond)
+                for s in swaps
+                if site.index in s.sites
+            ],
+            ablations=[
+                a for a in interventions if isinstance(a, NeuronAblation) and site.index in a.sites
+            ],
+            record={
+                w
+                for r in interventions
+                if isinstance(r, Record) and site.index in r.sites
+                for w in r.what
+            },
+        )
+    unet.set_attn_processor(processors)
+    try:
+        yield state.trace
+    finally:
+        unet.set_attn_processor(original)
+        for h in hooks:
+            h.remove()
+
+
+def _generation_counter(state: RunState):
+    """UNet pre-hook that starts a new K/V-cache generation whenever the context tensor changes.
+
+    A context is the same when it is the same tensor object at the same in-place version
+    (inference-mode tensors keep no version, so for them identity alone decides).
+    """
+    seen: list = [
+        None,
+        None,
+    ]  # the context tensor last seen (kept alive so ``is`` is safe), version
+
+    def version(t):
+        return None if t is None or t.is_inference() else t._version
+
+    def hook(module, args, kwargs):
+        ctx = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
+        if ctx is not seen[0] or version(ctx) != seen[1]:
+            state.generation += 1
+            seen[0], seen[1] = ctx, version(ctx)
+
+    return hook
+
+
+def _pooled_hook(unet, pooled: list[tuple[int, PromptSwap]], raw: Tensor, added: dict, cfg: bool):
+    """Swap the prompt's global text path too: SD-XL ``text_embeds`` or IF's text-time embedding."""
+
+    def swap(x: Tensor, bank: Tensor) -> Tensor:
+        x = x.clone()
+        for i, spec in pooled:
+            x[rows(x.shape[0], spec.samples, spec.uncond, cfg)] = bank[i].to(x.dtype)
+        return x
+
+    kind = unet.config.addition_embed_type
+    if kind == "text_time":
+
+        def unet_hook(module, args, kwargs):
+            cond = dict(kwargs["added_cond_kwargs"])
+            cond["text_embeds"] = swap(cond["text_embeds"], added["text_embeds"])
+            return args, {**kwargs, "added_cond_kwargs": cond}
+
+        return unet.register_forward_pre_hook(unet_hook, with_kwargs=True)
+    if kind == "text":
+        return unet.add_embedding.register_forward_pre_hook(
+            lambda module, args: (swap(args[0], raw), *args[1:])
+        )
+    raise ValueError(
+        f"PromptSwap(pooled=True) asks to swap the global text path, but this UNet "
+        f"(addition_embed_type={kind!r}) has none; drop pooled=True."
+    )

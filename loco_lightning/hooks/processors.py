@@ -1,0 +1,248 @@
+"""The attention processor installed on every intervened site.
+
+It reproduces diffusers' ``AttnProcessor2_0`` (``attn2`` sites) and ``AttnAddedKVProcessor2_0``
+(IF's added-KV sites) and opens three seams between their steps: which context each sample reads,
+the text keys/values (ablate, record, reuse across timesteps), and the output (record).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from loco_lightning.hooks.interventions import NeuronAblation
+from loco_lightning.hooks.sites import CrossAttnSite
+
+
+@dataclass
+class Trace:
+    """What a run of the executor produced: recorded activations, keyed by (site index, what).
+
+    Each entry holds one tensor per UNet call, in call order.
+    """
+
+    records: dict[tuple[int, str], list[Tensor]] = field(default_factory=lambda: defaultdict(list))
+
+
+@dataclass
+class RunState:
+    """State shared by the processors of one executor run.
+
+    ``generation`` changes whenever the UNet is called with a different context tensor; cached
+    keys/values are valid only within one generation.
+    """
+
+    cfg: bool
+    cache_kv: bool
+    bank: Tensor | None = None  # (N, T, D_site): the swapped-in contexts, as the sites see them
+    generation: int = 0
+    trace: Trace = field(default_factory=Trace)
+
+
+def rows(n_total: int, samples: tuple[int, ...] | None, uncond: bool, cfg: bool) -> list[int]:
+    """Batch rows that a spec with these ``samples`` reaches in a batch of ``n_total``."""
+    n_cond = n_total // 2 if cfg else n_total
+    offset = n_total - n_cond
+    chosen = range(n_cond) if samples is None else samples
+    bad = [s for s in chosen if not 0 <= s < n_cond]
+    if bad:
+        raise IndexError(
+            f"Intervention samples {bad} out of range: the batch has {n_cond} conditional samples "
+            f"({n_total} rows, cfg={cfg}). Give indices in [0, {n_cond})."
+        )
+    out = [offset + s for s in chosen]
+    if uncond and cfg:
+        out += list(chosen)
+    return out
+
+
+class SiteProcessor:
+    """Attention processor for one site; configured by the executor, stateless across runs.
+
+    Args:
+        site: the site it serves.
+        state: shared run state (context bank, cfg layout, cache switch, trace).
+        swaps: ``(bank index, samples, uncond)`` per prompt swap at this site.
+        ablations: neuron ablations at this site.
+        record: activations to record here.
+    """
+
+    def __init__(
+        self,
+        site: CrossAttnSite,
+        state: RunState,
+        swaps: list[tuple[int, tuple[int, ...] | None, bool]],
+        ablations: list[NeuronAblation],
+        record: set[str],
+    ) -> None:
+        self.site = site
+        self.state = state
+        self.swaps = swaps
+        self.ablations = ablations
+        self.record = record
+        self._kv_cache: tuple[int, int, Tensor, Tensor] | None = None
+        self._src_cache: dict[int, Tensor] = {}
+
+    def _source(self, n_total: int, device: torch.device) -> Tensor:
+        """(B,) index into the bank per batch row, -1 where the row keeps its own context."""
+        if n_total not in self._src_cache:
+            src = torch.full((n_total,), -1, dtype=torch.long)
+            for bank_index, samples, uncond in self.swaps:
+                for r in rows(n_total, samples, uncond, self.state.cfg):
+                    if src[r] >= 0:
+                        raise ValueError(
+                            f"Two prompt swaps reach batch row {r} at site {self.site.index} "
+                            f"({self.site.path}); give each sample one swap per site."
+                        )
+                    src[r] = bank_index
+            self._src_cache[n_total] = src.to(device)
+        return self._src_cache[n_total]
+
+    def context(self, context: Tensor) -> Tensor:
+        """Per-row text context: the swapped prompt's where a swap applies, else the row's own."""
+        if not self.swaps:
+            return context
+        bank = self.state.bank
+        if bank.shape[1:] != context.shape[1:]:
+            raise ValueError(
+                f"Swapped context has shape {tuple(bank.shape[1:])} but site {self.site.index} "
+                f"({self.site.path}) receives {tuple(context.shape[1:])}; encode every prompt with "
+                "the same tokenizer padding (max_length) as the UNet's own context."
+            )
+        src = self._source(context.shape[0], context.device)  # (B,)
+        swapped = bank.to(context.dtype)[src.clamp(min=0)]  # (B, T, D)
+        return torch.where((src >= 0)[:, None, None], swapped, context)
+
+    def _ablate(self, kv: Tensor, which: str) -> Tensor:
+        for ab in self.ablations:
+            if which not in ab.projection:
+                continue
+            idx = torch.as_tensor(ab.neurons, device=kv.device)
+            if int(idx.max()) >= kv.shape[-1]:
+                raise IndexError(
+                    f"Neuron {int(idx.max())} out of range at site {self.site.index} "
+                    f"({self.site.path}): {which} has {kv.shape[-1]} output neurons."
+                )
+            row = torch.zeros(kv.shape[0], dtype=torch.bool, device=kv.device)
+            row[rows(kv.shape[0], ab.samples, ab.uncond, self.state.cfg)] = True
+            old = kv[..., idx]  # (B, T, n)
+            if ab.scale is not None:
+                new = old * ab.scale
+            else:
+                new = torch.as_tensor(ab.value, dtype=kv.dtype, device=kv.device).expand_as(old)
+            kv = kv.clone()
+            kv[..., idx] = torch.where(row[:, None, None], new, old)
+        return kv
+
+    def keys_values(self, attn: nn.Module, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Text keys and values (B, T, inner) after swaps and ablations, cached if allowed."""
+        cache = self._kv_cache
+        if (
+            self.state.cache_kv
+            and cache is not None
+            and cache[0] == self.state.generation
+            and cache[1] == context.shape[0]
+        ):
+            return cache[2], cache[3]
+        ctx = self.context(context)
+        if "context" in self.record:
+            self.state.trace.records[(self.site.index, "context")].append(ctx.detach())
+        if attn.norm_cross:
+            ctx = attn.norm_encoder_hidden_states(ctx)
+        key = self._ablate(getattr(attn, self.site.key_name)(ctx), "k")
+        value = self._ablate(getattr(attn, self.site.value_name)(ctx), "v")
+        for name, t in (("k", key), ("v", value)):
+            if name in self.record:
+                self.state.trace.records[(self.site.index, name)].append(t.detach())
+        if self.state.cache_kv:
+            self._kv_cache = (self.state.generation, context.shape[0], key, value)
+        return key, value
+
+    def __call__(
+        self,
+        attn: nn.Module,
+        hidden_states: Tensor,
+        encoder_hidden_states: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        temb: Tensor | None = None,
+        *args,
+        **kwargs,
+    ) -> Tensor:
+        if encoder_hidden_states is None:
+            raise ValueError(
+                f"Site {self.site.index} ({self.site.path}) was called without a text context; "
+                "pass encoder_hidden_states to the UNet."
+            )
+        if self.site.kind == "attn2":
+            out = self._attn2(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        else:
+            out = self._added_kv(attn, hidden_states, encoder_hidden_states, attention_mask)
+        if "output" in self.record:
+            self.state.trace.records[(self.site.index, "output")].append(out.detach())
+        return out
+
+    def _attn2(self, attn, hidden_states, context, attention_mask, temb) -> Tensor:
+        # Mirrors diffusers' AttnProcessor2_0 step by step.
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
+        batch, sequence_length, _ = context.shape
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch)
+            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        query = attn.to_q(hidden_states)
+        key, value = self.keys_values(attn, context)
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        hidden_states = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
+        )
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states.to(query.dtype)))
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+    def _added_kv(self, attn, hidden_states, context, attention_mask) -> Tensor:
+        # Mirrors diffusers' AttnAddedKVProcessor2_0: text K/V (with bias) before the image K/V.
+        residual = hidden_states
+        hidden_states = hidden_states.view(hidden_states.shape[0], hidden_states.shape[1], -1)
+        hidden_states = hidden_states.transpose(1, 2)  # (B, HW, C)
+        batch, sequence_length, _ = hidden_states.shape
+        attention_mask = attn.prepare_attention_mask(
+            attention_mask, sequence_length, batch, out_dim=4
+        )
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states), out_dim=4)
+        key, value = self.keys_values(attn, context)
+        key = attn.head_to_batch_dim(key, out_dim=4)
+        value = attn.head_to_batch_dim(value, out_dim=4)
+        if not attn.only_cross_attention:
+            key = torch.cat([key, attn.head_to_batch_dim(attn.to_k(hidden_states), out_dim=4)], 2)
+            value = torch.cat(
+                [value, attn.head_to_batch_dim(attn.to_v(hidden_states), out_dim=4)], 2
+            )
+        hidden_states = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
+        )
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, residual.shape[1])
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        return hidden_states.transpose(-1, -2).reshape(residual.shape) + residual

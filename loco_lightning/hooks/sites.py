@@ -1,0 +1,140 @@
+"""Cross-attention sites: the places where text enters a UNet, named once, in execution order."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+SiteKind = Literal["attn2", "added_kv"]
+
+_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[CrossAttnSite, ...]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@dataclass(frozen=True)
+class CrossAttnSite:
+    """One cross-attention layer of a UNet.
+
+    Attributes:
+        index: position in execution order (mid block before up blocks), 0-based.
+        path: module path inside the UNet, e.g. ``up_blocks.1.attentions.1.transformer_blocks.0.attn2``.
+        kind: ``attn2`` (text K/V through ``to_k``/``to_v``) or ``added_kv`` (DeepFloyd IF: text K/V
+            through ``add_k_proj``/``add_v_proj`` with bias, concatenated to the image K/V).
+        context_dim: width of the text context this layer reads.
+        inner_dim: width of its keys and values.
+        heads: attention heads.
+    """
+
+    index: int
+    path: str
+    kind: SiteKind
+    context_dim: int
+    inner_dim: int
+    heads: int
+
+    @property
+    def key_name(self) -> str:
+        """Name of the key projection inside the attention module."""
+        return "to_k" if self.kind == "attn2" else "add_k_proj"
+
+    @property
+    def value_name(self) -> str:
+        """Name of the value projection inside the attention module."""
+        return "to_v" if self.kind == "attn2" else "add_v_proj"
+
+
+def _kind(module: nn.Module) -> SiteKind | None:
+    if getattr(module, "added_kv_proj_dim", None) is not None:
+        return "added_kv"
+    if getattr(module, "is_cross_attention", False) and hasattr(module, "to_k"):
+        return "attn2"
+    return None
+
+
+def unet_inputs(unet: nn.Module, batch: int = 1, size: int | None = None) -> dict:
+    """Smallest valid forward inputs implied by a diffusers UNet's config.
+
+    Used to trace execution order; values are zeros, only shapes and dtypes matter.
+    """
+    cfg = unet.config
+    param = next(unet.parameters())
+    device, dtype = param.device, param.dtype
+    if size is None:
+        size = 2 ** len(cfg.block_out_channels)
+    context_dim = cfg.encoder_hid_dim or cfg.cross_attention_dim
+    if isinstance(context_dim, (list, tuple)):
+        context_dim = context_dim[0]
+    kwargs = {
+        "sample": torch.zeros(batch, cfg.in_channels, size, size, device=device, dtype=dtype),
+        "timestep": torch.tensor(1, device=device),
+        "encoder_hidden_states": torch.zeros(batch, 4, context_dim, device=device, dtype=dtype),
+    }
+    if cfg.addition_embed_type == "text_time":
+        n_time = 6
+        pooled = cfg.projection_class_embeddings_input_dim - n_time * cfg.addition_time_embed_dim
+        kwargs["added_cond_kwargs"] = {
+            "text_embeds": torch.zeros(batch, pooled, device=device, dtype=dtype),
+            "time_ids": torch.zeros(batch, n_time, device=device, dtype=dtype),
+        }
+    elif cfg.addition_embed_type not in (None, "text"):
+        raise ValueError(
+            f"UNet addition_embed_type={cfg.addition_embed_type!r} is not supported for site tracing; "
+            "supported: None (SD-1/2), 'text_time' (SD-XL), 'text' (DeepFloyd IF)."
+        )
+    if cfg.class_embed_type is not None or cfg.num_class_embeds is not None:
+        kwargs["class_labels"] = torch.zeros(batch, dtype=torch.long, device=device)
+    return kwargs
+
+
+def sites(unet: nn.Module) -> tuple[CrossAttnSite, ...]:
+    """The UNet's cross-attention sites in execution order, from one traced forward pass.
+
+    Dict order of ``named_modules`` and sorted names are both wrong (the mid block runs between the
+    down and up blocks), so the order is read off a real call. The result is cached per UNet.
+
+    Raises:
+        ValueError: the UNet has no cross-attention layer.
+    """
+    if unet in _CACHE:
+        return _CACHE[unet]
+    candidates = {m: name for name, m in unet.named_modules() if _kind(m) is not None}
+    if not candidates:
+        raise ValueError(
+            f"{type(unet).__name__} has no cross-attention layer (no attention module with "
+            "cross_attention_dim or added_kv_proj_dim): text never enters it, so there is nothing to "
+            "localize. Pass the text-conditional UNet (pipeline.unet)."
+        )
+    order: list[nn.Module] = []
+    handles = [m.register_forward_pre_hook(lambda mod, args: order.append(mod)) for m in candidates]
+    try:
+        with torch.no_grad():
+            unet(**unet_inputs(unet))
+    finally:
+        for h in handles:
+            h.remove()
+    result = []
+    for i, m in enumerate(dict.fromkeys(order)):
+        kind = _kind(m)
+        proj = getattr(m, "to_k" if kind == "attn2" else "add_k_proj")
+        result.append(
+            CrossAttnSite(
+                index=i,
+                path=candidates[m],
+                kind=kind,
+                context_dim=proj.in_features,
+                inner_dim=proj.out_features,
+                heads=m.heads,
+            )
+        )
+    _CACHE[unet] = tuple(result)
+    return _CACHE[unet]
+
+
+def site_module(unet: nn.Module, site: CrossAttnSite) -> nn.Module:
+    """The attention module of a site."""
+    return unet.get_submodule(site.path)

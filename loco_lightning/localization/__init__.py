@@ -1,0 +1,1 @@
+"""Localization: window builders, the window-grid job and (later) LocoGen scoring."""

@@ -1,0 +1,79 @@
+"""Sweep items: (prompt pair, seed, window) for every window size, as a Lightning DataModule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from loco_lightning.data.prompts import PromptPair
+from loco_lightning.localization.windows import windows
+
+
+@dataclass(frozen=True)
+class SweepItem:
+    """One generation of a sweep: ``window`` sites get ``pair.target``, the rest ``pair.original``.
+
+    ``m`` is 0 for the empty window (the original image) and ``n_sites`` for the all-sites
+    reference (the target prompt's image).
+    """
+
+    pair: PromptPair
+    seed: int
+    m: int
+    window: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        if not self.window:
+            return "none"
+        return f"{self.window[0]}-{self.window[-1]}"
+
+
+def sweep_items(
+    pairs: list[PromptPair], n_sites: int, window_sizes: list[int], seeds: list[int]
+) -> list[SweepItem]:
+    """All items of a sweep, references first: the empty and the all-sites window of each pair."""
+    if not pairs:
+        raise ValueError("Empty prompt list: a sweep needs at least one (original, target) pair.")
+    items = []
+    for pair in pairs:
+        for seed in seeds:
+            items.append(SweepItem(pair, seed, 0, ()))
+            items.append(SweepItem(pair, seed, n_sites, tuple(range(n_sites))))
+            for m in window_sizes:
+                items += [SweepItem(pair, seed, m, w) for w in windows(n_sites, m)]
+    return items
+
+
+class WindowSweepData(L.LightningDataModule):
+    """Yields batches of :class:`SweepItem`; the site count comes from the model being run.
+
+    Args:
+        pairs: prompt pairs.
+        window_sizes: the window sizes m to sweep.
+        seeds: starting-noise seeds; every pair is generated with each.
+        batch_size: items per UNet batch (each item is one image; guidance doubles the UNet batch).
+    """
+
+    def __init__(
+        self,
+        pairs: list[PromptPair],
+        window_sizes: list[int] = [1],  # noqa: B006 (jsonargparse needs a literal default)
+        seeds: list[int] = [0],  # noqa: B006
+        batch_size: int = 16,
+    ) -> None:
+        super().__init__()
+        self.pairs = pairs
+        self.window_sizes = window_sizes
+        self.seeds = seeds
+        self.batch_size = batch_size
+
+    def items(self) -> list[SweepItem]:
+        return sweep_items(
+            self.pairs, self.trainer.lightning_module.n_sites, self.window_sizes, self.seeds
+        )
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(self.items(), batch_size=self.batch_size, shuffle=False, collate_fn=list)

@@ -1,0 +1,74 @@
+"""The window-grid job: generate, for every window, the image with that window given the target."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+from torch import Tensor
+
+from loco_lightning.hooks import PromptSwap, intervene, sites
+from loco_lightning.localization.data import SweepItem
+from loco_lightning.models import LocoModel, load_model
+from loco_lightning.models.sampling import denoise
+
+
+class WindowGenerator(L.LightningModule):
+    """Generates a batch of sweep items in one UNet batch, each with its own window.
+
+    Args:
+        family: model family (``world``, ``sd1``, ``sd2``, ``sdxl``, ``if``).
+        source: hub id, local diffusers folder, or ``miniature`` (random weights, for trying configs).
+        dtype: weight dtype.
+        steps: denoising steps (family default if None).
+        guidance: guidance scale (family default if None).
+        cache_kv: project each site's text keys/values once per generation (exact, faster).
+        pooled: also swap the global text path (SD-XL pooled embeds, IF text-time embedding).
+    """
+
+    def __init__(
+        self,
+        family: str = "world",
+        source: str | None = None,
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        steps: int | None = None,
+        guidance: float | None = None,
+        cache_kv: bool = True,
+        pooled: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model: LocoModel | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.model is None:
+            hp = self.hparams
+            self.model = load_model(hp.family, hp.source, hp.dtype, str(self.device))
+
+    @property
+    def n_sites(self) -> int:
+        return len(sites(self.model.unet))
+
+    def generate(self, items: list[SweepItem]) -> Tensor:
+        """(B, 3, H, W) images, item b generated with its window given its target prompt."""
+        hp = self.hparams
+        cond = self.model.encode([it.pair.original for it in items])
+        specs = [
+            PromptSwap(it.window, it.pair.target, samples=(b,), pooled=hp.pooled)
+            for b, it in enumerate(items)
+            if it.window
+        ]
+        guidance = self.model.family.guidance if hp.guidance is None else hp.guidance
+        with intervene(
+            self.model.unet, specs, encode=self.model.encode, cfg=guidance > 1, cache_kv=hp.cache_kv
+        ):
+            return denoise(
+                self.model, cond, [it.seed for it in items], steps=hp.steps, guidance=guidance
+            )
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch  # items are strings and ints; tensors are made on the device in generate()
+
+    def predict_step(self, batch: list[SweepItem], batch_idx: int) -> dict:
+        rows = [(it.pair.original, it.pair.target, it.seed) for it in batch]
+        return {"rows": rows, "labels": [it.label for it in batch], "images": self.generate(batch)}

@@ -1,0 +1,297 @@
+"""Model families as data: every architecture fact the rest of the code needs, in one registry.
+
+A family names its pipeline class, its text encoders, how its conditional inputs are built and the
+full-size UNet config (used to count sites without weights). Code asks the registry; it never
+branches on model names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+GlobalTextPath = Literal["text_embeds", "add_embedding"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """Facts about one family of text-to-image models.
+
+    Attributes:
+        name: registry key.
+        pipeline: diffusers pipeline class name (``LocoWorldPipeline`` for the embedded world).
+        default_source: hub id (or packaged folder for ``world``) loaded when none is given.
+        n_sites: cross-attention sites in the full-size model, in execution order.
+        site_kind: ``attn2`` (``to_k``/``to_v``) or ``added_kv`` (IF's ``add_k_proj``/``add_v_proj``).
+        text_encoders: pipeline component names of the text encoders, in context order.
+        encoding: how prompts become UNet inputs: ``clip`` (one CLIP encoder's last hidden state),
+            ``sdxl`` (two encoders' penultimate states concatenated, pooled ``text_embeds`` and
+            ``time_ids``) or ``t5`` (T5 states, projected inside the UNet by ``encoder_hid_proj``).
+        context_dim: width of ``encoder_hidden_states`` given to the UNet.
+        pooled: where a prompt also enters the UNet outside cross-attention, if anywhere:
+            ``text_embeds`` (SD-XL ``added_cond_kwargs``) or ``add_embedding`` (IF's text-time
+            embedding). K/V interventions leave it alone unless asked.
+        resolution: default image side in pixels.
+        space: ``latent`` (VAE; scale read from ``vae.config.scaling_factor``) or ``pixel``.
+        scheduler: the pipeline's own scheduler class; ``scheduler_config`` its settings (used when
+            a pipeline is built here; a loaded pipeline keeps its own).
+        guidance: default classifier-free guidance scale.
+        steps: default denoising steps.
+        max_tokens: tokenizer limit of the text encoder(s).
+        unet_config: the full-size UNet config (diffusers ``UNet2DConditionModel``), for counting
+            sites on the meta device; ``None`` for the world, whose config lives with its model.
+        miniature: overrides that turn ``unet_config`` into a tiny random-weight test model with the
+            same block types.
+    """
+
+    name: str
+    pipeline: str
+    default_source: str
+    n_sites: int
+    site_kind: Literal["attn2", "added_kv"]
+    text_encoders: tuple[str, ...]
+    encoding: Literal["clip", "sdxl", "t5"]
+    context_dim: int
+    pooled: GlobalTextPath | None
+    resolution: int
+    space: Literal["latent", "pixel"]
+    scheduler: str
+    guidance: float
+    steps: int
+    max_tokens: int
+    scheduler_config: dict = field(default_factory=dict, compare=False)
+    unet_config: dict = field(default_factory=dict, compare=False)
+    miniature: dict = field(default_factory=dict, compare=False)
+
+
+_SD_UNET = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+}
+_SD_SCHED = {
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "steps_offset": 1,
+}
+_SD_MINI = {
+    "sample_size": 8,
+    "block_out_channels": (8, 8, 16, 16),
+    "norm_num_groups": 4,
+    "attention_head_dim": 2,
+}
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family(
+            name="sd1",
+            pipeline="StableDiffusionPipeline",
+            default_source="stable-diffusion-v1-5/stable-diffusion-v1-5",
+            n_sites=16,
+            site_kind="attn2",
+            text_encoders=("text_encoder",),
+            encoding="clip",
+            context_dim=768,
+            pooled=None,
+            resolution=512,
+            space="latent",
+            scheduler="PNDMScheduler",
+            guidance=7.5,
+            steps=50,
+            max_tokens=77,
+            scheduler_config={**_SD_SCHED, "skip_prk_steps": True},
+            unet_config=_SD_UNET,
+            miniature={**_SD_MINI, "cross_attention_dim": 32},
+        ),
+        Family(
+            name="sd2",
+            pipeline="StableDiffusionPipeline",
+            default_source="stabilityai/stable-diffusion-2-1",
+            n_sites=16,
+            site_kind="attn2",
+            text_encoders=("text_encoder",),
+            encoding="clip",
+            context_dim=1024,
+            pooled=None,
+            resolution=768,
+            space="latent",
+            scheduler="DDIMScheduler",
+            guidance=7.5,
+            steps=50,
+            max_tokens=77,
+            scheduler_config={
+                **_SD_SCHED,
+                "clip_sample": False,
+                "set_alpha_to_one": False,
+                "prediction_type": "v_prediction",
+            },
+            unet_config={
+                **_SD_UNET,
+                "sample_size": 96,
+                "cross_attention_dim": 1024,
+                "attention_head_dim": (5, 10, 20, 20),
+                "use_linear_projection": True,
+            },
+            miniature={**_SD_MINI, "cross_attention_dim": 48, "attention_head_dim": (2, 2, 4, 4)},
+        ),
+        Family(
+            name="sdxl",
+            pipeline="StableDiffusionXLPipeline",
+            default_source="stabilityai/stable-diffusion-xl-base-1.0",
+            n_sites=70,
+            site_kind="attn2",
+            text_encoders=("text_encoder", "text_encoder_2"),
+            encoding="sdxl",
+            context_dim=2048,
+            pooled="text_embeds",
+            resolution=1024,
+            space="latent",
+            scheduler="EulerDiscreteScheduler",
+            guidance=5.0,
+            steps=50,
+            max_tokens=77,
+            scheduler_config={**_SD_SCHED, "timestep_spacing": "leading"},
+            unet_config={
+                "sample_size": 128,
+                "in_channels": 4,
+                "out_channels": 4,
+                "layers_per_block": 2,
+                "block_out_channels": (320, 640, 1280),
+                "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                "transformer_layers_per_block": (1, 2, 10),
+                "attention_head_dim": (5, 10, 20),
+                "cross_attention_dim": 2048,
+                "use_linear_projection": True,
+                "addition_embed_type": "text_time",
+                "addition_time_embed_dim": 256,
+                "projection_class_embeddings_input_dim": 2816,
+            },
+            miniature={
+                "sample_size": 8,
+                "block_out_channels": (8, 16, 16),
+                "norm_num_groups": 4,
+                "attention_head_dim": (2, 2, 4),
+                "cross_attention_dim": 96,
+                "addition_time_embed_dim": 4,
+                "projection_class_embeddings_input_dim": 64 + 6 * 4,
+            },
+        ),
+        Family(
+            name="if",
+            pipeline="IFPipeline",
+            default_source="DeepFloyd/IF-I-XL-v1.0",
+            n_sites=22,
+            site_kind="added_kv",
+            text_encoders=("text_encoder",),
+            encoding="t5",
+            context_dim=4096,
+            pooled="add_embedding",
+            resolution=64,
+            space="pixel",
+            scheduler="DDPMScheduler",
+            guidance=7.0,
+            steps=100,
+            max_tokens=77,
+            scheduler_config={
+                "beta_schedule": "squaredcos_cap_v2",
+                "variance_type": "learned_range",
+                "thresholding": True,
+                "dynamic_thresholding_ratio": 0.95,
+                "sample_max_value": 1.5,
+            },
+            unet_config={
+                "sample_size": 64,
+                "in_channels": 3,
+                "out_channels": 6,
+                "layers_per_block": 3,
+                "block_out_channels": (320, 640, 960, 1280),
+                "down_block_types": ("ResnetDownsampleBlock2D",)
+                + ("SimpleCrossAttnDownBlock2D",) * 3,
+                "up_block_types": ("SimpleCrossAttnUpBlock2D",) * 3 + ("ResnetUpsampleBlock2D",),
+                "mid_block_type": "UNetMidBlock2DSimpleCrossAttn",
+                "attention_head_dim": 64,
+                "cross_attention_dim": 1280,
+                "encoder_hid_dim": 4096,
+                "encoder_hid_dim_type": "text_proj",
+                "addition_embed_type": "text",
+                "addition_embed_type_num_heads": 64,
+                "cross_attention_norm": "group_norm",
+                "resnet_time_scale_shift": "scale_shift",
+                "resnet_skip_time_act": True,
+                "resnet_out_scale_factor": 1.414,
+                "time_embedding_act_fn": "gelu",
+                "only_cross_attention": False,
+            },
+            miniature={
+                "sample_size": 16,
+                "block_out_channels": (8, 8, 16, 16),
+                "norm_num_groups": 4,
+                "attention_head_dim": 4,
+                "cross_attention_dim": 32,  # IF's cross-attention GroupNorm has 32 groups
+                "encoder_hid_dim": 64,
+                "addition_embed_type_num_heads": 2,
+            },
+        ),
+        Family(
+            name="world",
+            pipeline="LocoWorldPipeline",
+            default_source="world",
+            n_sites=7,
+            site_kind="attn2",
+            text_encoders=("text_encoder",),
+            encoding="clip",
+            context_dim=64,
+            pooled=None,
+            resolution=16,
+            space="pixel",
+            scheduler="DDIMScheduler",
+            guidance=1.5,
+            steps=25,
+            max_tokens=10,
+            scheduler_config={
+                "beta_schedule": "squaredcos_cap_v2",
+                "timestep_spacing": "trailing",
+                "clip_sample": True,
+            },
+            unet_config={
+                "sample_size": 16,
+                "in_channels": 3,
+                "out_channels": 3,
+                "layers_per_block": 1,
+                "block_out_channels": (32, 64, 64),
+                "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                "cross_attention_dim": 64,
+                "attention_head_dim": 8,
+                "norm_num_groups": 16,
+            },
+            miniature={
+                "block_out_channels": (16, 16, 16),
+                "cross_attention_dim": 24,
+                "attention_head_dim": 4,
+                "norm_num_groups": 4,
+            },
+        ),
+    )
+}
+
+
+def get_family(name: str) -> Family:
+    """Look a family up by name, with the list of known names in the error."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown model family {name!r}; known families: {', '.join(FAMILIES)}. "
+            "Any other diffusers UNet with cross-attention can still be used directly with "
+            "loco_lightning.hooks."
+        ) from None

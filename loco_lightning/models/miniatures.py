@@ -1,0 +1,115 @@
+"""Random-weight miniatures of every family: same block types and pipeline, tiny widths.
+
+They exercise the real loading, encoding and hooking code paths without downloading weights.
+"""
+
+from __future__ import annotations
+
+import diffusers
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    T5Config,
+    T5EncoderModel,
+)
+
+from loco_lightning.models.families import Family
+from loco_lightning.models.tokenizers import word_tokenizer
+from loco_lightning.models.world import LocoWorldPipeline
+
+MAX_TOKENS = 77
+
+
+def _clip(tokenizer, hidden: int, projection: int | None = None):
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        projection_dim=projection or hidden,
+    )
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
+
+
+def _vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
+    ).eval()
+
+
+def miniature(family: Family, seed: int = 0) -> diffusers.DiffusionPipeline:
+    """A random-weight pipeline of ``family`` whose UNet has the family's true block layout."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**{**family.unet_config, **family.miniature}).eval()
+    scheduler = getattr(diffusers, family.scheduler)(**family.scheduler_config)
+    tok = word_tokenizer([], MAX_TOKENS, chars=True)
+    context = family.miniature["cross_attention_dim"]
+    if family.name in ("sd1", "sd2"):
+        return diffusers.StableDiffusionPipeline(
+            vae=_vae(),
+            text_encoder=_clip(tok, context),
+            tokenizer=tok,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    if family.name == "sdxl":
+        pooled = (
+            family.miniature["projection_class_embeddings_input_dim"]
+            - 6 * (family.miniature["addition_time_embed_dim"])
+        )
+        return diffusers.StableDiffusionXLPipeline(
+            vae=_vae(),
+            text_encoder=_clip(tok, context - pooled),
+            text_encoder_2=_clip(tok, pooled, projection=pooled),
+            tokenizer=tok,
+            tokenizer_2=tok,
+            unet=unet,
+            scheduler=scheduler,
+        )
+    if family.name == "if":
+        t5 = T5Config(
+            vocab_size=len(tok),
+            d_model=family.miniature["encoder_hid_dim"],
+            d_kv=16,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        return diffusers.IFPipeline(
+            tokenizer=tok,
+            text_encoder=T5EncoderModel(t5).eval(),
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            watermarker=None,
+            requires_safety_checker=False,
+        )
+    if family.name == "world":
+        return LocoWorldPipeline(
+            unet=unet,
+            text_encoder=_clip(tok, context),
+            tokenizer=tok,
+            scheduler=scheduler,
+        )
+    raise ValueError(f"No miniature recipe for family {family.name!r}.")

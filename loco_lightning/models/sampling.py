@@ -1,0 +1,90 @@
+"""The denoising loop every job shares: the pipeline's own scheduler, per-sample seeds."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from loco_lightning.models.pipeline import Conditioning, LocoModel
+
+
+def initial_noise(model: LocoModel, seeds: Sequence[int]) -> Tensor:
+    """(B, C, S, S) starting noise, row i drawn from ``seeds[i]`` alone.
+
+    Drawing per row makes a batched sweep and a one-image-at-a-time loop start from identical noise.
+    """
+    cfg = model.unet.config
+    shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+    noise = [torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+    return torch.stack(noise).to(model.device, model.unet.dtype)
+
+
+@torch.no_grad()
+def denoise(
+    model: LocoModel,
+    cond: Conditioning,
+    seeds: Sequence[int],
+    *,
+    steps: int | None = None,
+    guidance: float | None = None,
+    scheduler=None,
+) -> Tensor:
+    """Generate one image per conditional row of ``cond``.
+
+    Under guidance the UNet batch is ``[unconditional; conditional]`` (the empty prompt first),
+    the layout :func:`loco_lightning.hooks.intervene` assumes with ``cfg=True``. Run it inside
+    ``intervene(...)`` to generate with interventions.
+
+    Args:
+        model: the loaded model.
+        cond: conditional inputs, B rows.
+        seeds: B seeds for the starting noise.
+        steps: denoising steps (family default if None).
+        guidance: classifier-free guidance scale (family default if None; <= 1 turns it off).
+        scheduler: a scheduler to use instead of a fresh copy of the pipeline's own.
+
+    Returns:
+        (B, 3, H, W) images in [0, 1], float32.
+    """
+    fam, pipe, unet = model.family, model.pipeline, model.unet
+    steps = steps or fam.steps
+    guidance = fam.guidance if guidance is None else guidance
+    n = cond.context.shape[0]
+    if len(seeds) != n:
+        raise ValueError(f"Got {len(seeds)} seeds for {n} prompts; give one seed per prompt.")
+    sched = scheduler or type(pipe.scheduler).from_config(pipe.scheduler.config)
+    use_cfg = guidance > 1.0
+    inputs = cond
+    if use_cfg:
+        empty = model.encode([""])
+        uncond = Conditioning(
+            empty.context.expand(n, -1, -1),
+            None if empty.added is None else {k: v.expand(n, -1) for k, v in empty.added.items()},
+        )
+        inputs = uncond.cat(cond)
+    x = initial_noise(model, seeds) * sched.init_noise_sigma
+    step_kwargs = {}
+    if "generator" in inspect.signature(sched.step).parameters:  # stochastic samplers: row noise
+        step_kwargs["generator"] = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
+    sched.set_timesteps(steps, device=model.device)
+    for t in sched.timesteps:
+        inp = sched.scale_model_input(torch.cat([x, x]) if use_cfg else x, t)
+        out = unet(inp, t, encoder_hidden_states=inputs.context, added_cond_kwargs=inputs.added)
+        out = out.sample
+        variance = None
+        if out.shape[1] != x.shape[1]:  # IF predicts a learned variance after the noise
+            out, variance = out.split(x.shape[1], dim=1)
+        if use_cfg:
+            out_u, out_c = out.chunk(2)
+            out = out_u + guidance * (out_c - out_u)
+            variance = None if variance is None else variance.chunk(2)[1]
+        if variance is not None:
+            out = torch.cat([out, variance], dim=1)
+        x = sched.step(out, t, x, **step_kwargs).prev_sample
+    if fam.space == "latent":
+        vae = pipe.vae
+        x = vae.decode(x.to(vae.dtype) / vae.config.scaling_factor).sample
+    return (x.float() / 2 + 0.5).clamp(0, 1)

@@ -1,0 +1,66 @@
+"""Sites are the UNet's cross-attention layers in execution order, for every family."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel, UNet2DModel
+
+from loco_lightning.hooks import sites
+from loco_lightning.models import FAMILIES, get_family
+
+
+@pytest.mark.parametrize("name", ["sd1", "sd2", "sdxl", "if"])
+def test_full_size_site_counts_on_meta_device(name):
+    family = get_family(name)
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**family.unet_config)
+    found = sites(unet)
+    assert len(found) == family.n_sites == {"sd1": 16, "sd2": 16, "sdxl": 70, "if": 22}[name]
+    assert [s.index for s in found] == list(range(len(found)))
+    assert {s.kind for s in found} == {family.site_kind}
+    assert all(s.context_dim == unet.config.cross_attention_dim for s in found)
+
+
+def test_sd1_execution_order_puts_mid_block_between_down_and_up():
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**get_family("sd1").unet_config)
+    paths = [s.path for s in sites(unet)]
+    # named_modules lists mid_block last; execution runs it after the 6 down sites.
+    assert [p for p, _ in unet.named_modules()].index("mid_block") > [
+        p for p, _ in unet.named_modules()
+    ].index("up_blocks")
+    assert paths[6].startswith("mid_block.")
+    assert all(p.startswith("down_blocks.") for p in paths[:6])
+    assert all(p.startswith("up_blocks.") for p in paths[7:])
+    assert paths[8] == "up_blocks.1.attentions.1.transformer_blocks.0.attn2"  # PAPER.md
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_miniatures_keep_the_true_site_count(name):
+    from tests.helpers import mini_model
+
+    model = mini_model(name)
+    assert len(sites(model.unet)) == get_family(name).n_sites
+
+
+def test_if_sites_are_added_kv_with_bias():
+    from tests.helpers import mini_model
+
+    model = mini_model("if")
+    for site in sites(model.unet):
+        attn = model.unet.get_submodule(site.path)
+        assert site.kind == "added_kv"
+        assert attn.add_k_proj.bias is not None and attn.add_v_proj.bias is not None
+
+
+def test_unet_without_cross_attention_is_refused_by_name():
+    unet = UNet2DModel(
+        sample_size=8,
+        block_out_channels=(8, 8),
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D",) * 2,
+        up_block_types=("UpBlock2D",) * 2,
+    )
+    with pytest.raises(ValueError, match="UNet2DModel has no cross-attention layer"):
+        sites(unet)
