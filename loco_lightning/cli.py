@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+import torch
 from lightning.pytorch.cli import LightningCLI
 
 
@@ -37,6 +38,24 @@ JOBS = {
 }
 
 
+class LocoCLI(LightningCLI):
+    """LightningCLI plus the process-wide setting a 2-core machine needs: torch's thread count."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--threads",
+            type=int | None,
+            default=None,
+            help="torch CPU threads (default: torch's choice). Two torch processes sharing the "
+            "cores must split them, or both slow down many times over.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("threads"):
+            torch.set_num_threads(config.threads)
+
+
 def usage() -> str:
     lines = ["usage: loco <job> [--config CONFIG.yaml] [--help]", "", "jobs:"]
     lines += [f"  {name:<10} {job.help}" for name, job in JOBS.items()]
@@ -55,16 +74,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"loco: unknown job {name!r}\n\n{usage()}")
     job = JOBS[name]
     module, datamodule = job.classes()
-    args = [job.run, *rest] if job.run else rest
-    LightningCLI(
-        module,
-        datamodule,
-        args=args,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": f"loco {name}"}
-        if not job.run
-        else {job.run: {"prog": f"loco {name}"}},
-    )
+    # LightningCLI reads sys.argv: present the job as the program, then its Trainer entry point.
+    sys.argv = [f"loco {name}", *([job.run] if job.run else []), *rest]
+    LocoCLI(module, datamodule, save_config_kwargs={"overwrite": True})
 
 
 if __name__ == "__main__":

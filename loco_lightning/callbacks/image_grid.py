@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 class WindowGridWriter(L.Callback):
-    """Collects ``{"rows", "labels", "images"}`` predictions and writes ``windows.png`` to the run folder.
+    """Collects ``{"rows", "labels", "images"}`` predictions; writes ``windows.png`` to the run.
 
     Args:
         upscale: nearest-neighbour magnification so 16-px world images are visible.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PromptPair:
-    """``original`` carries the concept; ``target`` has it removed (style/object) or updated (fact)."""
+    """``original`` carries the concept; ``target`` has it removed (style, object) or updated."""
 
     original: str
     target: str

@@ -13,7 +13,7 @@ from loco_lightning.hooks.processors import RunState, SiteProcessor, Trace, rows
 from loco_lightning.hooks.sites import CrossAttnSite, sites
 
 Encoder = Callable[[list[str]], tuple[Tensor, dict[str, Tensor] | None]]
-"""Maps prompts to ``(context (N, T, D), added_cond_kwargs or None)`` exactly as the UNet takes them."""
+"""Maps prompts to ``(context (N, T, D), added_cond_kwargs or None)`` as the UNet takes them."""
 
 
 def context_width(unet: nn.Module) -> int:

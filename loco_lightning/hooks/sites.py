@@ -22,7 +22,8 @@ class CrossAttnSite:
 
     Attributes:
         index: position in execution order (mid block before up blocks), 0-based.
-        path: module path inside the UNet, e.g. ``up_blocks.1.attentions.1.transformer_blocks.0.attn2``.
+        path: module path inside the UNet,
+            e.g. ``up_blocks.1.attentions.1.transformer_blocks.0.attn2``.
         kind: ``attn2`` (text K/V through ``to_k``/``to_v``) or ``added_kv`` (DeepFloyd IF: text K/V
             through ``add_k_proj``/``add_v_proj`` with bias, concatenated to the image K/V).
         context_dim: width of the text context this layer reads.
@@ -83,8 +84,8 @@ def unet_inputs(unet: nn.Module, batch: int = 1, size: int | None = None) -> dic
         }
     elif cfg.addition_embed_type not in (None, "text"):
         raise ValueError(
-            f"UNet addition_embed_type={cfg.addition_embed_type!r} is not supported for site tracing; "
-            "supported: None (SD-1/2), 'text_time' (SD-XL), 'text' (DeepFloyd IF)."
+            f"UNet addition_embed_type={cfg.addition_embed_type!r} is not supported for site "
+            "tracing; supported: None (SD-1/2), 'text_time' (SD-XL), 'text' (DeepFloyd IF)."
         )
     if cfg.class_embed_type is not None or cfg.num_class_embeds is not None:
         kwargs["class_labels"] = torch.zeros(batch, dtype=torch.long, device=device)
@@ -106,8 +107,8 @@ def sites(unet: nn.Module) -> tuple[CrossAttnSite, ...]:
     if not candidates:
         raise ValueError(
             f"{type(unet).__name__} has no cross-attention layer (no attention module with "
-            "cross_attention_dim or added_kv_proj_dim): text never enters it, so there is nothing to "
-            "localize. Pass the text-conditional UNet (pipeline.unet)."
+            "cross_attention_dim or added_kv_proj_dim): text never enters it, so there is nothing "
+            "to localize. Pass the text-conditional UNet (pipeline.unet)."
         )
     order: list[nn.Module] = []
     handles = [m.register_forward_pre_hook(lambda mod, args: order.append(mod)) for m in candidates]

@@ -18,7 +18,7 @@ class WindowGenerator(L.LightningModule):
 
     Args:
         family: model family (``world``, ``sd1``, ``sd2``, ``sdxl``, ``if``).
-        source: hub id, local diffusers folder, or ``miniature`` (random weights, for trying configs).
+        source: hub id, local diffusers folder, or ``miniature`` (random weights, to try configs).
         dtype: weight dtype.
         steps: denoising steps (family default if None).
         guidance: guidance scale (family default if None).

@@ -22,7 +22,7 @@ class Family:
         pipeline: diffusers pipeline class name (``LocoWorldPipeline`` for the embedded world).
         default_source: hub id (or packaged folder for ``world``) loaded when none is given.
         n_sites: cross-attention sites in the full-size model, in execution order.
-        site_kind: ``attn2`` (``to_k``/``to_v``) or ``added_kv`` (IF's ``add_k_proj``/``add_v_proj``).
+        site_kind: ``attn2`` (``to_k``, ``to_v``) or ``added_kv`` (IF's ``add_k_proj``...).
         text_encoders: pipeline component names of the text encoders, in context order.
         encoding: how prompts become UNet inputs: ``clip`` (one CLIP encoder's last hidden state),
             ``sdxl`` (two encoders' penultimate states concatenated, pooled ``text_embeds`` and

@@ -126,6 +126,7 @@ def load_model(
     source: str | None = None,
     dtype: str = "float32",
     device: str = "cpu",
+    channels_last: bool = True,
 ) -> LocoModel:
     """Load a family's pipeline from a hub id, a local diffusers folder, or build its miniature.
 
@@ -135,6 +136,7 @@ def load_model(
             ``None`` uses the family's default.
         dtype: torch dtype name of the weights.
         device: where the pipeline runs.
+        channels_last: store the UNet's convolutions channels-last (several times faster on CPU).
 
     Raises:
         WeightsNotFoundError: the weights cannot be found locally and cannot be downloaded.
@@ -150,7 +152,10 @@ def load_model(
     pipe.set_progress_bar_config(disable=True)
     if pipe.unet.dtype != torch_dtype:
         pipe = pipe.to(dtype=torch_dtype)
-    return LocoModel(fam, pipe.to(device))
+    pipe = pipe.to(device)
+    if channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+    return LocoModel(fam, pipe)
 
 
 def _from_pretrained(cls, fam: Family, source: str, dtype: torch.dtype):

@@ -1,4 +1,4 @@
-"""The LocoWorld text-to-image pipeline: a pixel-space UNet, a tiny CLIP text encoder, our tokenizer."""
+"""The LocoWorld text-to-image pipeline: pixel-space UNet, tiny CLIP text encoder, our tokenizer."""
 
 from __future__ import annotations
 
