@@ -63,20 +63,28 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def build(name: str, args: list[str], run: bool = True) -> LocoCLI:
+    """The LightningCLI of job ``name`` (configs live in ``configs/<name>/``).
+
+    With ``run=False`` the classes are only instantiated from ``args`` (used to check configs).
+    """
+    if name not in JOBS:
+        raise SystemExit(f"loco: unknown job {name!r}\n\n{usage()}")
+    job = JOBS[name]
+    module, datamodule = job.classes()
+    if run and job.run:
+        args = [job.run, *args]
+    return LocoCLI(module, datamodule, args=args, run=run, save_config_kwargs={"overwrite": True})
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``loco`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return
-    name, rest = argv[0], argv[1:]
-    if name not in JOBS:
-        sys.exit(f"loco: unknown job {name!r}\n\n{usage()}")
-    job = JOBS[name]
-    module, datamodule = job.classes()
-    # LightningCLI reads sys.argv: present the job as the program, then its Trainer entry point.
-    sys.argv = [f"loco {name}", *([job.run] if job.run else []), *rest]
-    LocoCLI(module, datamodule, save_config_kwargs={"overwrite": True})
+    sys.argv = [f"loco {argv[0]}"]  # the program name in --help; options are passed as args
+    build(argv[0], argv[1:])
 
 
 if __name__ == "__main__":

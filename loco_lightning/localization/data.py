@@ -75,5 +75,8 @@ class WindowSweepData(L.LightningDataModule):
             self.pairs, self.trainer.lightning_module.n_sites, self.window_sizes, self.seeds
         )
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch  # items are strings and ints; the module makes its tensors on the device
+
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(self.items(), batch_size=self.batch_size, shuffle=False, collate_fn=list)

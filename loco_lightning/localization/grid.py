@@ -66,9 +66,6 @@ class WindowGenerator(L.LightningModule):
                 self.model, cond, [it.seed for it in items], steps=hp.steps, guidance=guidance
             )
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch  # items are strings and ints; tensors are made on the device in generate()
-
     def predict_step(self, batch: list[SweepItem], batch_idx: int) -> dict:
         rows = [(it.pair.original, it.pair.target, it.seed) for it in batch]
         return {"rows": rows, "labels": [it.label for it in batch], "images": self.generate(batch)}

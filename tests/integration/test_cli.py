@@ -1,0 +1,58 @@
+"""The ``loco`` command end to end, and every YAML under configs/ instantiates."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from loco_lightning.cli import JOBS, build, main
+
+CONFIGS = sorted(Path(__file__).resolve().parents[2].glob("configs/*/*.yaml"))
+
+
+def test_loco_help_lists_every_job():
+    out = subprocess.run(
+        [sys.executable, "-m", "loco_lightning.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert all(name in out for name in JOBS)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_config_instantiates(config):
+    assert config.parent.name in JOBS, f"configs/<job>/: no job named {config.parent.name!r}"
+    cli = build(config.parent.name, ["--config", str(config)], run=False)
+    assert cli.model is not None and cli.datamodule is not None
+
+
+def test_windows_job_writes_the_grid(tmp_path):
+    main(
+        [
+            "windows",
+            "--config",
+            "configs/windows/world.yaml",
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path),
+            "--model.steps",
+            "2",
+            "--data.window_sizes",
+            "[1]",
+            "--data.seeds",
+            "[0]",
+            "--data.pairs",
+            '[{"original": "a red striped circle", "target": "a red circle"}]',
+        ]
+    )
+    [grid] = tmp_path.glob("windows/version_*/windows.png")
+    legend = (grid.parent / "windows.txt").read_text()
+    columns = legend.splitlines()[0].split()[1:]
+    assert columns[:3] == ["none", "0-6", "0-0"] and len(columns) == 2 + 7
+    width, height = Image.open(grid).size
+    assert (width, height) == (2 + len(columns) * (16 * 4 + 2), 2 + 16 * 4 + 2)
+    assert list(tmp_path.glob("windows/version_*/events.out.tfevents.*"))

@@ -1,0 +1,39 @@
+"""Prompt encoding per family: the UNet's inputs, and refusals instead of silent truncation."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import mini_model
+
+
+def test_empty_prompt_list_is_refused(mini):
+    with pytest.raises(ValueError, match="Empty prompt list"):
+        mini.encode([])
+
+
+def test_prompt_longer_than_the_tokenizer_limit_is_refused_by_name(mini):
+    long = "a " + "very " * 40 + "red circle"
+    with pytest.raises(ValueError, match=r"Prompt 'a very .* tokens long .* at most 77"):
+        mini.encode(["a red circle", long])
+
+
+def test_context_widths_match_the_unet(mini):
+    cond = mini.encode(["a red circle", "a blue square"])
+    width = mini.unet.config.encoder_hid_dim or mini.unet.config.cross_attention_dim
+    assert cond.context.shape[0] == 2 and cond.context.shape[-1] == width
+
+
+def test_sdxl_conditioning_concatenates_both_encoders_and_carries_pooled_and_time_ids():
+    model = mini_model("sdxl")
+    cond = model.encode(["a red circle", "a blue square"])
+    te1 = model.pipeline.text_encoder.config.hidden_size
+    te2 = model.pipeline.text_encoder_2.config.hidden_size
+    assert cond.context.shape[-1] == te1 + te2 == model.unet.config.cross_attention_dim
+    assert cond.added["text_embeds"].shape == (
+        2,
+        model.pipeline.text_encoder_2.config.projection_dim,
+    )
+    assert cond.added["time_ids"].shape == (2, 6)
+    # Each prompt's pooled embedding is its own.
+    assert (cond.added["text_embeds"][0] - cond.added["text_embeds"][1]).abs().max() > 1e-4
