@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,24 @@ JOBS = {
         "loco_lightning.localization.data.WindowSweepData",
         "predict",
         "generate every window's image for prompt pairs (one UNet batch, many windows)",
+    ),
+    "localize": Job(
+        "loco_lightning.localization.locogen.LocalizationModule",
+        "loco_lightning.localization.data.WindowSweepData",
+        "validate",
+        "LocoGen: score every window of cross-attention sites, select where a concept lives",
+    ),
+    "world": Job(
+        "loco_lightning.training.world.WorldDiffusion",
+        "loco_lightning.data.world.datamodule.WorldDataModule",
+        None,
+        "train the embedded world's text-to-image model from scratch (fit / validate / test)",
+    ),
+    "worldclip": Job(
+        "loco_lightning.training.worldclip.WorldCLIPModule",
+        "loco_lightning.data.world.datamodule.WorldDataModule",
+        None,
+        "train WorldCLIP, the world's CLIPScore/FID backbone (fit / validate / test)",
     ),
 }
 
@@ -74,7 +93,14 @@ def build(name: str, args: list[str], run: bool = True) -> LocoCLI:
     module, datamodule = job.classes()
     if run and job.run:
         args = [job.run, *args]
-    return LocoCLI(module, datamodule, args=args, run=run, save_config_kwargs={"overwrite": True})
+    return LocoCLI(
+        module,
+        datamodule,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": f"loco {name}"},
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return
-    sys.argv = [f"loco {argv[0]}"]  # the program name in --help; options are passed as args
+    # sys.argv stays as it is: DDP re-launches this very command line on every other rank.
+    warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
     build(argv[0], argv[1:])
 
 

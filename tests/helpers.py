@@ -27,3 +27,40 @@ def unet_inputs(model: LocoModel, prompts: list[str], seeds=None, t: int = 500) 
         "encoder_hidden_states": cond.context,
         "added_cond_kwargs": cond.added,
     }
+
+
+@functools.cache
+def tiny_clip_folder() -> str:
+    """A random-weight CLIP saved as a folder (tokenizer, no image processor), for scoring tests."""
+    import tempfile
+
+    from transformers import CLIPConfig, CLIPModel
+
+    from loco_lightning.models.tokenizers import word_tokenizer
+
+    tok = word_tokenizer([], 77, chars=True)
+    torch.manual_seed(0)
+    text = {
+        "vocab_size": len(tok),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 77,
+        "eos_token_id": tok.eos_token_id,
+        "bos_token_id": tok.bos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
+    vision = {
+        "image_size": 16,
+        "patch_size": 4,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+    }
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32))
+    folder = tempfile.mkdtemp(prefix="tiny-clip-")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

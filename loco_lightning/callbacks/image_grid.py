@@ -19,12 +19,14 @@ class WindowGridWriter(L.Callback):
     """Collects ``{"rows", "labels", "images"}`` predictions; writes ``windows.png`` to the run.
 
     Args:
-        upscale: nearest-neighbour magnification so 16-px world images are visible.
+        scale: resize factor (nearest-neighbour above 1, so 16-px world images stay crisp).
+        max_rows: keep at most this many (pair, seed) rows, so big sweeps stay viewable.
         name: file stem and TensorBoard tag.
     """
 
-    def __init__(self, upscale: int = 4, name: str = "windows") -> None:
-        self.upscale = upscale
+    def __init__(self, scale: float = 4.0, max_rows: int = 8, name: str = "windows") -> None:
+        self.scale = scale
+        self.max_rows = max_rows
         self.name = name
         self._rows: dict[tuple, dict[str, torch.Tensor]] = {}
 
@@ -33,17 +35,28 @@ class WindowGridWriter(L.Callback):
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         for row, label, image in zip(outputs["rows"], outputs["labels"], outputs["images"].cpu()):
-            self._rows.setdefault(row, {})[label] = image
+            if row in self._rows or len(self._rows) < self.max_rows:
+                self._rows.setdefault(row, {})[label] = image
+
+    on_validation_start = on_predict_start
+    on_validation_batch_end = on_predict_batch_end
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.on_predict_end(trainer, pl_module)
 
     @rank_zero_only
     def on_predict_end(self, trainer, pl_module) -> None:
         if not self._rows:
             return
-        labels = list(next(iter(self._rows.values())))
-        images = torch.stack([row[label] for row in self._rows.values() for label in labels])
-        images = F.interpolate(images, scale_factor=self.upscale, mode="nearest")
+        labels = list(dict.fromkeys(label for row in self._rows.values() for label in row))
+        blank = torch.zeros_like(next(iter(next(iter(self._rows.values())).values())))
+        images = torch.stack(
+            [row.get(label, blank) for row in self._rows.values() for label in labels]
+        )
+        mode = "nearest" if self.scale >= 1 else "area"
+        images = F.interpolate(images, scale_factor=self.scale, mode=mode)
         grid = make_grid(images, nrow=len(labels), padding=2, pad_value=0.5)
-        out = Path(trainer.log_dir or ".")
+        out = Path(getattr(pl_module.hparams, "output_dir", None) or trainer.log_dir or ".")
         out.mkdir(parents=True, exist_ok=True)
         save_image(grid, out / f"{self.name}.png")
         legend = ["columns: " + " ".join(labels)]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import lightning as L
 from torch.utils.data import DataLoader
 
-from loco_lightning.data.prompts import PromptPair
+from loco_lightning.data.prompts import PromptPair, load_pairs
 from loco_lightning.localization.windows import windows
 
 
@@ -23,6 +23,16 @@ class SweepItem:
     seed: int
     m: int
     window: tuple[int, ...]
+    pair_index: int = 0
+
+    @property
+    def start(self) -> int:
+        return self.window[0] if self.window else 0
+
+    @property
+    def key(self) -> str:
+        """Unique within a sweep: which pair, seed and window."""
+        return f"{self.pair_index}:{self.seed}:{self.m}:{self.start}"
 
     @property
     def label(self) -> str:
@@ -38,20 +48,23 @@ def sweep_items(
     if not pairs:
         raise ValueError("Empty prompt list: a sweep needs at least one (original, target) pair.")
     items = []
-    for pair in pairs:
+    for i, pair in enumerate(pairs):
         for seed in seeds:
-            items.append(SweepItem(pair, seed, 0, ()))
-            items.append(SweepItem(pair, seed, n_sites, tuple(range(n_sites))))
+            items.append(SweepItem(pair, seed, 0, (), i))
+            items.append(SweepItem(pair, seed, n_sites, tuple(range(n_sites)), i))
             for m in window_sizes:
-                items += [SweepItem(pair, seed, m, w) for w in windows(n_sites, m)]
+                items += [SweepItem(pair, seed, m, w, i) for w in windows(n_sites, m)]
     return items
 
 
 class WindowSweepData(L.LightningDataModule):
     """Yields batches of :class:`SweepItem`; the site count comes from the model being run.
 
+    Items the run already finished (``done_keys()`` of the module, for resumed sweeps) are skipped.
+    Under DDP, Lightning's distributed sampler shards the items across ranks.
+
     Args:
-        pairs: prompt pairs.
+        pairs: prompt pairs, or the path of a YAML prompt set (see ``datasets/``).
         window_sizes: the window sizes m to sweep.
         seeds: starting-noise seeds; every pair is generated with each.
         batch_size: items per UNet batch (each item is one image; guidance doubles the UNet batch).
@@ -59,13 +72,13 @@ class WindowSweepData(L.LightningDataModule):
 
     def __init__(
         self,
-        pairs: list[PromptPair],
+        pairs: list[PromptPair] | str,
         window_sizes: list[int] = [1],  # noqa: B006 (jsonargparse needs a literal default)
         seeds: list[int] = [0],  # noqa: B006
         batch_size: int = 16,
     ) -> None:
         super().__init__()
-        self.pairs = pairs
+        self.pairs = load_pairs(pairs) if isinstance(pairs, str) else pairs
         self.window_sizes = window_sizes
         self.seeds = seeds
         self.batch_size = batch_size
@@ -78,5 +91,12 @@ class WindowSweepData(L.LightningDataModule):
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch  # items are strings and ints; the module makes its tensors on the device
 
+    def _loader(self, items: list[SweepItem]) -> DataLoader:
+        return DataLoader(items, batch_size=self.batch_size, shuffle=False, collate_fn=list)
+
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(self.items(), batch_size=self.batch_size, shuffle=False, collate_fn=list)
+        return self._loader(self.items())
+
+    def val_dataloader(self) -> DataLoader:
+        done = self.trainer.lightning_module.done_keys()
+        return self._loader([it for it in self.items() if it.key not in done])

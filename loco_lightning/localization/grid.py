@@ -7,10 +7,10 @@ from typing import Literal
 import lightning as L
 from torch import Tensor
 
-from loco_lightning.hooks import PromptSwap, intervene, sites
+from loco_lightning.hooks import sites
 from loco_lightning.localization.data import SweepItem
+from loco_lightning.localization.generate import generate_items
 from loco_lightning.models import LocoModel, load_model
-from loco_lightning.models.sampling import denoise
 
 
 class WindowGenerator(L.LightningModule):
@@ -52,19 +52,14 @@ class WindowGenerator(L.LightningModule):
     def generate(self, items: list[SweepItem]) -> Tensor:
         """(B, 3, H, W) images, item b generated with its window given its target prompt."""
         hp = self.hparams
-        cond = self.model.encode([it.pair.original for it in items])
-        specs = [
-            PromptSwap(it.window, it.pair.target, samples=(b,), pooled=hp.pooled)
-            for b, it in enumerate(items)
-            if it.window
-        ]
-        guidance = self.model.family.guidance if hp.guidance is None else hp.guidance
-        with intervene(
-            self.model.unet, specs, encode=self.model.encode, cfg=guidance > 1, cache_kv=hp.cache_kv
-        ):
-            return denoise(
-                self.model, cond, [it.seed for it in items], steps=hp.steps, guidance=guidance
-            )
+        return generate_items(
+            self.model,
+            items,
+            steps=hp.steps,
+            guidance=hp.guidance,
+            cache_kv=hp.cache_kv,
+            pooled=hp.pooled,
+        )
 
     def predict_step(self, batch: list[SweepItem], batch_idx: int) -> dict:
         rows = [(it.pair.original, it.pair.target, it.seed) for it in batch]

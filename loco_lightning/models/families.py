@@ -244,7 +244,7 @@ FAMILIES: dict[str, Family] = {
         Family(
             name="world",
             pipeline="LocoWorldPipeline",
-            default_source="world",
+            default_source="world-natural",
             n_sites=7,
             site_kind="attn2",
             text_encoders=("text_encoder",),

@@ -18,6 +18,22 @@ from loco_lightning.models.world import LocoWorldPipeline
 log = logging.getLogger(__name__)
 
 PIPELINES = {"LocoWorldPipeline": LocoWorldPipeline}
+WEIGHTS = Path(__file__).parent / "weights"
+PACKAGED = ("world-natural", "world-planted", "world-bidirectional", "worldclip")
+
+
+def packaged(source: str) -> str:
+    """The folder of a model shipped inside the package (``world-natural``, ``worldclip``, …);
+    any other source is returned unchanged."""
+    if source not in PACKAGED:
+        return source
+    folder = WEIGHTS / source
+    if not folder.exists():
+        raise WeightsNotFoundError(
+            f"The packaged model {source!r} is missing from {WEIGHTS}; reinstall loco-lightning, "
+            "or train it with `loco world fit` (see configs/world/)."
+        )
+    return str(folder)
 
 
 class Conditioning(NamedTuple):
@@ -132,8 +148,9 @@ def load_model(
 
     Args:
         family: registry name (``sd1``, ``sd2``, ``sdxl``, ``if``, ``world``).
-        source: hub id or local folder; ``miniature`` builds the random-weight test model;
-            ``None`` uses the family's default.
+        source: hub id, local folder, packaged name (``world-natural``, ``world-planted``,
+            ``world-bidirectional``), or ``miniature`` (random-weight test model); ``None`` uses
+            the family's default.
         dtype: torch dtype name of the weights.
         device: where the pipeline runs.
         channels_last: store the UNet's convolutions channels-last (several times faster on CPU).
@@ -142,7 +159,7 @@ def load_model(
         WeightsNotFoundError: the weights cannot be found locally and cannot be downloaded.
     """
     fam = get_family(family)
-    source = source or fam.default_source
+    source = packaged(source or fam.default_source)
     torch_dtype = getattr(torch, dtype)
     if source == "miniature":
         pipe = miniature(fam)

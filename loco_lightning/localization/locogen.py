@@ -1,0 +1,179 @@
+"""LocoGen: localization by direct effect, evaluated as Lightning validation steps."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+
+from loco_lightning.data.world import ATTRIBUTES, AttributeReader, default_vocabulary
+from loco_lightning.hooks import sites
+from loco_lightning.localization.data import SweepItem
+from loco_lightning.localization.generate import generate_items
+from loco_lightning.localization.results import (
+    Objective,
+    ResultStore,
+    Selection,
+    aggregate,
+    select,
+)
+from loco_lightning.metrics.clip import SampleCLIPScore
+from loco_lightning.metrics.readers import AttributeMatch
+from loco_lightning.models import LocoModel, load_model
+from loco_lightning.models.pipeline import packaged
+
+log = logging.getLogger(__name__)
+
+
+class LocalizationModule(L.LightningModule):
+    """Generates every window of a sweep and scores how much of the concept survives.
+
+    For window j of size m, sites j … j+m-1 read the target prompt, every other site the original
+    (conditional branch only). Rows are appended to ``output_dir`` batch by batch, so a rerun with
+    the same config resumes; at the end the window table and the selection are computed.
+
+    Args:
+        family: model family.
+        source: hub id, local diffusers folder, packaged world model name, or ``miniature``.
+        dtype: weight dtype.
+        steps: denoising steps (family default if None).
+        guidance: guidance scale (family default if None).
+        cache_kv: project each site's text K/V once per generation (exact, faster).
+        pooled: the window also swaps the global text path (SD-XL pooled embeds, IF text-time).
+        objective: ``remove`` (style, object: argmin of the score against the original prompt) or
+            ``update`` (fact: argmax against the target prompt).
+        clip: CLIP scorer: hub id, local folder, or ``worldclip`` (packaged) for the world.
+        score: which score selects windows: ``clip`` (the paper) or ``reader`` (world only:
+            exact attribute readers against ``expect`` of each pair).
+        margin: how close to the all-sites reference the smallest m must come, as a fraction of
+            the gap between the original and the reference score.
+        output_dir: results folder; stable, so that a rerun resumes.
+    """
+
+    def __init__(
+        self,
+        family: str = "world",
+        source: str | None = None,
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        steps: int | None = None,
+        guidance: float | None = None,
+        cache_kv: bool = True,
+        pooled: bool = False,
+        objective: Objective = "remove",
+        clip: str = "worldclip",
+        score: Literal["clip", "reader"] = "clip",
+        margin: float = 0.1,
+        output_dir: str = "lightning_logs/localize/run",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model: LocoModel | None = None
+        self.store: ResultStore | None = None
+        self.table: list[dict] = []
+        self.selection: Selection | None = None
+
+    def setup(self, stage: str) -> None:
+        hp = self.hparams
+        if self.model is None:
+            self.model = load_model(hp.family, hp.source, hp.dtype, str(self.device))
+            self.clip_score = SampleCLIPScore(packaged(hp.clip))
+            if hp.family == "world":
+                vocab = default_vocabulary()
+                values = {a: vocab.values(a) for a in ATTRIBUTES}
+                self.reader_match = AttributeMatch(AttributeReader(vocab), values)
+            elif hp.score == "reader":
+                raise ValueError(
+                    f"score='reader' needs the world's exact readers; family {hp.family!r} has "
+                    "none. Use score: clip."
+                )
+        data = self.trainer.datamodule
+        self.store = ResultStore(hp.output_dir, self.fingerprint(data))
+        self.store.open()
+
+    def fingerprint(self, data) -> dict:
+        """Everything that decides a sweep's rows; a resumed sweep must match it exactly."""
+        hp = self.hparams
+        fam = self.model.family
+        return {
+            "family": hp.family,
+            "source": hp.source or fam.default_source,
+            "dtype": hp.dtype,
+            "steps": hp.steps or fam.steps,
+            "guidance": fam.guidance if hp.guidance is None else hp.guidance,
+            "scheduler": type(self.model.pipeline.scheduler).__name__,
+            "pooled": hp.pooled,
+            "objective": hp.objective,
+            "clip": hp.clip,
+            "pairs": [[p.original, p.target, p.expect] for p in data.pairs],
+            "seeds": list(data.seeds),
+            "window_sizes": list(data.window_sizes),
+        }
+
+    @property
+    def n_sites(self) -> int:
+        return len(sites(self.model.unet))
+
+    @property
+    def has_reader(self) -> bool:
+        return hasattr(self, "reader_match")
+
+    def done_keys(self) -> set[str]:
+        return self.store.done()
+
+    def validation_step(self, batch: list[SweepItem], batch_idx: int) -> dict:
+        hp = self.hparams
+        images = generate_items(
+            self.model,
+            batch,
+            steps=hp.steps,
+            guidance=hp.guidance,
+            cache_kv=hp.cache_kv,
+            pooled=hp.pooled,
+        )
+        texts = [it.pair.target if hp.objective == "update" else it.pair.original for it in batch]
+        clip = self.clip_score.per_sample(images, texts).tolist()
+        reader = [None] * len(batch)
+        if self.has_reader and all(it.pair.expect for it in batch):
+            reader = self.reader_match.per_sample(images, [it.pair.expect for it in batch]).tolist()
+        rows = [
+            {
+                "key": it.key,
+                "pair": it.pair_index,
+                "original": it.pair.original,
+                "target": it.pair.target,
+                "seed": it.seed,
+                "m": it.m,
+                "start": it.start,
+                "window": it.label,
+                "clip": c,
+                "reader": r,
+            }
+            for it, c, r in zip(batch, clip, reader)
+        ]
+        self.store.append(rows, self.global_rank)
+        return {
+            "rows": [(it.pair.original, it.pair.target, it.seed) for it in batch],
+            "labels": [it.label for it in batch],
+            "images": images,
+        }
+
+    def on_validation_epoch_end(self) -> None:
+        self.trainer.strategy.barrier()  # every rank's rows are on disk
+        hp = self.hparams
+        self.table = aggregate(self.store.rows(), ("clip", "reader"))
+        self.selection = select(self.table, self.n_sites, hp.objective, hp.score, hp.margin)
+        sel = self.selection
+        self.log_dict(
+            {"localize/original": sel.original, "localize/reference": sel.reference}
+            | {f"localize/best/m{m}": v for m, (_, v) in sel.best.items()},
+            rank_zero_only=True,
+        )
+        rank_zero_info(
+            f"LocoGen ({hp.score}, {hp.objective}): original {sel.original:.3f}, all-sites "
+            f"reference {sel.reference:.3f}; best window per m: "
+            + ", ".join(f"m={m}: {s}-{s + m - 1} ({v:.3f})" for m, (s, v) in sel.best.items())
+            + f"; selected: {('sites ' + str(list(sel.window))) if sel.window else 'none'}"
+            + (f" (m={sel.smallest_m})" if sel.smallest_m else f" within margin {hp.margin}")
+        )

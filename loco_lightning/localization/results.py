@@ -1,0 +1,149 @@
+"""Sweep results: per-item rows appended as they are made, the window table, and the selection.
+
+Rows go to ``items.rank<R>.jsonl`` (append + flush after every batch), so an interrupted sweep
+resumes where it stopped and DDP ranks never share a file; sampler padding duplicates are dropped
+by key when the table is built.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Objective = Literal["remove", "update"]
+
+
+class ResultStore:
+    """The per-item rows of one sweep folder.
+
+    Args:
+        folder: the sweep's output folder (stable across restarts, so reruns resume).
+        fingerprint: what produced the rows (prompts, seeds, model, scorer, steps...). A folder
+            made with a different fingerprint is refused instead of being mixed in.
+    """
+
+    def __init__(self, folder: str | Path, fingerprint: dict) -> None:
+        self.folder = Path(folder)
+        self.fingerprint = fingerprint
+
+    def open(self) -> None:
+        """Create the folder, or check that it holds the same sweep."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        meta = self.folder / "sweep.json"
+        if meta.exists():
+            old = json.loads(meta.read_text())
+            if old != json.loads(json.dumps(self.fingerprint)):
+                changed = sorted(
+                    k
+                    for k in set(old) | set(self.fingerprint)
+                    if old.get(k) != json.loads(json.dumps(self.fingerprint.get(k)))
+                )
+                raise ValueError(
+                    f"{self.folder} holds results of a different sweep (changed: {changed}); "
+                    "set a new output_dir, or delete the folder to start over."
+                )
+        else:
+            meta.write_text(json.dumps(self.fingerprint, indent=1))
+
+    def append(self, rows: list[dict], rank: int) -> None:
+        with open(self.folder / f"items.rank{rank}.jsonl", "a") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+            f.flush()
+
+    def rows(self) -> list[dict]:
+        """Every row written so far by any rank, one per key (a line cut by a kill is skipped)."""
+        out: dict[str, dict] = {}
+        for path in sorted(self.folder.glob("items.rank*.jsonl")):
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                out.setdefault(row["key"], row)
+        return list(out.values())
+
+    def done(self) -> set[str]:
+        return {row["key"] for row in self.rows()}
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
+    return mean, math.sqrt(var)
+
+
+def aggregate(rows: list[dict], scores: tuple[str, ...]) -> list[dict]:
+    """One table row per (m, window start): mean and spread of each score over prompts and seeds."""
+    groups: dict[tuple[int, int], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["m"], row["start"]), []).append(row)
+    table = []
+    for (m, start), group in sorted(groups.items()):
+        entry = {"m": m, "start": start, "window": group[0]["window"], "n": len(group)}
+        for name in scores:
+            values = [r[name] for r in group if r.get(name) is not None]
+            if values:
+                entry[f"{name}_mean"], entry[f"{name}_std"] = _stats(values)
+        table.append(entry)
+    return table
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What LocoGen concluded.
+
+    Attributes:
+        best: per window size m, the best window's start and score.
+        original: score of the empty window (the concept untouched).
+        reference: score of the all-sites window (the target prompt everywhere).
+        smallest_m: the smallest m whose best window comes within the margin of the reference,
+            or None if none does.
+        window: the sites of that window (empty if none).
+    """
+
+    best: dict[int, tuple[int, float]]
+    original: float
+    reference: float
+    smallest_m: int | None
+    window: tuple[int, ...]
+
+
+def select(
+    table: list[dict], n_sites: int, objective: Objective, score: str, margin: float
+) -> Selection:
+    """Pick windows as the paper does: argmin of the concept's score for removal, argmax of the
+    target's score for a fact update; then the smallest m within ``margin`` of the reference.
+
+    ``margin`` is a fraction of the gap between the original and the reference score, so it means
+    the same for every scorer.
+    """
+    key = f"{score}_mean"
+    by = {(r["m"], r["start"]): r[key] for r in table if key in r}
+    original, reference = by[(0, 0)], by[(n_sites, 0)]
+    sign = 1.0 if objective == "remove" else -1.0
+    best = {}
+    for m in sorted({m for m, _ in by if 0 < m < n_sites}):
+        starts = [(s, v) for (mm, s), v in by.items() if mm == m]
+        best[m] = min(starts, key=lambda sv: sign * sv[1])
+    tolerance = margin * abs(original - reference)
+    smallest = next(
+        (m for m, (_, v) in sorted(best.items()) if sign * (v - reference) <= tolerance), None
+    )
+    window = tuple(range(best[smallest][0], best[smallest][0] + smallest)) if smallest else ()
+    return Selection(best, original, reference, smallest, window)
+
+
+def write_table(table: list[dict], folder: str | Path) -> None:
+    """``windows.csv`` and ``windows.json`` in ``folder``."""
+    folder = Path(folder)
+    columns = list(dict.fromkeys(k for row in table for k in row))
+    with open(folder / "windows.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(table)
+    (folder / "windows.json").write_text(json.dumps(table, indent=1))

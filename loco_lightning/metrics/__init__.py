@@ -1,0 +1,1 @@
+"""Metrics as torchmetrics ``Metric``s with injectable backbones (CLIP score, FID, readers)."""
