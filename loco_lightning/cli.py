@@ -42,6 +42,12 @@ JOBS = {
         "validate",
         "LocoGen: score every window of cross-attention sites, select where a concept lives",
     ),
+    "trace": Job(
+        "loco_lightning.localization.causal.CausalTracingModule",
+        "loco_lightning.localization.data.TraceData",
+        "validate",
+        "causal tracing (the older localizer): restore one layer at a time, score recovery",
+    ),
     "world": Job(
         "loco_lightning.training.world.WorldDiffusion",
         "loco_lightning.data.world.datamodule.WorldDataModule",

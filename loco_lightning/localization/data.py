@@ -100,3 +100,49 @@ class WindowSweepData(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         done = self.trainer.lightning_module.done_keys()
         return self._loader([it for it in self.items() if it.key not in done])
+
+
+@dataclass(frozen=True)
+class TraceItem:
+    """One causal trace: a prompt pair (the concept is what ``original`` has and ``target`` lacks)
+    and a seed."""
+
+    pair: PromptPair
+    seed: int
+    pair_index: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.pair_index}:{self.seed}"
+
+
+class TraceData(L.LightningDataModule):
+    """Yields :class:`TraceItem` s not yet traced (``done_keys()`` of the module).
+
+    Args:
+        pairs: prompt pairs, or the path of a YAML prompt set.
+        seeds: starting-noise seeds.
+        batch_size: items per step (each item is a whole trace, batched internally by layer).
+    """
+
+    def __init__(
+        self,
+        pairs: list[PromptPair] | str,
+        seeds: list[int] = [0],  # noqa: B006
+        batch_size: int = 1,
+    ) -> None:
+        super().__init__()
+        self.pairs = load_pairs(pairs) if isinstance(pairs, str) else pairs
+        if not self.pairs:
+            raise ValueError("Empty prompt list: causal tracing needs at least one prompt pair.")
+        self.seeds = seeds
+        self.batch_size = batch_size
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch
+
+    def val_dataloader(self) -> DataLoader:
+        done = self.trainer.lightning_module.done_keys()
+        items = [TraceItem(p, s, i) for i, p in enumerate(self.pairs) for s in self.seeds]
+        items = [it for it in items if it.key not in done]
+        return DataLoader(items, batch_size=self.batch_size, shuffle=False, collate_fn=list)

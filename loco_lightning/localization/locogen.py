@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Literal
 
-import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
-from loco_lightning.data.world import ATTRIBUTES, AttributeReader, default_vocabulary
 from loco_lightning.hooks import sites
+from loco_lightning.localization.base import Localizer
 from loco_lightning.localization.data import SweepItem
 from loco_lightning.localization.generate import generate_items
-from loco_lightning.localization.results import (
-    Objective,
-    ResultStore,
-    Selection,
-    aggregate,
-    select,
-)
-from loco_lightning.metrics.clip import SampleCLIPScore
-from loco_lightning.metrics.readers import AttributeMatch
-from loco_lightning.models import LocoModel, load_model
-from loco_lightning.models.pipeline import packaged
-
-log = logging.getLogger(__name__)
+from loco_lightning.localization.plots import heatmap
+from loco_lightning.localization.results import Objective, Selection, aggregate, select
 
 
-class LocalizationModule(L.LightningModule):
+class LocalizationModule(Localizer):
     """Generates every window of a sweep and scores how much of the concept survives.
 
     For window j of size m, sites j … j+m-1 read the target prompt, every other site the original
@@ -67,57 +54,18 @@ class LocalizationModule(L.LightningModule):
         margin: float = 0.1,
         output_dir: str = "lightning_logs/localize/run",
     ) -> None:
-        super().__init__()
+        super().__init__(family, source, dtype, steps, guidance, clip, output_dir)
         self.save_hyperparameters()
-        self.model: LocoModel | None = None
-        self.store: ResultStore | None = None
-        self.table: list[dict] = []
         self.selection: Selection | None = None
-
-    def setup(self, stage: str) -> None:
-        hp = self.hparams
-        if self.model is None:
-            self.model = load_model(hp.family, hp.source, hp.dtype, str(self.device))
-            self.clip_score = SampleCLIPScore(packaged(hp.clip))
-            if hp.family == "world":
-                vocab = default_vocabulary()
-                values = {a: vocab.values(a) for a in ATTRIBUTES}
-                self.reader_match = AttributeMatch(AttributeReader(vocab), values)
-            elif hp.score == "reader":
-                raise ValueError(
-                    f"score='reader' needs the world's exact readers; family {hp.family!r} has "
-                    "none. Use score: clip."
-                )
-        data = self.trainer.datamodule
-        self.store = ResultStore(hp.output_dir, self.fingerprint(data))
-        self.store.open()
-
-    def fingerprint(self, data) -> dict:
-        """Everything that decides a sweep's rows; a resumed sweep must match it exactly."""
-        hp = self.hparams
-        fam = self.model.family
-        return {
-            "family": hp.family,
-            "source": hp.source or fam.default_source,
-            "dtype": hp.dtype,
-            "steps": hp.steps or fam.steps,
-            "guidance": fam.guidance if hp.guidance is None else hp.guidance,
-            "scheduler": type(self.model.pipeline.scheduler).__name__,
-            "pooled": hp.pooled,
-            "objective": hp.objective,
-            "clip": hp.clip,
-            "pairs": [[p.original, p.target, p.expect] for p in data.pairs],
-            "seeds": list(data.seeds),
-            "window_sizes": list(data.window_sizes),
-        }
+        if score == "reader" and family != "world":
+            raise ValueError(
+                f"score='reader' needs the world's exact readers; family {family!r} has none. "
+                "Use score: clip."
+            )
 
     @property
     def n_sites(self) -> int:
         return len(sites(self.model.unet))
-
-    @property
-    def has_reader(self) -> bool:
-        return hasattr(self, "reader_match")
 
     def done_keys(self) -> set[str]:
         return self.store.done()
@@ -133,10 +81,7 @@ class LocalizationModule(L.LightningModule):
             pooled=hp.pooled,
         )
         texts = [it.pair.target if hp.objective == "update" else it.pair.original for it in batch]
-        clip = self.clip_score.per_sample(images, texts).tolist()
-        reader = [None] * len(batch)
-        if self.has_reader and all(it.pair.expect for it in batch):
-            reader = self.reader_match.per_sample(images, [it.pair.expect for it in batch]).tolist()
+        clip, reader = self.scores(images, texts, [it.pair.expect for it in batch])
         rows = [
             {
                 "key": it.key,
@@ -177,3 +122,12 @@ class LocalizationModule(L.LightningModule):
             + f"; selected: {('sites ' + str(list(sel.window))) if sel.window else 'none'}"
             + (f" (m={sel.smallest_m})" if sel.smallest_m else f" within margin {hp.margin}")
         )
+
+    def figures(self) -> dict:
+        sel = self.selection
+        out = {}
+        for value in ("clip", "reader"):
+            if any(f"{value}_mean" in r for r in self.table):
+                title = f"{value} score; original {sel.original:.2f}, all sites {sel.reference:.2f}"
+                out[f"heatmap_{value}"] = heatmap(self.table, self.n_sites, value, title)
+        return out

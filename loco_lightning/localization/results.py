@@ -77,14 +77,20 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(var)
 
 
-def aggregate(rows: list[dict], scores: tuple[str, ...]) -> list[dict]:
-    """One table row per (m, window start): mean and spread of each score over prompts and seeds."""
-    groups: dict[tuple[int, int], list[dict]] = {}
+def aggregate(
+    rows: list[dict],
+    scores: tuple[str, ...],
+    by: tuple[str, ...] = ("m", "start"),
+    keep: tuple[str, ...] = ("window",),
+) -> list[dict]:
+    """One table row per group (LocoGen: window size and start; causal tracing: layer), with the
+    mean and spread of each score over prompts and seeds; ``keep`` columns are copied along."""
+    groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["m"], row["start"]), []).append(row)
+        groups.setdefault(tuple(row[k] for k in by), []).append(row)
     table = []
-    for (m, start), group in sorted(groups.items()):
-        entry = {"m": m, "start": start, "window": group[0]["window"], "n": len(group)}
+    for key, group in sorted(groups.items()):
+        entry = dict(zip(by, key)) | {k: group[0][k] for k in keep} | {"n": len(group)}
         for name in scores:
             values = [r[name] for r in group if r.get(name) is not None]
             if values:
@@ -138,12 +144,12 @@ def select(
     return Selection(best, original, reference, smallest, window)
 
 
-def write_table(table: list[dict], folder: str | Path) -> None:
-    """``windows.csv`` and ``windows.json`` in ``folder``."""
+def write_table(table: list[dict], folder: str | Path, name: str = "windows") -> None:
+    """``<name>.csv`` and ``<name>.json`` in ``folder``."""
     folder = Path(folder)
     columns = list(dict.fromkeys(k for row in table for k in row))
-    with open(folder / "windows.csv", "w", newline="") as f:
+    with open(folder / f"{name}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(table)
-    (folder / "windows.json").write_text(json.dumps(table, indent=1))
+    (folder / f"{name}.json").write_text(json.dumps(table, indent=1))

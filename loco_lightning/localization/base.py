@@ -1,0 +1,97 @@
+"""What every localizer shares: the model, its scorers, and a resumable results folder."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+from torch import Tensor
+
+from loco_lightning.data.world import ATTRIBUTES, AttributeReader, default_vocabulary
+from loco_lightning.localization.results import ResultStore, write_table
+from loco_lightning.metrics.clip import SampleCLIPScore
+from loco_lightning.metrics.readers import AttributeMatch
+from loco_lightning.models import LocoModel, load_model
+from loco_lightning.models.pipeline import packaged
+
+
+class Localizer(L.LightningModule):
+    """Base of the localization modules; subclasses define the items, the table and the plots.
+
+    Args:
+        family: model family.
+        source: hub id, local diffusers folder, packaged world model name, or ``miniature``.
+        dtype: weight dtype.
+        steps: denoising steps (family default if None).
+        guidance: guidance scale (family default if None).
+        clip: CLIP scorer: hub id, local folder, or ``worldclip`` (packaged) for the world.
+        output_dir: results folder; stable, so that a rerun with the same config resumes.
+    """
+
+    def __init__(
+        self,
+        family: str = "world",
+        source: str | None = None,
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        steps: int | None = None,
+        guidance: float | None = None,
+        clip: str = "worldclip",
+        output_dir: str = "lightning_logs/localize/run",
+    ) -> None:
+        super().__init__()
+        self.model: LocoModel | None = None
+        self.store: ResultStore | None = None
+        self.table: list[dict] = []
+        self.table_name = "windows"
+
+    def setup(self, stage: str) -> None:
+        hp = self.hparams
+        if self.model is None:
+            self.model = load_model(hp.family, hp.source, hp.dtype, str(self.device))
+            self.clip_score = SampleCLIPScore(packaged(hp.clip))
+            if hp.family == "world":
+                vocab = default_vocabulary()
+                values = {a: vocab.values(a) for a in ATTRIBUTES}
+                self.reader_match = AttributeMatch(AttributeReader(vocab), values)
+        self.store = ResultStore(hp.output_dir, self.fingerprint(self.trainer.datamodule))
+        self.store.open()
+
+    def fingerprint(self, data) -> dict:
+        """Everything that decides a run's rows; a resumed run must match it exactly."""
+        hp, fam = self.hparams, self.model.family
+        return (
+            dict(hp)
+            | {
+                "source": hp.source or fam.default_source,
+                "steps": hp.steps or fam.steps,
+                "guidance": fam.guidance if hp.guidance is None else hp.guidance,
+                "scheduler": type(self.model.pipeline.scheduler).__name__,
+                "pairs": [[p.original, p.target, p.expect] for p in data.pairs],
+                "seeds": list(data.seeds),
+            }
+            | ({"window_sizes": list(data.window_sizes)} if hasattr(data, "window_sizes") else {})
+        )
+
+    @property
+    def guidance(self) -> float:
+        return (
+            self.model.family.guidance if self.hparams.guidance is None else self.hparams.guidance
+        )
+
+    def scores(
+        self, images: Tensor, texts: list[str], expects: list[dict[str, str]]
+    ) -> tuple[list[float], list[float | None]]:
+        """CLIP score of each image against its text, and (world) the exact-reader match."""
+        clip = self.clip_score.per_sample(images, texts).tolist()
+        reader: list[float | None] = [None] * len(texts)
+        if hasattr(self, "reader_match") and all(expects):
+            reader = self.reader_match.per_sample(images, expects).tolist()
+        return clip, reader
+
+    def figures(self) -> dict:
+        """Name -> matplotlib figure of the finished table (written by the report callback)."""
+        return {}
+
+    def write(self) -> None:
+        """Table files of the finished run (called by the report callback on rank zero)."""
+        write_table(self.table, self.hparams.output_dir, self.table_name)
