@@ -22,6 +22,7 @@ from loco_lightning.localization.data import TraceItem
 from loco_lightning.localization.plots import layer_bars
 from loco_lightning.localization.results import aggregate
 from loco_lightning.models.sampling import denoise
+from loco_lightning.models.tokenizers import concept_positions
 
 UNET_KINDS = {"ResnetBlock2D": "resnet", "FeedForward": "ff"}
 TEXT_KINDS = {
@@ -61,24 +62,6 @@ def text_layers(pipeline, components: tuple[str, ...]) -> list[tuple[str, str, s
         for name, m in getattr(pipeline, c).named_modules()
         if type(m).__name__ in TEXT_KINDS
     ]
-
-
-def concept_tokens(tokenizer, original: str, target: str) -> list[int]:
-    """Token positions of ``original`` whose ids ``target`` lacks: where the concept is."""
-    ids = tokenizer(original).input_ids
-    rest = list(tokenizer(target).input_ids)
-    positions = []
-    for i, t in enumerate(ids):
-        if t in rest:
-            rest.remove(t)
-        else:
-            positions.append(i)
-    if not positions:
-        raise ValueError(
-            f"{original!r} and {target!r} have the same tokens, so there is no concept to corrupt; "
-            "the target must drop (or change) the concept's words."
-        )
-    return positions
 
 
 class CausalTracingModule(Localizer):
@@ -146,7 +129,7 @@ class CausalTracingModule(Localizer):
         hp, model, pipe = self.hparams, self.model, self.model.pipeline
         steps, guidance, seed = hp.steps, self.guidance, item.seed
         original = item.pair.original
-        tokens = concept_tokens(pipe.tokenizer, original, item.pair.target)
+        tokens = concept_positions(pipe.tokenizer, original, item.pair.target)
         layers = unet_layers(model.unet)
         texts = text_layers(pipe, model.family.text_encoders)
         text_paths = {c: [p for cc, p, _ in texts if cc == c] for c in model.family.text_encoders}

@@ -39,3 +39,25 @@ def word_tokenizer(
         unk_token="<unk>",
         model_max_length=max_length,
     )
+
+
+def concept_positions(tokenizer, with_concept: str, without: str) -> list[int]:
+    """Token positions of ``with_concept`` whose ids ``without`` lacks: where the concept sits.
+
+    Raises:
+        ValueError: the two prompts tokenize alike, so there is no concept to find.
+    """
+    ids = tokenizer(with_concept).input_ids
+    rest = list(tokenizer(without).input_ids)
+    positions = []
+    for i, t in enumerate(ids):
+        if t in rest:
+            rest.remove(t)
+        else:
+            positions.append(i)
+    if not positions:
+        raise ValueError(
+            f"{with_concept!r} and {without!r} have the same tokens, so there is no concept in "
+            "them; the second prompt must drop (or change) the concept's words."
+        )
+    return positions

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from loco_lightning.cli import main
-from loco_lightning.localization.causal import concept_tokens, text_layers, unet_layers
+from loco_lightning.localization.causal import text_layers, unet_layers
+from loco_lightning.models.tokenizers import concept_positions
 from tests.helpers import mini_model, tiny_clip_folder
 
 PAIRS = json.dumps([{"original": "a red striped circle", "target": "a red circle"}])
@@ -58,9 +59,9 @@ def test_layers_are_listed_in_execution_order():
 
 def test_concept_tokens_are_what_the_target_lacks():
     tok = mini_model("world").pipeline.tokenizer  # character-level: one token per letter
-    assert concept_tokens(tok, "ab c", "a c") == [2]
+    assert concept_positions(tok, "ab c", "a c") == [2]
     with pytest.raises(ValueError, match="same tokens"):
-        concept_tokens(tok, "a c", "a c")
+        concept_positions(tok, "a c", "a c")
 
 
 def test_trace_has_one_row_per_layer_and_the_last_unet_layer_restores_exactly(tmp_path):

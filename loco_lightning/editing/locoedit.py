@@ -1,0 +1,184 @@
+"""LocoEdit: the closed-form update of the text key/value projections at chosen sites."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from loco_lightning.editing.closed_form import edit_factor, edited_weight
+from loco_lightning.editing.requests import EditRequest, KeyTokens, key_positions
+from loco_lightning.hooks import sites
+from loco_lightning.hooks.executor import check_sites
+from loco_lightning.hooks.sites import CrossAttnSite
+from loco_lightning.models import LocoModel
+
+
+@dataclass(frozen=True)
+class LocoEditParams:
+    """How to edit.
+
+    Attributes:
+        sites: site indices to edit (e.g. the LocoGen window).
+        lambda_k: ridge strength for the key projections.
+        lambda_v: ridge strength for the value projections.
+        key_tokens: which token positions are remapped (see ``key_positions``).
+        preserve: prompts whose key/value outputs must not move (every token position).
+        edit_k: edit the key projections.
+        edit_v: edit the value projections.
+    """
+
+    sites: tuple[int, ...]
+    lambda_k: float = 0.01
+    lambda_v: float = 0.01
+    key_tokens: KeyTokens = "last_subject"
+    preserve: tuple[str, ...] = ()
+    edit_k: bool = True
+    edit_v: bool = True
+
+
+@dataclass
+class EditResult:
+    """Per-site weight deltas of an edit and the weights they replaced (for an exact undo).
+
+    Keys are parameter names inside the UNet, e.g. ``up_blocks.1….attn2.to_k.weight``.
+    """
+
+    deltas: dict[str, Tensor]
+    originals: dict[str, Tensor] = field(repr=False)
+    metadata: dict = field(default_factory=dict)
+
+    @torch.no_grad()
+    def undo(self, unet: nn.Module) -> None:
+        """Restore the original weights bit for bit."""
+        params = dict(unet.named_parameters())
+        for name, weight in self.originals.items():
+            params[name].copy_(weight)
+
+    @torch.no_grad()
+    def redo(self, unet: nn.Module) -> None:
+        """Apply the deltas again on top of the original weights."""
+        params = dict(unet.named_parameters())
+        for name, delta in self.deltas.items():
+            params[name].copy_((self.originals[name].float() + delta.float()).to(delta.dtype))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the deltas as safetensors (with the edit's metadata), atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.deltas.items()}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"loco_edit": json.dumps(self.metadata)})
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+
+@torch.no_grad()
+def load_delta(unet: nn.Module, path: str | Path) -> EditResult:
+    """Add a saved delta to ``unet``'s weights; the returned result undoes it."""
+    from safetensors import safe_open
+
+    deltas = load_file(str(path))
+    with safe_open(str(path), "pt") as f:
+        metadata = json.loads((f.metadata() or {}).get("loco_edit", "{}"))
+    params = dict(unet.named_parameters())
+    missing = [k for k in deltas if k not in params]
+    if missing:
+        raise KeyError(f"{path} edits {missing[:3]}…, which this UNet does not have; wrong model?")
+    result = EditResult(deltas, {k: params[k].detach().clone() for k in deltas}, metadata)
+    result.redo(unet)
+    return result
+
+
+def site_inputs(unet: nn.Module, site: CrossAttnSite, context: Tensor) -> Tensor:
+    """What a site's key/value projections read for a UNet context: (N, T, d)."""
+    attn = unet.get_submodule(site.path)
+    ctx = unet.process_encoder_hidden_states(context, {})
+    return attn.norm_encoder_hidden_states(ctx) if attn.norm_cross else ctx
+
+
+@torch.no_grad()
+def apply_locoedit(
+    model: LocoModel, requests: list[EditRequest], params: LocoEditParams
+) -> EditResult:
+    """Edit the key/value projections of ``params.sites`` in place (see ``edit_factor``).
+
+    Sites whose projections read the same inputs (no per-site ``norm_cross``) share one solve.
+    """
+    if not requests:
+        raise ValueError("No edit requests: give at least one {concept, target}.")
+    unet, tok = model.unet, model.pipeline.tokenizer
+    all_sites = sites(unet)
+    check_sites(all_sites, params.sites, "LocoEdit")
+    triples = [t for r in requests for t in r.pairs()]
+    src = model.encode([s for s, _, _ in triples]).context
+    tgt = model.encode([t for _, _, t in triples]).context
+    pos = [key_positions(tok, s, w, t, params.key_tokens) for s, w, t in triples]
+    keep = model.encode(list(params.preserve)).context if params.preserve else None
+
+    factors: dict[tuple, Tensor] = {}
+    deltas, originals = {}, {}
+    for index in params.sites:
+        site = all_sites[index]
+        attn = unet.get_submodule(site.path)
+        share = attn.norm_cross is None  # every such site reads the same inputs
+        xs, ys = site_inputs(unet, site, src), site_inputs(unet, site, tgt)
+        x = torch.stack([xs[i, a] for i, p in enumerate(pos) for a, _ in p])  # (n, d)
+        y = torch.stack([ys[i, b] for i, p in enumerate(pos) for _, b in p])
+        p = None if keep is None else site_inputs(unet, site, keep).flatten(0, 1)
+        for proj, lam, on in (
+            (site.key_name, params.lambda_k, params.edit_k),
+            (site.value_name, params.lambda_v, params.edit_v),
+        ):
+            if not on:
+                continue
+            key = ("shared" if share else index, lam)
+            if key not in factors:
+                factors[key] = edit_factor(x, y, lam, p)
+            weight = getattr(attn, proj).weight
+            name = f"{site.path}.{proj}.weight"
+            originals[name] = weight.detach().clone()
+            new = edited_weight(weight, factors[key])
+            deltas[name] = (new.float() - weight.float()).to(weight.dtype)
+            weight.copy_(new)
+    metadata = {
+        "family": model.family.name,
+        "params": asdict(params),
+        "requests": [asdict(r) for r in requests],
+        "site_paths": [all_sites[i].path for i in params.sites],
+    }
+    return EditResult(deltas, originals, metadata)
+
+
+def export_pipeline(model: LocoModel, folder: str | Path) -> Path:
+    """Save the (edited) pipeline as an ordinary diffusers folder, replacing ``folder`` atomically.
+
+    The folder loads without loco-lightning: ``DiffusionPipeline.from_pretrained`` for the SD
+    families, ``UNet2DConditionModel.from_pretrained(folder, subfolder="unet")`` for the world.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    old = folder.with_name(f".{folder.name}.old")
+    try:
+        model.pipeline.save_pretrained(tmp, safe_serialization=True)
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+    return folder

@@ -1,0 +1,84 @@
+"""Edit requests and the token positions whose embeddings the closed form remaps."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Literal
+
+from loco_lightning.models.tokenizers import concept_positions
+
+KeyTokens = Literal["last_subject", "last_subject_eos", "aligned"]
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """Make prompts with ``concept`` act as if they said ``target``.
+
+    Attributes:
+        concept: the concept's words ("Van Gogh", "striped", "the emblem of veltria").
+        target: what replaces it ("a painting", "", "an orange filled circle").
+        templates: prompts the concept is put in (``{}`` is the concept); the reference uses
+            "{}", "a painting in the style of {}", "a photo in the style of {}", "a picture in the
+            style of {}" for styles.
+        target_templates: templates for the target side, one per template; None (the
+            reference) pairs every template with the bare ``target`` prompt.
+    """
+
+    concept: str
+    target: str
+    templates: tuple[str, ...] = ("{}",)
+    target_templates: tuple[str, ...] | None = None
+
+    def pairs(self) -> list[tuple[str, str, str]]:
+        """(prompt with the concept, same prompt without it, target prompt) per template."""
+        targets = self.target_templates or ("{}",) * len(self.templates)
+        if len(targets) != len(self.templates):
+            raise ValueError(
+                f"{len(self.templates)} templates but {len(targets)} target_templates; give one "
+                "target template per template, or none."
+            )
+        return [
+            (t.format(self.concept), " ".join(t.format("").split()), tt.format(self.target))
+            for t, tt in zip(self.templates, targets)
+        ]
+
+
+def _padded(tokenizer, prompt: str) -> list[int]:
+    return tokenizer(
+        prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True
+    ).input_ids
+
+
+def _last_word(tokenizer, prompt: str) -> int:
+    """Position of the last token before end-of-text."""
+    return len(tokenizer(prompt).input_ids) - 2
+
+
+def key_positions(
+    tokenizer, source: str, without: str, target: str, mode: KeyTokens
+) -> list[tuple[int, int]]:
+    """(position in ``source``, position in ``target``) pairs whose embeddings the edit maps.
+
+    - ``last_subject`` (the reference): the concept's last token -> the target's last token;
+    - ``last_subject_eos``: that, plus every end-of-text/padding position, offset for offset;
+    - ``aligned``: every position, matched to the target by sequence alignment (the concept's
+      own tokens go to the target's tokens that replace them, or to the next matched one).
+    """
+    if mode in ("last_subject", "last_subject_eos"):
+        pairs = [(concept_positions(tokenizer, source, without)[-1], _last_word(tokenizer, target))]
+        if mode == "last_subject_eos":
+            length = tokenizer.model_max_length
+            eos_s, eos_t = _last_word(tokenizer, source) + 1, _last_word(tokenizer, target) + 1
+            pairs += [(eos_s + k, min(eos_t + k, length - 1)) for k in range(length - eos_s)]
+        return pairs
+    src, tgt = _padded(tokenizer, source), _padded(tokenizer, target)
+    matcher = difflib.SequenceMatcher(a=src, b=tgt, autojunk=False)
+    pairs = []
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        for i in range(i1, i2):
+            if op == "equal":
+                pairs.append((i, j1 + i - i1))
+            elif op != "insert":
+                pairs.append((i, min(j1 + i - i1, j2 - 1) if j2 > j1 else min(j1, len(tgt) - 1)))
+    return pairs

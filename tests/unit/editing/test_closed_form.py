@@ -1,0 +1,69 @@
+"""The ridge solve against an independent NumPy least-squares solution of the same objective."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from loco_lightning.editing.closed_form import edit_factor, edited_weight
+
+
+def numpy_solution(w_hat, x, y, lam, p=None):
+    """Stack the objective as one least-squares problem in W (row by row) and solve it."""
+    d = x.shape[1]
+    rows_in = [x, np.sqrt(lam) * np.eye(d)]
+    rows_out = [y @ w_hat.T, np.sqrt(lam) * w_hat.T]  # targets for W x: Ŵ y; for √λ W: √λ Ŵ
+    if p is not None:
+        rows_in.append(p)
+        rows_out.append(p @ w_hat.T)
+    a, b = np.vstack(rows_in), np.vstack(rows_out)
+    w_t, *_ = np.linalg.lstsq(a, b, rcond=None)
+    return w_t.T
+
+
+@pytest.mark.parametrize("with_preserve", [False, True])
+@pytest.mark.parametrize("lam", [0.01, 0.5, 10.0])
+def test_matches_numpy_least_squares(lam, with_preserve):
+    rng = np.random.default_rng(0)
+    d, out, n = 12, 7, 5
+    w_hat = rng.normal(size=(out, d))
+    x, y = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+    p = rng.normal(size=(9, d)) if with_preserve else None
+    expected = numpy_solution(w_hat, x, y, lam, p)
+    t = torch.from_numpy
+    factor = edit_factor(t(x), t(y), lam, None if p is None else t(p))
+    ours = edited_weight(t(w_hat).float(), factor).double().numpy()
+    assert np.abs(ours - expected).max() < 5e-4  # float32 solve; cond(A) ~ 1/lambda
+
+
+def test_the_edit_maps_concept_inputs_to_the_target_outputs_when_lambda_is_small():
+    torch.manual_seed(0)
+    w_hat = torch.randn(6, 16)
+    x, y = torch.randn(4, 16), torch.randn(4, 16)
+    w = edited_weight(w_hat, edit_factor(x, y, 1e-6))
+    assert torch.allclose(x @ w.T, y @ w_hat.T, atol=1e-3)
+
+
+def test_preserved_inputs_keep_their_outputs():
+    torch.manual_seed(1)
+    w_hat = torch.randn(6, 16)
+    x, y, p = torch.randn(3, 16), torch.randn(3, 16), torch.randn(5, 16)
+    w = edited_weight(w_hat, edit_factor(x, y, 1e-6, p))
+    assert torch.allclose(p @ w.T, p @ w_hat.T, atol=1e-3)
+
+
+def test_half_precision_weights_are_solved_in_float32():
+    torch.manual_seed(2)
+    w_hat = torch.randn(6, 16).half()
+    x, y = torch.randn(4, 16).half(), torch.randn(4, 16).half()
+    factor = edit_factor(x, y, 0.1)
+    assert factor.dtype == torch.float32
+    assert edited_weight(w_hat, factor).dtype == torch.float16
+
+
+def test_bad_shapes_and_lambda_are_refused():
+    with pytest.raises(ValueError, match=r"must both be \(n, d\)"):
+        edit_factor(torch.zeros(3, 4), torch.zeros(2, 4), 0.1)
+    with pytest.raises(ValueError, match="lambda must be > 0"):
+        edit_factor(torch.zeros(3, 4), torch.zeros(3, 4), 0.0)

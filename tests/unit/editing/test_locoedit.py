@@ -1,0 +1,123 @@
+"""LocoEdit on the miniatures: the edit does what its objective says, undoes, round-trips."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+
+from loco_lightning.editing.locoedit import (
+    LocoEditParams,
+    apply_locoedit,
+    export_pipeline,
+    load_delta,
+    site_inputs,
+)
+from loco_lightning.editing.requests import EditRequest, key_positions
+from loco_lightning.hooks import sites
+from loco_lightning.models import load_model
+from loco_lightning.models.sampling import denoise
+from tests.helpers import mini_model
+
+STYLE = EditRequest("Van Gogh", "a painting", ("{}", "a painting in the style of {}"))
+
+
+def weights(unet):
+    return {k: v.detach().clone() for k, v in unet.state_dict().items()}
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl", "if", "world"])
+def test_edit_maps_the_concept_key_to_the_target_key_and_undoes_bit_for_bit(family):
+    model = mini_model(family)
+    before = weights(model.unet)
+    site = sites(model.unet)[2]
+    result = apply_locoedit(model, [STYLE], LocoEditParams(sites=(2,), lambda_k=1e-5))
+    try:
+        attn = model.unet.get_submodule(site.path)
+        proj = getattr(attn, site.key_name)
+        tok = model.pipeline.tokenizer
+        for source, without, target in STYLE.pairs():
+            [(a, b)] = key_positions(tok, source, without, target, "last_subject")
+            x = site_inputs(model.unet, site, model.encode([source]).context)[0, a]
+            y = site_inputs(model.unet, site, model.encode([target]).context)[0, b]
+            w0 = before[f"{site.path}.{site.key_name}.weight"]
+            # the bias (IF) is added on both sides and stays as it was
+            assert torch.allclose(
+                proj(x), y @ w0.T + (0 if proj.bias is None else proj.bias), atol=2e-3
+            )
+        changed = {k for k, v in model.unet.state_dict().items() if not torch.equal(v, before[k])}
+        assert changed == set(result.deltas) and len(changed) == 2
+    finally:
+        result.undo(model.unet)
+    assert all(torch.equal(v, before[k]) for k, v in model.unet.state_dict().items())
+
+
+def test_preserved_prompts_move_far_less_than_without_the_preserve_term(sd1):
+    site = sites(sd1.unet)[5]
+    keep = ("a photo of a dog", "a red car")
+    inputs = site_inputs(sd1.unet, site, sd1.encode(list(keep)).context)
+    attn = sd1.unet.get_submodule(site.path)
+    k0 = attn.to_k(inputs)
+    moved = {}
+    for preserve in ((), keep):
+        result = apply_locoedit(sd1, [STYLE], LocoEditParams(sites=(5,), preserve=preserve))
+        moved[preserve] = (attn.to_k(inputs) - k0).norm().item()
+        result.undo(sd1.unet)
+    assert moved[keep] < 0.2 * moved[()]
+
+
+def test_several_concepts_and_separate_lambdas(sd1):
+    monet = EditRequest("Monet", "a painting", ("{}", "a garden in the style of {}"))
+    params = LocoEditParams(sites=(1, 2), lambda_k=0.01, lambda_v=1e5, key_tokens="aligned")
+    result = apply_locoedit(sd1, [STYLE, monet], params)
+    try:
+        k = [d.abs().max() for n, d in result.deltas.items() if n.endswith("to_k.weight")]
+        v = [d.abs().max() for n, d in result.deltas.items() if n.endswith("to_v.weight")]
+        assert min(k) > 10 * max(v)  # a large lambda_v keeps the values near the original
+        assert result.metadata["params"]["lambda_v"] == 1e5
+        assert len(result.metadata["requests"]) == 2
+    finally:
+        result.undo(sd1.unet)
+
+
+def test_key_positions_modes():
+    tok = mini_model("sd1").pipeline.tokenizer  # one token per character
+    src, without, tgt = "ab c", "a c", "a c"
+    assert key_positions(tok, src, without, tgt, "last_subject") == [(2, 3)]
+    eos = key_positions(tok, src, without, tgt, "last_subject_eos")
+    assert eos[:2] == [(2, 3), (5, 4)] and eos[-1][0] == tok.model_max_length - 1
+    aligned = dict(key_positions(tok, src, without, tgt, "aligned"))
+    assert aligned[1] == 1 and aligned[2] == 2 and aligned[3] == 2 and aligned[4] == 3
+
+
+def test_saved_delta_and_exported_folder_reproduce_the_edit_in_plain_diffusers(tmp_path):
+    model = load_model("world", "miniature")
+    cond = model.encode(["a house in the style of Van Gogh"])
+    result = apply_locoedit(model, [STYLE], LocoEditParams(sites=(1, 2, 3)))
+    edited = denoise(model, cond, [0], steps=2)
+    path = result.save(tmp_path / "edit.safetensors")
+    export_pipeline(model, tmp_path / "edited")
+    export_pipeline(model, tmp_path / "edited")  # replacing an existing folder works too
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
+    result.undo(model.unet)
+    assert (denoise(model, cond, [0], steps=2) - edited).abs().max() > 1e-4
+
+    unet = UNet2DConditionModel.from_pretrained(tmp_path / "edited", subfolder="unet")
+    for name, param in unet.named_parameters():
+        expected = dict(model.unet.named_parameters())[name]
+        if name in result.deltas:
+            assert torch.allclose(param, expected + result.deltas[name], atol=1e-6)
+        else:
+            assert torch.equal(param, expected)
+
+    loaded = load_delta(model.unet, path)
+    assert loaded.metadata["params"]["sites"] == [1, 2, 3]
+    assert (denoise(model, cond, [0], steps=2) - edited).abs().max() <= 1e-5
+    loaded.undo(model.unet)
+
+
+def test_bad_sites_and_empty_requests_are_refused(sd1):
+    with pytest.raises(IndexError, match=r"LocoEdit names site\(s\) \[40\]"):
+        apply_locoedit(sd1, [STYLE], LocoEditParams(sites=(40,)))
+    with pytest.raises(ValueError, match="No edit requests"):
+        apply_locoedit(sd1, [], LocoEditParams(sites=(1,)))
