@@ -42,6 +42,12 @@ JOBS = {
         "validate",
         "LocoGen: score every window of cross-attention sites, select where a concept lives",
     ),
+    "edit": Job(
+        "loco_lightning.editing.module.ClosedFormEditModule",
+        "loco_lightning.editing.data.EditEvalData",
+        "fit",
+        "LocoEdit: closed-form edit of the located sites, evaluated against alternatives",
+    ),
     "trace": Job(
         "loco_lightning.localization.causal.CausalTracingModule",
         "loco_lightning.localization.data.TraceData",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Literal
 
 from lightning.pytorch.utilities import rank_zero_info
@@ -122,6 +124,22 @@ class LocalizationModule(Localizer):
             + f"; selected: {('sites ' + str(list(sel.window))) if sel.window else 'none'}"
             + (f" (m={sel.smallest_m})" if sel.smallest_m else f" within margin {hp.margin}")
         )
+
+    def write(self) -> None:
+        """The window table, and ``selection.json``: what LocoEdit reads to know where to edit."""
+        super().write()
+        sel = self.selection
+        summary = {
+            "window": list(sel.window),
+            "smallest_m": sel.smallest_m,
+            "best": {str(m): {"start": s, "score": v} for m, (s, v) in sel.best.items()},
+            "original": sel.original,
+            "reference": sel.reference,
+            "score": self.hparams.score,
+            "objective": self.hparams.objective,
+            "margin": self.hparams.margin,
+        }
+        (Path(self.hparams.output_dir) / "selection.json").write_text(json.dumps(summary, indent=1))
 
     def figures(self) -> dict:
         sel = self.selection

@@ -1,0 +1,47 @@
+"""Writes an edit run's artifacts: the comparison table and each method's weights."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+
+from loco_lightning.editing.evaluation import markdown
+from loco_lightning.editing.locoedit import export_pipeline
+
+
+class EditReport(L.Callback):
+    """After fitting: ``results.csv/.json/.md`` and, per method, ``<method>.safetensors`` (the
+    weight delta); the first method's edited pipeline is exported as a diffusers folder.
+
+    Args:
+        export: also export the first method's edited pipeline to ``<output_dir>/edited``.
+    """
+
+    def __init__(self, export: bool = True) -> None:
+        self.export = export
+
+    @rank_zero_only
+    def on_fit_end(self, trainer, pl_module) -> None:
+        folder = Path(pl_module.hparams.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        table = pl_module.table
+        if table:
+            columns = list(dict.fromkeys(k for row in table for k in row))
+            with open(folder / "results.csv", "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(table)
+            (folder / "results.json").write_text(json.dumps(table, indent=1))
+            (folder / "results.md").write_text(markdown(table) + "\n")
+        for i, (name, edit) in enumerate(pl_module.edits.items()):
+            edit.save(folder / f"{name.replace('/', '_')}.safetensors")
+            if self.export and i == 0:
+                edit.redo(pl_module.model.unet)
+                try:
+                    export_pipeline(pl_module.model, folder / "edited")
+                finally:
+                    edit.undo(pl_module.model.unet)

@@ -1,0 +1,87 @@
+"""What an edit is judged on: prompts in three groups, each with what should (not) be seen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import yaml
+from torch.utils.data import DataLoader
+
+Group = Literal["efficacy", "generality", "specificity"]
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    """One evaluation prompt.
+
+    Attributes:
+        group: ``efficacy`` (prompts with the concept: it should go), ``generality`` (held-out
+            templates and paraphrases: it should go too), ``specificity`` (unrelated and
+            neighbouring concepts: nothing should change).
+        prompt: the prompt generated.
+        score_text: text the image is CLIP-scored against (default: the prompt itself; for a
+            fact update, the new fact).
+        expect: world only: attribute values an exact reader checks in the image.
+    """
+
+    group: Group
+    prompt: str
+    score_text: str | None = None
+    expect: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    prompt: EvalPrompt
+    seed: int
+
+
+def load_eval_prompts(path: str | Path) -> list[EvalPrompt]:
+    """Evaluation prompts from YAML: ``{efficacy: [...], generality: [...], specificity: [...]}``
+    where an entry is a prompt string or ``{prompt, score_text?, expect?}``."""
+    raw = yaml.safe_load(Path(path).read_text())
+    out = []
+    for group in ("efficacy", "generality", "specificity"):
+        for entry in raw.get(group, []):
+            entry = {"prompt": entry} if isinstance(entry, str) else entry
+            out.append(EvalPrompt(group=group, **entry))
+    if not out:
+        raise ValueError(f"{path} holds no efficacy/generality/specificity prompts.")
+    return out
+
+
+class EditEvalData(L.LightningDataModule):
+    """Evaluation items for the triad; the train loader is one step that carries no data
+    (closed-form edits solve in ``on_fit_start``; fine-tuning baselines bring their own).
+
+    Args:
+        prompts: evaluation prompts, or the path of a YAML file of them.
+        seeds: seeds; every prompt is generated with each.
+        batch_size: prompts per UNet batch.
+    """
+
+    def __init__(
+        self,
+        prompts: list[EvalPrompt] | str,
+        seeds: list[int] = [0, 1],  # noqa: B006
+        batch_size: int = 32,
+    ) -> None:
+        super().__init__()
+        self.prompts = load_eval_prompts(prompts) if isinstance(prompts, str) else prompts
+        self.seeds = seeds
+        self.batch_size = batch_size
+
+    def items(self) -> list[EvalItem]:
+        return [EvalItem(p, s) for p in self.prompts for s in self.seeds]
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader([0], batch_size=1)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.items(), batch_size=self.batch_size, collate_fn=list)

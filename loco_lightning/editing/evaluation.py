@@ -1,0 +1,173 @@
+"""The evaluation triad for any set of edits, on the same prompts and seeds.
+
+Every editing method (LocoEdit, its all-sites and random-window variants, fine-tuning baselines)
+ends as an :class:`EditResult`; this base module generates each one's images beside the unedited
+model's and scores efficacy, generality and specificity with CLIP score, FID against the unedited
+images and, on the world, the exact readers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+
+from loco_lightning.data.world import ATTRIBUTES, AttributeReader, default_vocabulary
+from loco_lightning.editing.data import EvalItem
+from loco_lightning.editing.locoedit import EditResult
+from loco_lightning.metrics.clip import SampleCLIPScore, load_clip
+from loco_lightning.metrics.fid import ClipImageFeatures, fid_metric
+from loco_lightning.metrics.readers import AttributeMatch
+from loco_lightning.models import LocoModel, load_model
+from loco_lightning.models.pipeline import packaged
+from loco_lightning.models.sampling import denoise
+
+UNEDITED = "unedited"
+
+
+class EditEvaluation(L.LightningModule):
+    """Base of every editing module: evaluates ``self.edits`` in validation steps.
+
+    Args:
+        family: model family.
+        source: hub id, local folder, packaged world model name, or ``miniature``.
+        dtype: weight dtype.
+        steps: denoising steps (family default if None).
+        guidance: guidance scale (family default if None).
+        clip: CLIP scorer (hub id, local folder, ``worldclip``); its image tower is also the FID
+            feature extractor unless ``fid_weights`` is given.
+        fid_weights: local Inception weights for FID on real models (None: CLIP features).
+        output_dir: where tables and edit artifacts go.
+    """
+
+    def __init__(
+        self,
+        family: str = "world",
+        source: str | None = None,
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        steps: int | None = None,
+        guidance: float | None = None,
+        clip: str = "worldclip",
+        fid_weights: str | None = None,
+        output_dir: str = "lightning_logs/edit/run",
+    ) -> None:
+        super().__init__()
+        self.model: LocoModel | None = None
+        self.edits: dict[str, EditResult] = {}
+        self.rows: list[dict] = []
+        self.table: list[dict] = []
+
+    def setup(self, stage: str) -> None:
+        hp = self.hparams
+        if self.model is not None:
+            return
+        self.model = load_model(hp.family, hp.source, hp.dtype, str(self.device))
+        self.model.unet.requires_grad_(False)
+        self.clip_score = SampleCLIPScore(packaged(hp.clip))
+        self.fid_features = (
+            None if hp.fid_weights else ClipImageFeatures(*load_clip(packaged(hp.clip)))
+        )
+        self.fids = torch.nn.ModuleDict()
+        if hp.family == "world":
+            vocab = default_vocabulary()
+            values = {a: vocab.values(a) for a in ATTRIBUTES}
+            self.reader_match = AttributeMatch(AttributeReader(vocab), values)
+
+    def configure_optimizers(self):
+        return None  # closed-form edits take no gradient step; baselines override this
+
+    def training_step(self, batch, batch_idx):
+        return None
+
+    def on_validation_epoch_start(self) -> None:
+        self.rows = []
+        for fid in self.fids.values():
+            fid.reset()
+
+    def _fid(self, method: str, group: str):
+        key = f"{method}/{group}"
+        if key not in self.fids:
+            self.fids[key] = fid_metric(self.fid_features, self.hparams.fid_weights).to(self.device)
+        return self.fids[key]
+
+    def generate(self, items: list[EvalItem]) -> Tensor:
+        hp = self.hparams
+        cond = self.model.encode([it.prompt.prompt for it in items])
+        return denoise(
+            self.model, cond, [it.seed for it in items], steps=hp.steps, guidance=hp.guidance
+        )
+
+    def validation_step(self, batch: list[EvalItem], batch_idx: int) -> None:
+        images = {UNEDITED: self.generate(batch)}
+        for name, edit in self.edits.items():
+            edit.redo(self.model.unet)
+            try:
+                images[name] = self.generate(batch)
+            finally:
+                edit.undo(self.model.unet)
+        texts = [it.prompt.score_text or it.prompt.prompt for it in batch]
+        expects = [it.prompt.expect for it in batch]
+        for method, imgs in images.items():
+            clip = self.clip_score.per_sample(imgs, texts).tolist()
+            reader = [None] * len(batch)
+            if hasattr(self, "reader_match") and all(expects):
+                reader = self.reader_match.per_sample(imgs, expects).tolist()
+            for it, c, r in zip(batch, clip, reader):
+                self.rows.append(
+                    {
+                        "method": method,
+                        "group": it.prompt.group,
+                        "prompt": it.prompt.prompt,
+                        "seed": it.seed,
+                        "clip": c,
+                        "reader": r,
+                    }
+                )
+            if method != UNEDITED:
+                for group in {it.prompt.group for it in batch}:
+                    idx = [i for i, it in enumerate(batch) if it.prompt.group == group]
+                    fid = self._fid(method, group)
+                    fid.update(images[UNEDITED][idx], real=True)
+                    fid.update(imgs[idx], real=False)
+
+    def on_validation_epoch_end(self) -> None:
+        groups: dict[tuple[str, str], list[dict]] = {}
+        for row in self.rows:
+            groups.setdefault((row["method"], row["group"]), []).append(row)
+        table = []
+        order = {"efficacy": 0, "generality": 1, "specificity": 2}
+        for (method, group), rows in sorted(groups.items(), key=lambda kv: order[kv[0][1]]):
+            entry = {"method": method, "group": group, "n": len(rows)}
+            for score in ("clip", "reader"):
+                values = [r[score] for r in rows if r[score] is not None]
+                if values:
+                    mean = sum(values) / len(values)
+                    entry[score] = mean
+                    self.log(f"val/{method}/{group}/{score}", mean)
+            key = f"{method}/{group}"
+            if key in self.fids and len(rows) > 1:
+                entry["fid"] = float(self.fids[key].compute())
+                self.log(f"val/{key}/fid", entry["fid"])
+            if method in self.edits:
+                entry["seconds_to_edit"] = self.edits[method].metadata.get("seconds", math.nan)
+            table.append(entry)
+        self.table = table
+        rank_zero_info("Edit evaluation:\n" + markdown(table))
+
+
+def markdown(table: list[dict]) -> str:
+    """The table as GitHub markdown (numbers to 3 decimals)."""
+    if not table:
+        return "(empty)"
+    columns = list(dict.fromkeys(k for row in table for k in row))
+
+    def cell(v):
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in table]
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""LocoEdit as a LightningModule: solve in ``on_fit_start``, evaluate the triad in validation."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Literal
+
+from lightning.pytorch.utilities import rank_zero_info
+
+from loco_lightning.editing.evaluation import EditEvaluation
+from loco_lightning.editing.locoedit import LocoEditParams, apply_locoedit
+from loco_lightning.editing.requests import EditRequest, KeyTokens
+from loco_lightning.hooks import sites as all_sites
+
+SiteChoice = Literal["given", "locogen", "all", "random"]
+
+
+class ClosedFormEditModule(EditEvaluation):
+    """Solves the closed-form edit for each site choice, then compares them side by side.
+
+    Args:
+        family, source, dtype, steps, guidance, clip, fid_weights, output_dir: see
+            :class:`EditEvaluation`.
+        requests: what to edit (several concepts in one edit are fine).
+        site_choices: which sites to edit, each evaluated as its own method: ``given``
+            (``sites``), ``locogen`` (the window in ``locogen/selection.json``), ``all`` (every
+            site, as UCE/TIME do), ``random`` (a random window of the same size).
+        sites: explicit site indices for ``given``.
+        locogen: output folder of a ``loco localize`` run (holds ``selection.json``).
+        lambda_k: ridge strength of the key update.
+        lambda_v: ridge strength of the value update.
+        key_tokens: ``last_subject`` (reference), ``last_subject_eos`` or ``aligned``.
+        preserve: prompts whose keys/values must not move (on by default for the world configs).
+        edit_k: edit key projections.
+        edit_v: edit value projections.
+        random_seed: seed of the ``random`` window.
+    """
+
+    def __init__(
+        self,
+        requests: list[EditRequest],
+        family: str = "world",
+        source: str | None = None,
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        steps: int | None = None,
+        guidance: float | None = None,
+        site_choices: list[SiteChoice] = ["locogen"],  # noqa: B006
+        sites: list[int] | None = None,
+        locogen: str | None = None,
+        lambda_k: float = 0.01,
+        lambda_v: float = 0.01,
+        key_tokens: KeyTokens = "last_subject",
+        preserve: list[str] = [],  # noqa: B006
+        edit_k: bool = True,
+        edit_v: bool = True,
+        random_seed: int = 0,
+        clip: str = "worldclip",
+        fid_weights: str | None = None,
+        output_dir: str = "lightning_logs/edit/run",
+    ) -> None:
+        super().__init__(family, source, dtype, steps, guidance, clip, fid_weights, output_dir)
+        self.save_hyperparameters()
+        self.requests = [r if isinstance(r, EditRequest) else EditRequest(**r) for r in requests]
+
+    def chosen_sites(self, choice: SiteChoice, given: tuple[int, ...] | None) -> tuple[int, ...]:
+        """The site indices of one choice; ``random`` keeps the size of the located window."""
+        n = len(all_sites(self.model.unet))
+        hp = self.hparams
+        if choice == "all":
+            return tuple(range(n))
+        if choice == "given":
+            if not hp.sites:
+                raise ValueError("site_choices has 'given' but sites is empty; list site indices.")
+            return tuple(hp.sites)
+        if choice == "locogen":
+            return self.locogen_window()
+        m = len(given or self.locogen_window())
+        start = random.Random(hp.random_seed).randrange(n - m + 1)
+        return tuple(range(start, start + m))
+
+    def locogen_window(self) -> tuple[int, ...]:
+        path = Path(self.hparams.locogen or "") / "selection.json"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"site_choices has 'locogen' but {path} does not exist: run `loco localize` first "
+                "and set locogen to its output_dir, or use site_choices: [given] with sites."
+            )
+        selection = json.loads(path.read_text())
+        if not selection["window"]:
+            best = min(selection["best"].items(), key=lambda kv: int(kv[0]))[1]  # smallest m
+            rank_zero_info(f"LocoGen found no window within its margin; using m=1 at {best}")
+            return (best["start"],)
+        return tuple(selection["window"])
+
+    def on_fit_start(self) -> None:
+        hp = self.hparams
+        given = None
+        for choice in hp.site_choices:
+            chosen = self.chosen_sites(choice, given)
+            given = given or (chosen if choice in ("given", "locogen") else None)
+            params = LocoEditParams(
+                sites=chosen,
+                lambda_k=hp.lambda_k,
+                lambda_v=hp.lambda_v,
+                key_tokens=hp.key_tokens,
+                preserve=tuple(hp.preserve),
+                edit_k=hp.edit_k,
+                edit_v=hp.edit_v,
+            )
+            start = time.perf_counter()
+            result = apply_locoedit(self.model, self.requests, params)
+            result.metadata["seconds"] = time.perf_counter() - start
+            result.metadata["choice"] = choice
+            result.undo(self.model.unet)  # evaluation applies each edit in turn
+            name = f"locoedit/{choice}"
+            self.edits[name] = result
+            rank_zero_info(
+                f"{name}: sites {list(chosen)} edited in {result.metadata['seconds'] * 1e3:.1f} ms"
+            )
