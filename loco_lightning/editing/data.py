@@ -10,7 +10,7 @@ import lightning as L
 import yaml
 from torch.utils.data import DataLoader
 
-Group = Literal["efficacy", "generality", "specificity"]
+Group = Literal["efficacy", "generality", "specificity", "reference"]
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,8 @@ class EvalPrompt:
     Attributes:
         group: ``efficacy`` (prompts with the concept: it should go), ``generality`` (held-out
             templates and paraphrases: it should go too), ``specificity`` (unrelated and
-            neighbouring concepts: nothing should change).
+            neighbouring concepts: nothing should change), ``reference`` (the target prompts,
+            whose unedited images are what a removal can at best reach: the model's prior).
         prompt: the prompt generated.
         score_text: text the image is CLIP-scored against (default: the prompt itself; for a
             fact update, the new fact).
@@ -44,7 +45,7 @@ def load_eval_prompts(path: str | Path) -> list[EvalPrompt]:
     where an entry is a prompt string or ``{prompt, score_text?, expect?}``."""
     raw = yaml.safe_load(Path(path).read_text())
     out = []
-    for group in ("efficacy", "generality", "specificity"):
+    for group in ("efficacy", "generality", "specificity", "reference"):
         for entry in raw.get(group, []):
             entry = {"prompt": entry} if isinstance(entry, str) else entry
             out.append(EvalPrompt(group=group, **entry))

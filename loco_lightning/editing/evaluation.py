@@ -139,7 +139,7 @@ class EditEvaluation(L.LightningModule):
         for row in self.rows:
             groups.setdefault((row["method"], row["group"]), []).append(row)
         table = []
-        order = {"efficacy": 0, "generality": 1, "specificity": 2}
+        order = {"efficacy": 0, "generality": 1, "specificity": 2, "reference": 3}
         for (method, group), rows in sorted(groups.items(), key=lambda kv: order[kv[0][1]]):
             entry = {"method": method, "group": group, "n": len(rows)}
             for score in ("clip", "reader"):
