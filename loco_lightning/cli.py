@@ -48,6 +48,12 @@ JOBS = {
         "fit",
         "LocoEdit: closed-form edit of the located sites, evaluated against alternatives",
     ),
+    "neurons": Job(
+        "loco_lightning.editing.module.NeuronEditModule",
+        "loco_lightning.editing.data.EditEvalData",
+        "fit",
+        "neuron-level editing: ablate the top-k concept neurons of the located sites, sweep k",
+    ),
     "trace": Job(
         "loco_lightning.localization.causal.CausalTracingModule",
         "loco_lightning.localization.data.TraceData",

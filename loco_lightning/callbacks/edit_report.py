@@ -10,7 +10,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
 from loco_lightning.editing.evaluation import markdown
-from loco_lightning.editing.locoedit import export_pipeline
+from loco_lightning.editing.locoedit import EditResult, export_pipeline
 
 
 class EditReport(L.Callback):
@@ -38,6 +38,8 @@ class EditReport(L.Callback):
             (folder / "results.json").write_text(json.dumps(table, indent=1))
             (folder / "results.md").write_text(markdown(table) + "\n")
         for i, (name, edit) in enumerate(pl_module.edits.items()):
+            if not isinstance(edit, EditResult):
+                continue  # activation edits live in the config, not in weights
             edit.save(folder / f"{name.replace('/', '_')}.safetensors")
             if self.export and i == 0:
                 edit.redo(pl_module.model.unet)

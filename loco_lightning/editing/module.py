@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from loco_lightning.editing.evaluation import EditEvaluation
 from loco_lightning.editing.locoedit import LocoEditParams, apply_locoedit
+from loco_lightning.editing.neurons import ActivationEdit, neuron_edit
 from loco_lightning.editing.requests import EditRequest, KeyTokens
 from loco_lightning.hooks import sites as all_sites
 
@@ -120,3 +121,57 @@ class ClosedFormEditModule(EditEvaluation):
             rank_zero_info(
                 f"{name}: sites {list(chosen)} edited in {result.metadata['seconds'] * 1e3:.1f} ms"
             )
+
+
+class NeuronEditModule(EditEvaluation):
+    """Neuron-level editing: ablate the top-k concept neurons of the located sites, for each k.
+
+    Each k is evaluated as its own method, so the table reads as concept removal against k
+    (efficacy) beside its quality cost (specificity, FID).
+
+    Args:
+        requests: concept prompts are the requests' templates with the concept; the
+            concept-free prompts are the same templates without it.
+        sites: site indices to search (e.g. the LocoGen window).
+        ks: numbers of neurons per site and projection to ablate.
+        projections: ``k``, ``v`` or both.
+        mode: ``mean`` (outputs replaced by their concept-free mean, via the executor) or
+            ``zero`` (weight rows zeroed: a weight edit).
+        family, source, dtype, steps, guidance, clip, fid_weights, output_dir: see
+            :class:`EditEvaluation`.
+    """
+
+    def __init__(
+        self,
+        requests: list[EditRequest],
+        sites: list[int],
+        ks: list[int] = [10, 50, 200],  # noqa: B006
+        projections: list[Literal["k", "v"]] = ["k", "v"],  # noqa: B006
+        mode: Literal["mean", "zero"] = "mean",
+        family: str = "world",
+        source: str | None = None,
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        steps: int | None = None,
+        guidance: float | None = None,
+        clip: str = "worldclip",
+        fid_weights: str | None = None,
+        output_dir: str = "lightning_logs/neurons/run",
+    ) -> None:
+        super().__init__(family, source, dtype, steps, guidance, clip, fid_weights, output_dir)
+        self.save_hyperparameters()
+        self.requests = [r if isinstance(r, EditRequest) else EditRequest(**r) for r in requests]
+
+    def on_fit_start(self) -> None:
+        hp = self.hparams
+        triples = [t for r in self.requests for t in r.pairs()]
+        concept, neutral = [s for s, _, _ in triples], [w for _, w, _ in triples]
+        guidance = self.model.family.guidance if hp.guidance is None else hp.guidance
+        for k in hp.ks:
+            start = time.perf_counter()
+            edit = neuron_edit(
+                self.model, tuple(hp.sites), concept, neutral, k, tuple(hp.projections), hp.mode
+            )
+            edit.metadata["seconds"] = time.perf_counter() - start
+            if isinstance(edit, ActivationEdit):
+                edit.cfg = guidance > 1
+            self.edits[f"neurons/k={k}"] = edit

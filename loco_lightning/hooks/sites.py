@@ -48,6 +48,10 @@ class CrossAttnSite:
         """Name of the value projection inside the attention module."""
         return "to_v" if self.kind == "attn2" else "add_v_proj"
 
+    def projection(self, which: Literal["k", "v"]) -> str:
+        """Name of the key (``k``) or value (``v``) projection."""
+        return self.key_name if which == "k" else self.value_name
+
 
 def _kind(module: nn.Module) -> SiteKind | None:
     if getattr(module, "added_kv_proj_dim", None) is not None:
