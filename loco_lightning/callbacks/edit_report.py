@@ -42,8 +42,9 @@ class EditReport(L.Callback):
                 continue  # activation edits live in the config, not in weights
             edit.save(folder / f"{name.replace('/', '_')}.safetensors")
             if self.export and i == 0:
-                edit.redo(pl_module.model.unet)
+                root = pl_module.model.component(edit.component)
+                edit.redo(root)
                 try:
                     export_pipeline(pl_module.model, folder / "edited")
                 finally:
-                    edit.undo(pl_module.model.unet)
+                    edit.undo(root)

@@ -104,11 +104,12 @@ class EditEvaluation(L.LightningModule):
     def validation_step(self, batch: list[EvalItem], batch_idx: int) -> None:
         images = {UNEDITED: self.generate(batch)}
         for name, edit in self.edits.items():
-            edit.redo(self.model.unet)
+            root = self.model.component(edit.component)
+            edit.redo(root)
             try:
                 images[name] = self.generate(batch)
             finally:
-                edit.undo(self.model.unet)
+                edit.undo(root)
         texts = [it.prompt.score_text or it.prompt.prompt for it in batch]
         expects = [it.prompt.expect for it in batch]
         for method, imgs in images.items():

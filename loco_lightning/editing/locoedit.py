@@ -46,14 +46,17 @@ class LocoEditParams:
 
 @dataclass
 class EditResult:
-    """Per-site weight deltas of an edit and the weights they replaced (for an exact undo).
+    """Weight deltas of an edit and the weights they replaced (for an exact undo).
 
-    Keys are parameter names inside the UNet, e.g. ``up_blocks.1….attn2.to_k.weight``.
+    Keys are parameter names inside one pipeline component (``component``: ``unet`` for
+    LocoEdit, ``text_encoder`` for Diff-QuickFix), e.g. ``up_blocks.1….attn2.to_k.weight``;
+    ``undo``/``redo`` take that component.
     """
 
     deltas: dict[str, Tensor]
     originals: dict[str, Tensor] = field(repr=False)
     metadata: dict = field(default_factory=dict)
+    component: str = "unet"
 
     @torch.no_grad()
     def undo(self, unet: nn.Module) -> None:
@@ -77,7 +80,8 @@ class EditResult:
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(fd)
         try:
-            save_file(tensors, tmp, metadata={"loco_edit": json.dumps(self.metadata)})
+            meta = {"loco_edit": json.dumps(self.metadata), "component": self.component}
+            save_file(tensors, tmp, metadata=meta)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -85,20 +89,34 @@ class EditResult:
         return path
 
 
-@torch.no_grad()
-def load_delta(unet: nn.Module, path: str | Path) -> EditResult:
-    """Add a saved delta to ``unet``'s weights; the returned result undoes it."""
+def read_delta(path: str | Path) -> tuple[dict[str, Tensor], dict, str]:
+    """(deltas, metadata, component) of a saved edit."""
     from safetensors import safe_open
 
-    deltas = load_file(str(path))
     with safe_open(str(path), "pt") as f:
-        metadata = json.loads((f.metadata() or {}).get("loco_edit", "{}"))
-    params = dict(unet.named_parameters())
+        meta = f.metadata() or {}
+    return (
+        load_file(str(path)),
+        json.loads(meta.get("loco_edit", "{}")),
+        meta.get("component", "unet"),
+    )
+
+
+@torch.no_grad()
+def load_delta(root: nn.Module, path: str | Path) -> EditResult:
+    """Add a saved delta to ``root``'s weights (the component it was made for); the returned
+    result undoes it."""
+    deltas, metadata, component = read_delta(path)
+    params = dict(root.named_parameters())
     missing = [k for k in deltas if k not in params]
     if missing:
-        raise KeyError(f"{path} edits {missing[:3]}…, which this UNet does not have; wrong model?")
-    result = EditResult(deltas, {k: params[k].detach().clone() for k in deltas}, metadata)
-    result.redo(unet)
+        raise KeyError(
+            f"{path} edits {missing[:3]} of the {component}, which this module does not have; "
+            "load it into the model (and component) it was made for."
+        )
+    originals = {k: params[k].detach().clone() for k in deltas}
+    result = EditResult(deltas, originals, metadata, component)
+    result.redo(root)
     return result
 
 

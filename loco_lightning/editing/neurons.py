@@ -49,6 +49,7 @@ class ActivationEdit:
     specs: list
     metadata: dict = field(default_factory=dict)
     cfg: bool = True
+    component: str = "unet"
     _stack: ExitStack | None = field(default=None, repr=False)
 
     def redo(self, unet: nn.Module) -> None:

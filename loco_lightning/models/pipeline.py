@@ -74,6 +74,10 @@ class LocoModel:
     def device(self) -> torch.device:
         return self.unet.device
 
+    def component(self, name: str) -> torch.nn.Module:
+        """A pipeline component by name (``unet``, ``text_encoder``, …)."""
+        return getattr(self.pipeline, name)
+
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> Conditioning:
         """Encode prompts exactly as the family's pipeline does (its own ``encode_prompt``).
