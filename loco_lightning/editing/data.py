@@ -55,13 +55,17 @@ def load_eval_prompts(path: str | Path) -> list[EvalPrompt]:
 
 
 class EditEvalData(L.LightningDataModule):
-    """Evaluation items for the triad; the train loader is one step that carries no data
-    (closed-form edits solve in ``on_fit_start``; fine-tuning baselines bring their own).
+    """Evaluation items for the triad, and the fit loop's step indices.
+
+    The train loader yields ``train_steps`` step indices and no data: closed-form edits solve in
+    ``on_fit_start`` (one empty step), fine-tuning baselines draw their own deterministic batch
+    from the step index (so a resumed run continues exactly).
 
     Args:
         prompts: evaluation prompts, or the path of a YAML file of them.
         seeds: seeds; every prompt is generated with each.
         batch_size: prompts per UNet batch.
+        train_steps: optimisation steps per epoch (1 for closed-form edits).
     """
 
     def __init__(
@@ -69,11 +73,13 @@ class EditEvalData(L.LightningDataModule):
         prompts: list[EvalPrompt] | str,
         seeds: list[int] = [0, 1],  # noqa: B006
         batch_size: int = 32,
+        train_steps: int = 1,
     ) -> None:
         super().__init__()
         self.prompts = load_eval_prompts(prompts) if isinstance(prompts, str) else prompts
         self.seeds = seeds
         self.batch_size = batch_size
+        self.train_steps = train_steps
 
     def items(self) -> list[EvalItem]:
         return [EvalItem(p, s) for p in self.prompts for s in self.seeds]
@@ -82,7 +88,7 @@ class EditEvalData(L.LightningDataModule):
         return batch
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader([0], batch_size=1)
+        return DataLoader(range(self.train_steps), batch_size=1)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.items(), batch_size=self.batch_size, collate_fn=list)
