@@ -13,10 +13,20 @@ from lightning.pytorch.utilities import rank_zero_info
 from loco_lightning.editing.evaluation import EditEvaluation
 from loco_lightning.editing.locoedit import LocoEditParams, apply_locoedit
 from loco_lightning.editing.neurons import ActivationEdit, neuron_edit
-from loco_lightning.editing.requests import EditRequest, KeyTokens
+from loco_lightning.editing.requests import EditRequest, KeyTokens, load_edit_set
 from loco_lightning.hooks import sites as all_sites
 
 SiteChoice = Literal["given", "locogen", "all", "random"]
+
+
+def requests_of(
+    requests: list[EditRequest | dict] | str, preserve: list[str]
+) -> tuple[list[EditRequest], list[str]]:
+    """Requests given inline (dataclasses or their dicts) or as an edit-set file path."""
+    if isinstance(requests, str):
+        loaded, kept = load_edit_set(requests)
+        return loaded, [*preserve, *kept]
+    return [r if isinstance(r, EditRequest) else EditRequest(**r) for r in requests], list(preserve)
 
 
 class ClosedFormEditModule(EditEvaluation):
@@ -25,7 +35,8 @@ class ClosedFormEditModule(EditEvaluation):
     Args:
         family, source, dtype, steps, guidance, clip, fid_weights, output_dir: see
             :class:`EditEvaluation`.
-        requests: what to edit (several concepts in one edit are fine).
+        requests: what to edit (several concepts in one edit are fine), or the path of an edit
+            set YAML (``datasets/world/*.edit.yaml``) whose ``preserve`` prompts join ``preserve``.
         site_choices: which sites to edit, each evaluated as its own method: ``given``
             (``sites``), ``locogen`` (the window in ``locogen/selection.json``), ``all`` (every
             site, as UCE/TIME do), ``random`` (a random window of the same size).
@@ -42,7 +53,7 @@ class ClosedFormEditModule(EditEvaluation):
 
     def __init__(
         self,
-        requests: list[EditRequest],
+        requests: list[EditRequest] | str,
         family: str = "world",
         source: str | None = None,
         dtype: Literal["float32", "bfloat16", "float16"] = "float32",
@@ -64,7 +75,7 @@ class ClosedFormEditModule(EditEvaluation):
     ) -> None:
         super().__init__(family, source, dtype, steps, guidance, clip, fid_weights, output_dir)
         self.save_hyperparameters()
-        self.requests = [r if isinstance(r, EditRequest) else EditRequest(**r) for r in requests]
+        self.requests, self.preserve = requests_of(requests, preserve)
 
     def chosen_sites(self, choice: SiteChoice, given: tuple[int, ...] | None) -> tuple[int, ...]:
         """The site indices of one choice; ``random`` keeps the size of the located window."""
@@ -143,7 +154,7 @@ class NeuronEditModule(EditEvaluation):
 
     def __init__(
         self,
-        requests: list[EditRequest],
+        requests: list[EditRequest] | str,
         sites: list[int],
         ks: list[int] = [10, 50, 200],  # noqa: B006
         projections: list[Literal["k", "v"]] = ["k", "v"],  # noqa: B006
@@ -159,7 +170,7 @@ class NeuronEditModule(EditEvaluation):
     ) -> None:
         super().__init__(family, source, dtype, steps, guidance, clip, fid_weights, output_dir)
         self.save_hyperparameters()
-        self.requests = [r if isinstance(r, EditRequest) else EditRequest(**r) for r in requests]
+        self.requests, _ = requests_of(requests, [])
 
     def on_fit_start(self) -> None:
         hp = self.hparams

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
+
+import yaml
 
 from loco_lightning.models.tokenizers import concept_positions
 
@@ -82,3 +85,24 @@ def key_positions(
             elif op != "insert":
                 pairs.append((i, min(j1 + i - i1, j2 - 1) if j2 > j1 else min(j1, len(tgt) - 1)))
     return pairs
+
+
+def load_edit_set(path: str | Path) -> tuple[list[EditRequest], list[str]]:
+    """Requests and preserve prompts from YAML (``request:`` or ``requests:``, ``preserve:``)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Edit set {path} does not exist; see datasets/ for the sets.")
+    raw = yaml.safe_load(path.read_text()) or {}
+    entries = raw.get("requests") or ([raw["request"]] if "request" in raw else [])
+    if not entries:
+        raise ValueError(f"{path} has no `request:` or `requests:` entry.")
+    requests = [
+        EditRequest(
+            e["concept"],
+            e.get("target", ""),
+            tuple(e.get("templates", ("{}",))),
+            tuple(e["target_templates"]) if e.get("target_templates") else None,
+        )
+        for e in entries
+    ]
+    return requests, list(raw.get("preserve", []))
