@@ -65,7 +65,7 @@ class Localizer(L.LightningModule):
                 "source": hp.source or fam.default_source,
                 "steps": hp.steps or fam.steps,
                 "guidance": fam.guidance if hp.guidance is None else hp.guidance,
-                "scheduler": type(self.model.pipeline.scheduler).__name__,
+                "scheduler": hp.get("scheduler") or type(self.model.pipeline.scheduler).__name__,
                 "pairs": [[p.original, p.target, p.expect] for p in data.pairs],
                 "seeds": list(data.seeds),
             }

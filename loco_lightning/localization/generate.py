@@ -7,7 +7,7 @@ from torch import Tensor
 from loco_lightning.hooks import PromptSwap, intervene
 from loco_lightning.localization.data import SweepItem
 from loco_lightning.models import LocoModel
-from loco_lightning.models.sampling import denoise
+from loco_lightning.models.sampling import denoise, make_scheduler
 
 
 def generate_items(
@@ -18,6 +18,7 @@ def generate_items(
     guidance: float | None,
     cache_kv: bool,
     pooled: bool,
+    scheduler: str | None = None,
 ) -> Tensor:
     """(B, 3, H, W) images in [0, 1]; item b's window sites read its target prompt.
 
@@ -31,4 +32,11 @@ def generate_items(
     ]
     guidance = model.family.guidance if guidance is None else guidance
     with intervene(model.unet, specs, encode=model.encode, cfg=guidance > 1, cache_kv=cache_kv):
-        return denoise(model, cond, [it.seed for it in items], steps=steps, guidance=guidance)
+        return denoise(
+            model,
+            cond,
+            [it.seed for it in items],
+            steps=steps,
+            guidance=guidance,
+            scheduler=make_scheduler(model, scheduler),
+        )

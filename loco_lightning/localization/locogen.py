@@ -31,6 +31,8 @@ class LocalizationModule(Localizer):
         guidance: guidance scale (family default if None).
         cache_kv: project each site's text K/V once per generation (exact, faster).
         pooled: the window also swaps the global text path (SD-XL pooled embeds, IF text-time).
+        scheduler: a diffusers scheduler class to sample with instead of the pipeline's own
+            (built from its config), e.g. ``DPMSolverMultistepScheduler`` with fewer steps.
         objective: ``remove`` (style, object: argmin of the score against the original prompt) or
             ``update`` (fact: argmax against the target prompt).
         clip: CLIP scorer: hub id, local folder, or ``worldclip`` (packaged) for the world.
@@ -50,6 +52,7 @@ class LocalizationModule(Localizer):
         guidance: float | None = None,
         cache_kv: bool = True,
         pooled: bool = False,
+        scheduler: str | None = None,
         objective: Objective = "remove",
         clip: str = "worldclip",
         score: Literal["clip", "reader"] = "clip",
@@ -81,6 +84,7 @@ class LocalizationModule(Localizer):
             guidance=hp.guidance,
             cache_kv=hp.cache_kv,
             pooled=hp.pooled,
+            scheduler=hp.scheduler,
         )
         texts = [it.pair.target if hp.objective == "update" else it.pair.original for it in batch]
         clip, reader = self.scores(images, texts, [it.pair.expect for it in batch])

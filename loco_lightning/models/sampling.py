@@ -5,10 +5,20 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 
+import diffusers
 import torch
 from torch import Tensor
 
 from loco_lightning.models.pipeline import Conditioning, LocoModel
+
+
+def make_scheduler(model: LocoModel, name: str | None = None):
+    """A fresh scheduler: the pipeline's own, or another diffusers class built from its config
+    (e.g. ``DPMSolverMultistepScheduler`` for fewer steps)."""
+    cls = type(model.pipeline.scheduler) if name is None else getattr(diffusers, name, None)
+    if cls is None:
+        raise ValueError(f"diffusers has no scheduler class {name!r}; e.g. DDIMScheduler.")
+    return cls.from_config(model.pipeline.scheduler.config)
 
 
 def initial_noise(model: LocoModel, seeds: Sequence[int]) -> Tensor:
@@ -55,7 +65,7 @@ def denoise(
     n = cond.context.shape[0]
     if len(seeds) != n:
         raise ValueError(f"Got {len(seeds)} seeds for {n} prompts; give one seed per prompt.")
-    sched = scheduler or type(pipe.scheduler).from_config(pipe.scheduler.config)
+    sched = scheduler or make_scheduler(model)
     use_cfg = guidance > 1.0
     inputs = cond
     if use_cfg:

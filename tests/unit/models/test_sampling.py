@@ -27,3 +27,21 @@ def test_seeds_decide_the_image(world_mini):
 def test_one_seed_per_prompt(world_mini):
     with pytest.raises(ValueError, match="Got 1 seeds for 2 prompts"):
         denoise(world_mini, world_mini.encode(["a", "b"]), [0], steps=2)
+
+
+def test_another_scheduler_is_built_from_the_pipelines_config(world_mini):
+    from loco_lightning.models.sampling import make_scheduler
+
+    own = make_scheduler(world_mini)
+    fast = make_scheduler(world_mini, "DPMSolverMultistepScheduler")
+    assert (
+        type(own) is type(world_mini.pipeline.scheduler)
+        and own is not world_mini.pipeline.scheduler
+    )
+    assert type(fast).__name__ == "DPMSolverMultistepScheduler"
+    assert fast.config.beta_schedule == world_mini.pipeline.scheduler.config.beta_schedule
+    cond = world_mini.encode(["a red circle"])
+    images = denoise(world_mini, cond, [0], steps=3, scheduler=fast)
+    assert images.shape == (1, 3, 16, 16)
+    with pytest.raises(ValueError, match="no scheduler class 'Nope'"):
+        make_scheduler(world_mini, "Nope")
