@@ -96,6 +96,19 @@ def unet_inputs(unet: nn.Module, batch: int = 1, size: int | None = None) -> dic
     return kwargs
 
 
+def execution_order(unet: nn.Module, modules) -> list[nn.Module]:
+    """``modules`` (of ``unet``) in the order one forward pass first calls them."""
+    order: list[nn.Module] = []
+    handles = [m.register_forward_pre_hook(lambda mod, args: order.append(mod)) for m in modules]
+    try:
+        with torch.no_grad():
+            unet(**unet_inputs(unet))
+    finally:
+        for h in handles:
+            h.remove()
+    return list(dict.fromkeys(order))
+
+
 def sites(unet: nn.Module) -> tuple[CrossAttnSite, ...]:
     """The UNet's cross-attention sites in execution order, from one traced forward pass.
 
@@ -114,16 +127,8 @@ def sites(unet: nn.Module) -> tuple[CrossAttnSite, ...]:
             "cross_attention_dim or added_kv_proj_dim): text never enters it, so there is nothing "
             "to localize. Pass the text-conditional UNet (pipeline.unet)."
         )
-    order: list[nn.Module] = []
-    handles = [m.register_forward_pre_hook(lambda mod, args: order.append(mod)) for m in candidates]
-    try:
-        with torch.no_grad():
-            unet(**unet_inputs(unet))
-    finally:
-        for h in handles:
-            h.remove()
     result = []
-    for i, m in enumerate(dict.fromkeys(order)):
+    for i, m in enumerate(execution_order(unet, candidates)):
         kind = _kind(m)
         proj = getattr(m, "to_k" if kind == "attn2" else "add_k_proj")
         result.append(

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from loco_lightning.hooks.patching import Patch, patch_outputs, record_outputs
-from loco_lightning.hooks.sites import unet_inputs
+from loco_lightning.hooks.sites import execution_order
 from loco_lightning.localization.base import Localizer
 from loco_lightning.localization.data import TraceItem
 from loco_lightning.localization.plots import layer_bars
@@ -43,15 +43,7 @@ def unet_layers(unet: nn.Module) -> list[tuple[str, str]]:
         elif cls == "Attention":
             cross = getattr(m, "is_cross_attention", False) or m.added_kv_proj_dim is not None
             kinds[m] = (name, "cross_attn" if cross else "self_attn")
-    order: list[nn.Module] = []
-    handles = [m.register_forward_pre_hook(lambda mod, a: order.append(mod)) for m in kinds]
-    try:
-        with torch.no_grad():
-            unet(**unet_inputs(unet))
-    finally:
-        for h in handles:
-            h.remove()
-    return [kinds[m] for m in dict.fromkeys(order)]
+    return [kinds[m] for m in execution_order(unet, kinds)]
 
 
 def text_layers(pipeline, components: tuple[str, ...]) -> list[tuple[str, str, str]]:
