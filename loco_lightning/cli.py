@@ -54,6 +54,30 @@ JOBS = {
         "fit",
         "neuron-level editing: ablate the top-k concept neurons of the located sites, sweep k",
     ),
+    "esd": Job(
+        "loco_lightning.baselines.esd.ESDModule",
+        "loco_lightning.editing.data.EditEvalData",
+        "fit",
+        "ESD-x baseline: fine-tune cross-attention with negative guidance away from a concept",
+    ),
+    "ablate": Job(
+        "loco_lightning.baselines.ablation.ConceptAblationModule",
+        "loco_lightning.editing.data.EditEvalData",
+        "fit",
+        "Concept Ablation baseline: fine-tune K/V so the concept predicts an anchor's images",
+    ),
+    "quickfix": Job(
+        "loco_lightning.baselines.quickfix.QuickFixModule",
+        "loco_lightning.editing.data.EditEvalData",
+        "fit",
+        "Diff-QuickFix baseline: closed-form edit of the text encoder's layer-0 out_proj",
+    ),
+    "compare": Job(
+        "loco_lightning.baselines.compare.CompareModule",
+        "loco_lightning.editing.data.EditEvalData",
+        "fit",
+        "compare LocoEdit, all-sites, Diff-QuickFix and trained baselines: one table, plots",
+    ),
     "trace": Job(
         "loco_lightning.localization.causal.CausalTracingModule",
         "loco_lightning.localization.data.TraceData",

@@ -13,20 +13,15 @@ from lightning.pytorch.utilities import rank_zero_info
 from loco_lightning.editing.evaluation import EditEvaluation
 from loco_lightning.editing.locoedit import LocoEditParams, apply_locoedit
 from loco_lightning.editing.neurons import ActivationEdit, neuron_edit
-from loco_lightning.editing.requests import EditRequest, KeyTokens, load_edit_set
+from loco_lightning.editing.requests import (
+    EditRequest,
+    KeyTokens,
+    edit_requests,
+    preserve_prompts,
+)
 from loco_lightning.hooks import sites as all_sites
 
 SiteChoice = Literal["given", "locogen", "all", "random"]
-
-
-def requests_of(
-    requests: list[EditRequest | dict] | str, preserve: list[str]
-) -> tuple[list[EditRequest], list[str]]:
-    """Requests given inline (dataclasses or their dicts) or as an edit-set file path."""
-    if isinstance(requests, str):
-        loaded, kept = load_edit_set(requests)
-        return loaded, [*preserve, *kept]
-    return [r if isinstance(r, EditRequest) else EditRequest(**r) for r in requests], list(preserve)
 
 
 class ClosedFormEditModule(EditEvaluation):
@@ -36,7 +31,7 @@ class ClosedFormEditModule(EditEvaluation):
         family, source, dtype, steps, guidance, clip, fid_weights, output_dir: see
             :class:`EditEvaluation`.
         requests: what to edit (several concepts in one edit are fine), or the path of an edit
-            set YAML (``datasets/world/*.edit.yaml``) whose ``preserve`` prompts join ``preserve``.
+            prompt set (``datasets/world/*.edit.yaml``).
         site_choices: which sites to edit, each evaluated as its own method: ``given``
             (``sites``), ``locogen`` (the window in ``locogen/selection.json``), ``all`` (every
             site, as UCE/TIME do), ``random`` (a random window of the same size).
@@ -45,7 +40,8 @@ class ClosedFormEditModule(EditEvaluation):
         lambda_k: ridge strength of the key update.
         lambda_v: ridge strength of the value update.
         key_tokens: ``last_subject`` (reference), ``last_subject_eos`` or ``aligned``.
-        preserve: prompts whose keys/values must not move (on by default for the world configs).
+        preserve: prompts whose keys/values must not move (on in the world configs), or the
+            path of an edit prompt set whose ``preserve`` entry to use.
         edit_k: edit key projections.
         edit_v: edit value projections.
         random_seed: seed of the ``random`` window.
@@ -65,7 +61,7 @@ class ClosedFormEditModule(EditEvaluation):
         lambda_k: float = 0.01,
         lambda_v: float = 0.01,
         key_tokens: KeyTokens = "last_subject",
-        preserve: list[str] = [],  # noqa: B006
+        preserve: list[str] | str = [],  # noqa: B006
         edit_k: bool = True,
         edit_v: bool = True,
         random_seed: int = 0,
@@ -75,7 +71,8 @@ class ClosedFormEditModule(EditEvaluation):
     ) -> None:
         super().__init__(family, source, dtype, steps, guidance, clip, fid_weights, output_dir)
         self.save_hyperparameters()
-        self.requests, self.preserve = requests_of(requests, preserve)
+        self.requests = edit_requests(requests)
+        self.preserve = preserve_prompts(preserve)
 
     def chosen_sites(self, choice: SiteChoice, given: tuple[int, ...] | None) -> tuple[int, ...]:
         """The site indices of one choice; ``random`` keeps the size of the located window."""
@@ -170,7 +167,7 @@ class NeuronEditModule(EditEvaluation):
     ) -> None:
         super().__init__(family, source, dtype, steps, guidance, clip, fid_weights, output_dir)
         self.save_hyperparameters()
-        self.requests, _ = requests_of(requests, [])
+        self.requests = edit_requests(requests)
 
     def on_fit_start(self) -> None:
         hp = self.hparams

@@ -87,22 +87,31 @@ def key_positions(
     return pairs
 
 
-def load_edit_set(path: str | Path) -> tuple[list[EditRequest], list[str]]:
-    """Requests and preserve prompts from YAML (``request:`` or ``requests:``, ``preserve:``)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Edit set {path} does not exist; see datasets/ for the sets.")
-    raw = yaml.safe_load(path.read_text()) or {}
-    entries = raw.get("requests") or ([raw["request"]] if "request" in raw else [])
-    if not entries:
-        raise ValueError(f"{path} has no `request:` or `requests:` entry.")
-    requests = [
-        EditRequest(
-            e["concept"],
-            e.get("target", ""),
-            tuple(e.get("templates", ("{}",))),
-            tuple(e["target_templates"]) if e.get("target_templates") else None,
+def _read(path: str) -> dict:
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist; give the requests inline or the path of an edit prompt set "
+            "such as datasets/world/style_striped.edit.yaml."
         )
-        for e in entries
-    ]
-    return requests, list(raw.get("preserve", []))
+    return yaml.safe_load(file.read_text()) or {}
+
+
+def edit_requests(requests: list[EditRequest | dict] | str) -> list[EditRequest]:
+    """The requests themselves, or those of a YAML file's ``request``/``requests`` entry."""
+    if isinstance(requests, str):
+        raw = _read(requests)
+        if "request" not in raw and "requests" not in raw:
+            raise KeyError(f"{requests} has no 'request' or 'requests' entry.")
+        requests = raw.get("requests") or [raw["request"]]
+    out = []
+    for r in requests:
+        if isinstance(r, dict):  # YAML lists become tuples, as the dataclass declares
+            r = EditRequest(**{k: tuple(v) if isinstance(v, list) else v for k, v in r.items()})
+        out.append(r)
+    return out
+
+
+def preserve_prompts(preserve: list[str] | str) -> list[str]:
+    """The prompts themselves, or a YAML file's ``preserve`` entry."""
+    return list(_read(preserve).get("preserve", [])) if isinstance(preserve, str) else preserve

@@ -1,0 +1,79 @@
+"""ESD-x (Gandikota et al., 2023): erase a concept by fine-tuning cross-attention with negative
+guidance from the frozen original model."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from loco_lightning.baselines.finetune import FineTuneEdit, Pair, Trainable
+from loco_lightning.editing.requests import EditRequest
+
+
+class ESDModule(FineTuneEdit):
+    """ESD-x: the concept prompt's prediction is trained towards negative guidance.
+
+    With the frozen original ε*, for x_t noised from the original model's images of the concept
+    prompt c:
+
+        target = ε*(x_t, n) − η (ε*(x_t, c) − ε*(x_t, n)),   loss = ‖ε_θ(x_t, c) − target‖²
+
+    where n is the empty prompt (the published ESD) or, with ``negative: without``, the same
+    prompt with the concept's words removed (pushes away from the concept only, not from the
+    rest of the prompt's content). ESD-x trains the cross-attention weights only (all of them,
+    or the given sites, e.g. the LocoGen window).
+
+    Args:
+        eta: negative guidance scale η.
+        negative: the reference prediction n: ``empty`` (ESD as published) or ``without``.
+        requests, family, source, dtype, steps, guidance, sites, train, lr, batch_size,
+            images_per_prompt, image_steps, seed, clip, fid_weights, output_dir: see
+            :class:`FineTuneEdit`.
+    """
+
+    method = "esd"
+
+    def __init__(
+        self,
+        requests: list[EditRequest] | str,
+        family: str = "world",
+        source: str | None = None,
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        steps: int | None = None,
+        guidance: float | None = None,
+        sites: list[int] | None = None,
+        train: Trainable = "attention",
+        eta: float = 1.0,
+        negative: Literal["empty", "without"] = "empty",
+        lr: float = 1e-5,
+        batch_size: int = 4,
+        images_per_prompt: int = 2,
+        image_steps: int | None = None,
+        seed: int = 0,
+        clip: str = "worldclip",
+        fid_weights: str | None = None,
+        output_dir: str = "lightning_logs/esd/run",
+    ) -> None:
+        super().__init__(
+            requests, family, source, dtype, steps, guidance, sites, train, lr, batch_size,
+            images_per_prompt, image_steps, seed, clip, fid_weights, output_dir,
+        )  # fmt: skip
+        self.save_hyperparameters()
+
+    def image_prompt(self, pair: Pair) -> str:
+        return pair[0]  # the concept prompt: ESD erases what the model draws for it
+
+    def teacher_target(self, x_t: Tensor, t: Tensor, pairs: list[Pair]) -> Tensor:
+        hp = self.hparams
+        neutral = [("" if hp.negative == "empty" else w) for _, w, _ in pairs]
+        cond = self.conditioning([c for c, _, _ in pairs]).cat(self.conditioning(neutral))
+        both = self.predict(self.teacher.module, torch.cat([x_t, x_t]), torch.cat([t, t]), cond)
+        e_c, e_n = both.chunk(2)
+        return e_n - hp.eta * (e_c - e_n)
+
+    def edit_result(self):
+        result = super().edit_result()
+        result.metadata.update(eta=self.hparams.eta, negative=self.hparams.negative)
+        return result

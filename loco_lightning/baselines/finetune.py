@@ -1,0 +1,289 @@
+"""What every fine-tuning baseline shares: a frozen teacher, deterministic batches, the edit view.
+
+ESD-x and Concept Ablation both fine-tune cross-attention weights of the UNet towards outputs of a
+frozen copy of the original UNet, on noised images the original model generated. They differ only
+in which images are noised and what the teacher's target is (:meth:`FineTuneEdit.image_prompt`,
+:meth:`FineTuneEdit.teacher_target`). To the evaluation harness a trained baseline is an ordinary
+:class:`EditResult` (delta = trained - original weights), so it is scored and saved exactly like
+LocoEdit.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from loco_lightning.editing.evaluation import EditEvaluation
+from loco_lightning.editing.locoedit import EditResult
+from loco_lightning.editing.requests import EditRequest, edit_requests
+from loco_lightning.hooks import sites as all_sites
+from loco_lightning.hooks.executor import check_sites
+from loco_lightning.models import Conditioning
+from loco_lightning.models.sampling import denoise
+
+Trainable = Literal["attention", "kv"]
+Pair = tuple[str, str, str]  # (prompt with the concept, same without it, target prompt)
+
+
+class Frozen:
+    """Holds a module outside the LightningModule's tree: not trained, not in the checkpoint."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module.eval().requires_grad_(False)
+
+
+class FineTuneEdit(EditEvaluation):
+    """Base of the fine-tuning baselines, trained with ``fit`` and evaluated like any edit.
+
+    The UNet being trained is registered as ``self.unet`` so its trained weights are in the
+    checkpoint (only the trainable ones are kept there: the rest is the original model); the
+    frozen original is held outside the module tree. Step ``s`` draws its batch from
+    ``seed + s`` alone, so a run resumed from a checkpoint continues exactly.
+
+    Args:
+        requests: what to remove, inline or the path of an ``*.edit.yaml`` prompt set; each
+            template gives a (concept prompt, anchor/target prompt) pair, as for LocoEdit.
+        family, source, dtype, steps, guidance, clip, fid_weights, output_dir: see
+            :class:`EditEvaluation`.
+        sites: site indices whose cross-attention is trained (None: every site; e.g. the LocoGen
+            window).
+        train: ``attention`` (every weight of the site's attention: q, k, v, out) or ``kv``
+            (the text key/value projections only).
+        lr: Adam learning rate.
+        batch_size: training samples per step (also the batch of the training-image generation).
+        images_per_prompt: training images the original model generates per prompt.
+        image_steps: denoising steps of the training images (None: ``steps``).
+        seed: seed of the training images and of every step's batch.
+    """
+
+    method = "finetune"
+
+    def __init__(
+        self,
+        requests: list[EditRequest] | str,
+        family: str = "world",
+        source: str | None = None,
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        steps: int | None = None,
+        guidance: float | None = None,
+        sites: list[int] | None = None,
+        train: Trainable = "attention",
+        lr: float = 1e-5,
+        batch_size: int = 4,
+        images_per_prompt: int = 2,
+        image_steps: int | None = None,
+        seed: int = 0,
+        clip: str = "worldclip",
+        fid_weights: str | None = None,
+        output_dir: str = "lightning_logs/edit/run",
+    ) -> None:
+        super().__init__(family, source, dtype, steps, guidance, clip, fid_weights, output_dir)
+        self.requests = edit_requests(requests)
+        if not self.requests:
+            raise ValueError("No edit requests: give at least one {concept, target}.")
+        self.pairs: list[Pair] = [p for r in self.requests for p in r.pairs()]
+        self.trainable: list[str] = []
+        self.seconds = 0.0  # time to edit: training images + optimisation, summed over resumes
+        self.strict_loading = False  # checkpoints hold the trainable weights only
+
+    # ---- the two things a baseline defines ------------------------------------------------------
+    def image_prompt(self, pair: Pair) -> str:
+        """The prompt whose original-model images are noised for ``pair``'s training samples."""
+        raise NotImplementedError
+
+    def teacher_target(self, x_t: Tensor, t: Tensor, pairs: list[Pair]) -> Tensor:
+        """What the trained UNet should output for ``x_t`` under the concept prompts (no grad)."""
+        raise NotImplementedError
+
+    # ---- construction ---------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.model is not None:
+            return
+        super().setup(stage)
+        self.unet = self.model.unet  # registered: the checkpoint holds what is trained
+        self.teacher = Frozen(copy.deepcopy(self.unet))
+        self.trainable = self.trainable_names()
+        wanted = set(self.trainable)
+        for name, param in self.unet.named_parameters():
+            param.requires_grad_(name in wanted)
+        frozen = dict(self.teacher.module.named_parameters())
+        self.originals = {n: frozen[n] for n in self.trainable}
+
+    def trainable_names(self) -> list[str]:
+        """Parameter names (inside the UNet) this baseline trains."""
+        hp = self.hparams
+        found = all_sites(self.unet)
+        chosen = range(len(found)) if hp.sites is None else hp.sites
+        check_sites(found, list(chosen), f"{self.method} sites")
+        names = []
+        for index in chosen:
+            site = found[index]
+            attn = self.unet.get_submodule(site.path)
+            parts = [""] if hp.train == "attention" else [site.key_name, site.value_name]
+            for part in parts:
+                module = attn.get_submodule(part) if part else attn
+                prefix = ".".join(p for p in (site.path, part) if p)
+                names += [f"{prefix}.{n}" for n, _ in module.named_parameters()]
+        return names
+
+    def configure_optimizers(self):
+        params = [p for p in self.unet.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.hparams.lr)
+
+    def on_fit_start(self) -> None:
+        # setup ran before Lightning moved the module; the pipeline is not a registered child
+        self.model.pipeline.to(self.device)
+        self.teacher.module.to(self.device)
+        start = time.perf_counter()
+        prompts = list(dict.fromkeys([p for pair in self.pairs for p in pair] + [""]))
+        self.bank = self.model.encode(prompts)  # the text encoder is not trained
+        self.bank_rows = {p: i for i, p in enumerate(prompts)}
+        self.noise = DDPMScheduler.from_config(self.model.pipeline.scheduler.config)
+        shown = list(dict.fromkeys(self.image_prompt(p) for p in self.pairs))
+        self.image_rows = torch.tensor([shown.index(self.image_prompt(p)) for p in self.pairs])
+        with self.original_weights():
+            self.x0 = self.clean_samples(shown)  # (len(shown) * images_per_prompt, C, H, W)
+        self.seconds += time.perf_counter() - start
+        rank_zero_info(
+            f"{self.method}: {len(self.x0)} training images of {len(shown)} prompts in "
+            f"{time.perf_counter() - start:.1f} s; training {len(self.trainable)} tensors"
+        )
+
+    # ---- pieces ---------------------------------------------------------------------------------
+    @contextmanager
+    def original_weights(self) -> Iterator[None]:
+        """The UNet with its original weights inside the block, its trained ones after it."""
+        params = dict(self.unet.named_parameters())
+        trained = {n: params[n].detach().clone() for n in self.trainable}
+        with torch.no_grad():
+            for n in self.trainable:
+                params[n].copy_(self.originals[n])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n in self.trainable:
+                    params[n].copy_(trained[n])
+
+    @torch.no_grad()
+    def clean_samples(self, prompts: list[str]) -> Tensor:
+        """x_0 of the current model's images of ``prompts``: pixels in [-1, 1] or VAE latents."""
+        hp = self.hparams
+        rows = [(p, hp.seed + j) for p in prompts for j in range(hp.images_per_prompt)]
+        out = []
+        for k in range(0, len(rows), hp.batch_size):
+            chunk = rows[k : k + hp.batch_size]
+            cond = self.model.encode([p for p, _ in chunk])
+            steps = hp.image_steps or hp.steps
+            images = denoise(
+                self.model, cond, [s for _, s in chunk], steps=steps, guidance=hp.guidance
+            )
+            out.append(images * 2 - 1)
+        x = torch.cat(out)
+        if self.model.family.space == "latent":
+            vae = self.model.pipeline.vae
+            x = vae.encode(x.to(vae.dtype)).latent_dist.mean * vae.config.scaling_factor
+        return x.to(self.unet.dtype)
+
+    def conditioning(self, prompts: list[str]) -> Conditioning:
+        """Rows of the precomputed text conditioning for these prompts."""
+        idx = torch.tensor([self.bank_rows[p] for p in prompts], device=self.bank.context.device)
+        added = self.bank.added
+        return Conditioning(
+            self.bank.context[idx], None if added is None else {k: v[idx] for k, v in added.items()}
+        )
+
+    @staticmethod
+    def predict(unet: nn.Module, x_t: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
+        """The UNet's noise (or v) prediction, without a learned variance (IF)."""
+        out = unet(x_t, t, encoder_hidden_states=cond.context, added_cond_kwargs=cond.added)
+        return out.sample[:, : x_t.shape[1]]
+
+    def batch(self, step: int) -> tuple[Tensor, Tensor, list[Pair]]:
+        """(x_t, t, pairs) of optimisation step ``step``, drawn from ``seed + step`` alone."""
+        hp = self.hparams
+        g = torch.Generator().manual_seed(hp.seed + step)
+        pick = torch.randint(len(self.pairs), (hp.batch_size,), generator=g)
+        which = torch.randint(hp.images_per_prompt, (hp.batch_size,), generator=g)
+        t = torch.randint(self.noise.config.num_train_timesteps, (hp.batch_size,), generator=g)
+        noise = torch.randn((hp.batch_size, *self.x0.shape[1:]), generator=g)
+        x0 = self.x0[(self.image_rows[pick] * hp.images_per_prompt + which).to(self.device)]
+        t = t.to(self.device)
+        x_t = self.noise.add_noise(x0, noise.to(x0), t)
+        return x_t, t, [self.pairs[i] for i in pick.tolist()]
+
+    # ---- training -------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x_t, t, pairs = self.batch(self.global_step)
+        with torch.no_grad():
+            target = self.teacher_target(x_t, t, pairs)
+        pred = self.predict(self.unet, x_t, t, self.conditioning([p[0] for p in pairs]))
+        loss = F.mse_loss(pred.float(), target.float())
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self._step_start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.seconds += time.perf_counter() - self._step_start
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep = {f"unet.{n}" for n in self.trainable}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint["seconds_to_edit"] = self.seconds
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        missing = [n for n in self.trainable if f"unet.{n}" not in checkpoint["state_dict"]]
+        if missing:
+            raise KeyError(
+                f"The checkpoint lacks trained weights {missing[:3]} (of {len(missing)}): it was "
+                f"made with other sites or another `train` setting than this {self.method} run."
+            )
+        self.seconds = checkpoint.get("seconds_to_edit", 0.0)
+
+    # ---- evaluation: the trained weights as an edit ---------------------------------------------
+    def edit_result(self) -> EditResult:
+        """The training so far as an edit: delta = trained - original weights."""
+        params = dict(self.unet.named_parameters())
+        deltas = {
+            n: (params[n].detach().float() - self.originals[n].float()).to(params[n].dtype)
+            for n in self.trainable
+        }
+        hp = self.hparams
+        metadata = {
+            "method": self.method,
+            "family": self.model.family.name,
+            "requests": [asdict(r) for r in self.requests],
+            "sites": hp.sites,
+            "train": hp.train,
+            "steps": self.global_step,
+            "lr": hp.lr,
+            "seconds": self.seconds,
+        }
+        return EditResult(deltas, dict(self.originals), metadata, "unet")
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        params = dict(self.unet.named_parameters())
+        self._trained = {n: params[n].detach().clone() for n in self.trainable}
+        edit = self.edit_result()
+        edit.undo(self.unet)  # the harness generates the unedited images first
+        self.edits = {self.method: edit}
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        params = dict(self.unet.named_parameters())
+        with torch.no_grad():  # bit-exact trained weights, not original + delta
+            for n, w in self._trained.items():
+                params[n].copy_(w)

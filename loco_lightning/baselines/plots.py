@@ -1,0 +1,66 @@
+"""Figures of an edit comparison table (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _score(table: list[dict]) -> str:
+    """The exact readers where the table has them (the world), else CLIP score."""
+    return "reader" if any("reader" in r for r in table) else "clip"
+
+
+def efficacy_specificity(table: list[dict]) -> plt.Figure:
+    """Each method's concept score on efficacy (filled) and generality (hollow) prompts against
+    its score on specificity prompts: a good edit sits low (concept gone) and right (the rest
+    kept). The unedited model's reference row, the model's prior, is the dashed line."""
+    score = _score(table)
+    rows = {(r["method"], r["group"]): r for r in table}
+    methods = list(dict.fromkeys(r["method"] for r in table))
+    fig, ax = plt.subplots(figsize=(5.2, 4))
+    for i, method in enumerate(methods):
+        spec = rows.get((method, "specificity"), {}).get(score, math.nan)
+        colour = plt.cm.tab10(i % 10)
+        for group, face in (("efficacy", colour), ("generality", "none")):
+            value = rows.get((method, group), {}).get(score, math.nan)
+            ax.scatter(spec, value, s=60, facecolors=face, edgecolors=colour, zorder=3)
+        ax.annotate(method, (spec, rows.get((method, "efficacy"), {}).get(score, math.nan)),
+                    fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    reference = rows.get(("unedited", "reference"), {}).get(score)
+    if reference is not None:
+        ax.axhline(reference, ls="--", c="grey", lw=1, label="unedited on target prompts")
+        ax.legend(fontsize=7)
+    if score == "reader":
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_ylabel("concept survival, exact reader (lower: removed)")
+        ax.set_xlabel("specificity: attributes read back (higher: kept)")
+    else:
+        ax.set_ylabel("CLIP score to the concept prompt (lower: removed)")
+        ax.set_xlabel("specificity: CLIP score to the prompt (higher: kept)")
+    ax.set_title("Efficacy (filled) and generality (hollow) against specificity", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def time_to_edit(table: list[dict]) -> plt.Figure:
+    """Seconds to make each edit (log scale): closed forms against fine-tuning."""
+    seconds = {}
+    for r in table:
+        if not math.isnan(r.get("seconds_to_edit", math.nan)):
+            seconds[r["method"]] = r["seconds_to_edit"]
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(seconds) + 1.5), 3.2))
+    bars = ax.bar(range(len(seconds)), list(seconds.values()), color="tab:blue")
+    ax.set_xticks(range(len(seconds)), list(seconds), rotation=20, fontsize=7)
+    ax.bar_label(bars, [f"{s:.3g} s" for s in seconds.values()], fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds to edit")
+    ax.set_title("Time to edit", fontsize=9)
+    fig.tight_layout()
+    return fig
