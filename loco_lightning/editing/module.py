@@ -115,7 +115,7 @@ class ClosedFormEditModule(EditEvaluation):
                 lambda_k=hp.lambda_k,
                 lambda_v=hp.lambda_v,
                 key_tokens=hp.key_tokens,
-                preserve=tuple(hp.preserve),
+                preserve=tuple(self.preserve),
                 edit_k=hp.edit_k,
                 edit_v=hp.edit_v,
             )

@@ -75,15 +75,17 @@ class TensorClipProcessor:
 def load_clip(source: str) -> tuple[ClipFeatures, object]:
     """``(model, processor)`` for torchmetrics from a local folder or a hub id.
 
-    A folder without ``preprocessor_config.json`` (WorldCLIP) gets a :class:`TensorClipProcessor`
-    built from its tokenizer and image size.
+    A folder without a (pre)processor config gets a :class:`TensorClipProcessor` built from its
+    tokenizer and image size.
     """
     from transformers import AutoTokenizer, CLIPModel, CLIPProcessor
 
     folder = Path(source).expanduser()
     if folder.exists():
         model = CLIPModel.from_pretrained(folder).eval()
-        if (folder / "preprocessor_config.json").exists():
+        if any(
+            (folder / f).exists() for f in ("preprocessor_config.json", "processor_config.json")
+        ):
             return ClipFeatures(model), CLIPProcessor.from_pretrained(folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         return ClipFeatures(model), TensorClipProcessor(

@@ -3,8 +3,21 @@
 Importing this package is cheap: nothing is loaded until a function or class is used.
 """
 
-from loco_lightning.data.world.captions import Caption, caption_for, fact_target, sample_caption
+from loco_lightning.data.world.captions import (
+    Caption,
+    caption_for,
+    draw_caption,
+    fact_target,
+    sample_caption,
+)
 from loco_lightning.data.world.dataset import WorldDataset, sample_concept_scene
+from loco_lightning.data.world.probes import (
+    CONCEPT_ATTRIBUTES,
+    collate_probes,
+    one_attribute_off,
+    probe_scores,
+    probe_set,
+)
 from loco_lightning.data.world.readers import AttributeReader, ShapeStyleNet, read_colour
 from loco_lightning.data.world.render import Scene, render, sample_scene
 from loco_lightning.data.world.vocab import (
@@ -17,6 +30,7 @@ from loco_lightning.data.world.vocab import (
 
 __all__ = [
     "ATTRIBUTES",
+    "CONCEPT_ATTRIBUTES",
     "DEFAULT_VOCAB_PATH",
     "AttributeReader",
     "Caption",
@@ -26,8 +40,13 @@ __all__ = [
     "Vocabulary",
     "WorldDataset",
     "caption_for",
+    "collate_probes",
     "default_vocabulary",
+    "draw_caption",
     "fact_target",
+    "one_attribute_off",
+    "probe_scores",
+    "probe_set",
     "read_colour",
     "render",
     "sample_caption",

@@ -117,6 +117,33 @@ def caption_for(
     return Caption(template, values, {s: w for s, w in vocab.removed.items() if s in values})
 
 
+def draw_caption(
+    scene: Scene,
+    rng: np.random.Generator,
+    kind: str = "plain",
+    name: str | None = None,
+    drop_p: float = 0.2,
+    empty_p: float = 0.1,
+    held_out: bool = False,
+    vocab: Vocabulary | None = None,
+) -> tuple[Caption | None, frozenset[str]]:
+    """A training caption before rendering to text: random template and the attributes it drops.
+
+    Keeping the `Caption` lets a consumer remove further attributes by the same rule (planted
+    training gives some UNet sites the caption with an attribute removed).
+
+    Returns:
+        The caption, or None for an empty caption, and the attributes dropped from it.
+    """
+    vocab = vocab or default_vocabulary()
+    templates = vocab.templates_of(kind, held_out)
+    caption = caption_for(scene, templates[rng.integers(len(templates))], name, vocab)
+    drop = frozenset(a for a, u in zip(ATTRIBUTES, rng.random(len(ATTRIBUTES))) if u < drop_p)
+    if rng.random() < empty_p:
+        return None, frozenset(ATTRIBUTES)
+    return caption, drop
+
+
 def sample_caption(
     scene: Scene,
     rng: np.random.Generator,
@@ -132,11 +159,8 @@ def sample_caption(
     Returns:
         The caption text and the attributes it leaves undetermined (all of them when empty).
     """
-    vocab = vocab or default_vocabulary()
-    templates = vocab.templates_of(kind, held_out)
-    caption = caption_for(scene, templates[rng.integers(len(templates))], name, vocab)
-    drop = [a for a, u in zip(ATTRIBUTES, rng.random(len(ATTRIBUTES))) if u < drop_p]
-    if rng.random() < empty_p:
+    caption, drop = draw_caption(scene, rng, kind, name, drop_p, empty_p, held_out, vocab)
+    if caption is None:
         return "", frozenset(ATTRIBUTES)
     return caption.text(drop), caption.undetermined(drop)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from loco_lightning.data.world.captions import sample_caption
+from loco_lightning.data.world.captions import draw_caption
 from loco_lightning.data.world.render import Scene, render, sample_scene
 from loco_lightning.data.world.vocab import ATTRIBUTES, Vocabulary, default_vocabulary
 
@@ -43,7 +44,8 @@ class WorldDataset(Dataset):
     Items are dicts: `image` (3, size, size) float in [-1, 1]; `caption` str; `shape`, `colour`,
     `style` int indices into the vocabulary; `<attribute>_dropped` bool, True when the caption
     leaves that attribute to the model's prior; `kind` ("plain", "artist", "trademark",
-    "country") and `concept` (the named concept or "").
+    "country") and `concept` (the named concept or ""); with `variants`, also `variants`: one
+    caption per entry, with that entry's attributes removed as well (same removal rule).
 
     Args:
         length: number of items (an epoch).
@@ -55,6 +57,8 @@ class WorldDataset(Dataset):
         empty_p: fraction of empty captions (the unconditional branch of guidance).
         jitter: pose noise scale (0 = canonical pose), see `sample_scene`.
         held_out: use only the held-out paraphrase templates (generality evaluation).
+        variants: attribute sets; each adds a caption with those attributes also removed (planted
+            training shows some UNet sites the caption without an attribute).
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class WorldDataset(Dataset):
         empty_p: float = 0.1,
         jitter: float = 1.0,
         held_out: bool = False,
+        variants: Sequence[Sequence[str]] = (),
     ) -> None:
         for label, p in (("named_p", named_p), ("drop_p", drop_p), ("empty_p", empty_p)):
             if not 0.0 <= p <= 1.0:
@@ -77,6 +82,10 @@ class WorldDataset(Dataset):
         self.vocab = vocab or default_vocabulary()
         self.length, self.seed, self.size, self.jitter = length, seed, size, jitter
         self.named_p, self.drop_p, self.empty_p, self.held_out = named_p, drop_p, empty_p, held_out
+        self.variants = tuple(tuple(v) for v in variants)
+        unknown = {a for v in self.variants for a in v} - set(ATTRIBUTES)
+        if unknown:
+            raise ValueError(f"variants name {sorted(unknown)}; attributes are {ATTRIBUTES}")
         self._kind_p = np.array([1.0 - named_p] + [named_p / len(NAMED_KINDS)] * len(NAMED_KINDS))
 
     def __len__(self) -> int:
@@ -88,12 +97,18 @@ class WorldDataset(Dataset):
         rng = np.random.default_rng([self.seed, index])
         kind = ("plain", *NAMED_KINDS)[rng.choice(len(self._kind_p), p=self._kind_p)]
         scene, name = sample_concept_scene(kind, rng, self.vocab, self.jitter)
-        caption, undetermined = sample_caption(
+        caption, drop = draw_caption(
             scene, rng, kind, name, self.drop_p, self.empty_p, self.held_out, self.vocab
         )
+        undetermined = frozenset(ATTRIBUTES) if caption is None else caption.undetermined(drop)
         image = torch.from_numpy(render(scene, self.size, self.vocab)).permute(2, 0, 1)
-        item = {"image": image.float() / 127.5 - 1.0, "caption": caption, "kind": kind}
+        text = "" if caption is None else caption.text(drop)
+        item = {"image": image.float() / 127.5 - 1.0, "caption": text, "kind": kind}
         item["concept"] = name or ""
+        if self.variants:
+            item["variants"] = [
+                "" if caption is None else caption.text(drop | set(v)) for v in self.variants
+            ]
         for attribute in ATTRIBUTES:
             item[attribute] = self.vocab.index(attribute, getattr(scene, attribute))
             item[f"{attribute}_dropped"] = attribute in undetermined

@@ -1,0 +1,92 @@
+"""`WorldDataModule`: LocoWorld training pairs and the fixed probe set, as Lightning wants them."""
+
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from loco_lightning.data.world.dataset import WorldDataset
+from loco_lightning.data.world.probes import collate_probes, probe_set
+from loco_lightning.data.world.vocab import Vocabulary
+
+
+class WorldDataModule(L.LightningDataModule):
+    """Training pairs from one deterministic `WorldDataset` stream; probes for validation/test.
+
+    An epoch is `max_steps` batches of the stream from item `global_step * batch_size` on, so a
+    resumed run continues the stream instead of repeating it (`max_steps` ends the run).
+    A module that trains on caption variants (planted training) names them in its
+    `caption_variants` attribute; the training items then carry them (see `WorldDataset`).
+
+    Args:
+        batch_size: training pairs per step.
+        seed: seed of the training stream.
+        vocab: vocabulary YAML (None: the packaged one); must match the model's.
+        named_p: fraction of named-concept captions.
+        drop_p: per-attribute caption dropout (keeps attribute-removed prompts in distribution).
+        empty_p: fraction of empty captions (the unconditional branch of guidance).
+        jitter: pose noise scale of the renders.
+        steps: run length in steps when the Trainer sets no `max_steps`.
+        val_per_concept: probes per named concept (plain probes: every attribute combination).
+        val_seed: seed of the probe set (generation seeds and draws).
+        val_batch_size: probes per validation/test batch (guidance doubles the UNet batch).
+        num_workers: DataLoader workers; 0 keeps rendering in the training process, which is
+            right on a 2-core machine (a render costs 0.04 ms).
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        seed: int = 0,
+        vocab: str | None = None,
+        named_p: float = 0.15,
+        drop_p: float = 0.2,
+        empty_p: float = 0.1,
+        jitter: float = 1.0,
+        steps: int = 3000,
+        val_per_concept: int = 16,
+        val_seed: int = 0,
+        val_batch_size: int = 336,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def _steps(self) -> int:
+        max_steps = self.trainer.max_steps if self.trainer is not None else -1
+        return max_steps if max_steps and max_steps > 0 else self.hparams.steps
+
+    def train_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        start = (self.trainer.global_step if self.trainer is not None else 0) * hp.batch_size
+        n_items = self._steps() * hp.batch_size
+        dataset = WorldDataset(
+            length=start + n_items,
+            seed=hp.seed,
+            vocab=hp.vocab,
+            named_p=hp.named_p,
+            drop_p=hp.drop_p,
+            empty_p=hp.empty_p,
+            jitter=hp.jitter,
+            variants=getattr(module, "caption_variants", ()),
+        )
+        return DataLoader(
+            dataset,
+            batch_size=hp.batch_size,
+            sampler=range(start, start + n_items),
+            num_workers=hp.num_workers,
+            drop_last=True,
+        )
+
+    def _probes(self) -> DataLoader:
+        hp = self.hparams
+        vocab = None if hp.vocab is None else Vocabulary.from_yaml(hp.vocab)
+        probes = probe_set(vocab, hp.val_per_concept, hp.val_seed)
+        return DataLoader(probes, batch_size=hp.val_batch_size, collate_fn=collate_probes)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._probes()
+
+    def test_dataloader(self) -> DataLoader:
+        return self._probes()

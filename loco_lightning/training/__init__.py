@@ -1,0 +1,1 @@
+"""Training the embedded world's models from scratch: the text-to-image model and WorldCLIP."""

@@ -1,0 +1,97 @@
+"""LocoGen and LocoEdit on the shipped natural world model, judged by the exact readers.
+
+Localization in a model trained from scratch is emergent (WORLD.md), so these are robust
+assertions, not a hard-coded window: shape is carried by a small window, an edit there removes
+it down to the model's prior and leaves other prompts alone, a random window does nothing, and
+an all-sites edit costs specificity. ``LOCO_WORLD_SOURCE`` points them at a candidate model folder
+(default: the packaged ``world-natural``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from loco_lightning.cli import main
+from loco_lightning.editing.locoedit import read_delta
+from loco_lightning.editing.requests import preserve_prompts
+from tests.helpers import tiny_clip_folder
+
+SOURCE = os.environ.get("LOCO_WORLD_SOURCE", "world-natural")
+
+
+@pytest.fixture(scope="module")
+def located(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world") / "localize"
+    main(
+        [
+            "localize",
+            "--config",
+            "configs/localize/world_shape.yaml",
+            "--model.source",
+            SOURCE,
+            "--model.clip",
+            tiny_clip_folder(),
+            "--model.score",
+            "reader",
+            "--data.seeds",
+            "[0]",
+            "--model.output_dir",
+            str(out),
+            "--trainer.logger",
+            "false",
+        ]
+    )
+    table = json.loads((out / "windows.json").read_text())
+    return out, {(r["m"], r["start"]): r["reader_mean"] for r in table}
+
+
+def test_shape_lives_in_a_small_window(located):
+    out, reader = located
+    original, reference = reader[(0, 0)], reader[(7, 0)]
+    assert original >= 0.9 and reference <= 0.3
+    best = min(((m, s) for m, s in reader if 0 < m <= 3), key=reader.get)
+    assert reader[best] <= reference + 0.15 and best[1] + best[0] - 1 <= 3  # within sites 0-3
+    selection = json.loads((out / "selection.json").read_text())
+    assert selection["window"] and len(selection["window"]) <= 3
+
+
+def test_editing_the_located_window_removes_shape_and_nothing_else(located, tmp_path):
+    out, _ = located
+    main(
+        [
+            "edit",
+            "--config",
+            "configs/edit/world_shape.yaml",
+            "--model.source",
+            SOURCE,
+            "--model.clip",
+            tiny_clip_folder(),
+            "--model.locogen",
+            str(out),
+            "--data.seeds",
+            "[0]",
+            "--model.output_dir",
+            str(tmp_path / "edit"),
+            "--trainer.logger",
+            "false",
+        ]
+    )
+    rows = json.loads((tmp_path / "edit" / "results.json").read_text())
+    read = {(r["method"], r["group"]): r["reader"] for r in rows}
+    reference = read[("unedited", "reference")]
+    assert read[("unedited", "efficacy")] >= 0.9
+    for group in ("efficacy", "generality"):
+        assert read[("locoedit/locogen", group)] <= reference + 0.10, group
+    assert (
+        abs(read[("locoedit/locogen", "specificity")] - read[("unedited", "specificity")]) <= 0.05
+    )
+    assert read[("locoedit/random", "efficacy")] >= 0.8  # a wrong window changes nothing
+    assert read[("locoedit/all", "efficacy")] <= reference + 0.10
+    # the preserve set given as a file reached the solve as its prompts
+    _, metadata, _ = read_delta(tmp_path / "edit" / "locoedit_locogen.safetensors")
+    assert metadata["params"]["preserve"] == preserve_prompts(
+        "datasets/world/shape_circle.edit.yaml"
+    )
