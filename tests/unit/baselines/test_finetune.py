@@ -81,7 +81,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, job):
     assert whole.keys() == resumed.keys() and all(v.abs().max() > 0 for v in whole.values())
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
     # the checkpoint holds the trained weights only: no frozen teacher, no scorer
-    state = torch.load(tmp_path / "whole" / "ckpt" / "last.ckpt", weights_only=False)["state_dict"]
+    state = torch.load(tmp_path / "whole" / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]
     assert {k.removeprefix("unet.") for k in state} == set(whole)
 
 
