@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from loco_lightning.models.pipeline import Conditioning, LocoModel
+from loco_lightning.models.schedulers import step_options
 
 
 def make_scheduler(model: LocoModel, name: str | None = None):
@@ -76,7 +77,7 @@ def denoise(
         )
         inputs = uncond.cat(cond)
     x = initial_noise(model, seeds) * sched.init_noise_sigma
-    step_kwargs = {}
+    step_kwargs = step_options(sched)
     if "generator" in inspect.signature(sched.step).parameters:  # stochastic samplers: row noise
         step_kwargs["generator"] = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
     sched.set_timesteps(steps, device=model.device)

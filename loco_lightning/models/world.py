@@ -5,7 +5,6 @@ Also the builders of its untrained parts, used by training.
 
 from __future__ import annotations
 
-import inspect
 from typing import Literal
 
 import diffusers
@@ -21,6 +20,7 @@ from transformers import (
 )
 
 from loco_lightning.models.families import get_family
+from loco_lightning.models.schedulers import step_options
 
 TextEncoderKind = Literal["causal", "bidirectional"]
 
@@ -166,15 +166,7 @@ class LocoWorldPipeline(DiffusionPipeline):
         else:
             x = torch.randn((len(prompts), *shape), generator=generator)
         x = x.to(device, self.unet.dtype) * self.scheduler.init_noise_sigma
-        step_kwargs = {}
-        config, step = self.scheduler.config, inspect.signature(self.scheduler.step).parameters
-        if (config.get("clip_sample") or config.get("thresholding")) and (
-            "use_clipped_model_output" in step
-        ):
-            # Re-derive the noise from the clipped x0 (GLIDE; DDPM's posterior does the same).
-            # Otherwise guidance pushes the black background below -1, the clip removes that
-            # from x0, the stale noise keeps it, and the unconditional sample's shape leaks back.
-            step_kwargs["use_clipped_model_output"] = True
+        step_kwargs = step_options(self.scheduler)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         for t in self.progress_bar(self.scheduler.timesteps):
             inp = self.scheduler.scale_model_input(torch.cat([x, x]) if cfg else x, t)
