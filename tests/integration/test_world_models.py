@@ -12,10 +12,14 @@ import torch
 from loco_lightning.data.world import (
     ATTRIBUTES,
     AttributeReader,
+    Scene,
+    caption_for,
     collate_probes,
+    default_vocabulary,
     probe_scores,
     probe_set,
 )
+from loco_lightning.hooks import PromptSwap, intervene
 from loco_lightning.metrics.clip import SampleCLIPScore
 from loco_lightning.models import load_model
 from loco_lightning.models.pipeline import packaged
@@ -25,9 +29,8 @@ from loco_lightning.models.worldclip import WorldCLIP, load_worldclip
 
 torch.set_num_threads(1)
 
-# world-planted and world-bidirectional join once shipped; their tests (the planted-window known
-# answer among them) are in commit 6f4a0fc of this file.
-MODELS = ("world-natural",)
+# world-bidirectional joins once shipped (its tests are in commit 6f4a0fc of this file).
+MODELS = ("world-natural", "world-planted")
 
 
 @functools.cache
@@ -67,6 +70,13 @@ def test_shipped_natural_model_meets_the_targets():
     assert all(acc[k] >= 0.90 for k in ("artist", "trademark", "country")), acc
 
 
+@pytest.mark.parametrize("name", ["world-planted"])
+def test_other_shipped_models_generate_what_they_are_asked(name):
+    plain = probe_set(per_concept=0, seed=2)[::5]  # 39 plain probes, every style and shape
+    acc = accuracy(name, plain)
+    assert all(acc[a] >= 0.9 for a in ATTRIBUTES), acc
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_shipped_folders_record_how_they_were_made_and_round_trip(name, tmp_path):
     folder = packaged(name)
@@ -90,6 +100,38 @@ def test_same_seed_gives_the_same_image():
     c = generate("world-natural", prompts, [7, 8, 7], steps=5)
     assert torch.equal(c, generate("world-natural", prompts, [7, 8, 7], steps=5))
     assert torch.equal(c[0], c[2]) and not torch.equal(c[0], c[1])
+
+
+def test_planted_windows_control_their_attribute():
+    """Swapping in the attribute-removed prompt at the planted window removes the attribute;
+    swapping it at every other site at once leaves the attribute in place."""
+    m = model("world-planted")
+    planted = json.loads((Path(packaged("world-planted")) / RECORD_NAME).read_text())["planted"]
+    assert planted == {"colour": [5, 6], "style": [3, 4]}
+    vocab = default_vocabulary()
+    template = vocab.templates_of("plain")[0]
+    n = 24
+    scenes = [
+        Scene(vocab.shapes[i % 6], vocab.colours[(i * 5) % 8], vocab.styles[(i * 3) % 4])
+        for i in range(n)
+    ]
+    captions = [caption_for(s, template) for s in scenes]
+    originals, swaps, targets = [], [], []
+    for attribute, window in planted.items():
+        others = tuple(s for s in range(7) if s not in window)
+        for sites_ in (tuple(window), others):
+            for c, scene in zip(captions, scenes):
+                swaps.append(PromptSwap(sites_, c.removed(attribute), samples=(len(originals),)))
+                originals.append(c.text())
+                targets.append(vocab.index(attribute, getattr(scene, attribute)))
+    with intervene(m.unet, swaps, encode=lambda p: tuple(m.encode(p))):
+        images = denoise(m, m.encode(originals), list(range(len(originals))))
+    read = reader().read(images * 2 - 1)
+    for k, attribute in enumerate(planted):
+        block = slice(2 * k * n, 2 * k * n + 2 * n)
+        kept = (read[attribute][block] == torch.tensor(targets[block])).float()
+        in_window, elsewhere = kept[:n].mean().item(), kept[n:].mean().item()
+        assert in_window <= 0.5 and elsewhere >= 0.85, (attribute, in_window, elsewhere)
 
 
 @functools.cache
