@@ -22,7 +22,7 @@ from loco_lightning.editing.data import EditEvalData
 from loco_lightning.editing.locoedit import LocoEditParams, apply_locoedit
 from loco_lightning.editing.requests import edit_requests, preserve_prompts
 from loco_lightning.hooks import sites
-from loco_lightning.models.sampling import denoise
+from loco_lightning.models.diffusion import Diffusion
 
 EDIT = "datasets/world/style_striped.edit.yaml"
 EVAL = "datasets/world/style_striped.eval.yaml"
@@ -32,7 +32,7 @@ def survival(module, items) -> float:
     """Fraction of efficacy images in which the exact readers still see the concept."""
     model = module.model
     cond = model.encode([it.prompt.prompt for it in items])
-    images = denoise(model, cond, [it.seed for it in items], steps=module.hparams.steps)
+    images = module.diffusion.denoise(model, cond, [it.seed for it in items])
     hits = module.reader_match.per_sample(images, [it.prompt.expect for it in items])
     return float(hits.mean())
 
@@ -83,7 +83,7 @@ def main() -> None:
     requests = edit_requests(EDIT)
     esd = ESDModule(
         requests,
-        source=args.source,
+        diffusion=Diffusion(source=args.source),
         lr=args.lr,
         negative=args.negative,
         batch_size=args.batch_size,

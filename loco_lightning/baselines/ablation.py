@@ -3,12 +3,11 @@ predicts, by fine-tuning the cross-attention key/value projections."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor
 
-from loco_lightning.baselines.finetune import FineTuneEdit, Pair, Trainable
+from loco_lightning.baselines.finetune import FineTune, FineTuneEdit, Pair
 from loco_lightning.editing.requests import EditRequest
+from loco_lightning.models.diffusion import Diffusion
 
 
 class ConceptAblationModule(FineTuneEdit):
@@ -24,9 +23,8 @@ class ConceptAblationModule(FineTuneEdit):
     ones.
 
     Args:
-        requests, family, source, dtype, steps, guidance, sites, train, lr, batch_size,
-            images_per_prompt, image_steps, seed, clip, fid_weights, output_dir: see
-            :class:`FineTuneEdit`.
+        requests, diffusion, tuning, clip, fid_weights, output_dir: see :class:`FineTuneEdit`;
+            ``tuning`` defaults to the text key/value projections at a small learning rate.
     """
 
     method = "ablate"
@@ -34,26 +32,13 @@ class ConceptAblationModule(FineTuneEdit):
     def __init__(
         self,
         requests: list[EditRequest] | str,
-        family: str = "world",
-        source: str | None = None,
-        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-        steps: int | None = None,
-        guidance: float | None = None,
-        sites: list[int] | None = None,
-        train: Trainable = "kv",
-        lr: float = 2e-6,
-        batch_size: int = 4,
-        images_per_prompt: int = 2,
-        image_steps: int | None = None,
-        seed: int = 0,
+        diffusion: Diffusion = Diffusion(),  # noqa: B008 (frozen)
+        tuning: FineTune = FineTune(train="kv", lr=2e-6),  # noqa: B008 (frozen)
         clip: str = "worldclip",
         fid_weights: str | None = None,
         output_dir: str = "lightning_logs/ablate/run",
     ) -> None:
-        super().__init__(
-            requests, family, source, dtype, steps, guidance, sites, train, lr, batch_size,
-            images_per_prompt, image_steps, seed, clip, fid_weights, output_dir,
-        )  # fmt: skip
+        super().__init__(requests, diffusion, tuning, clip, fid_weights, output_dir)
         self.save_hyperparameters()
 
     def image_prompt(self, pair: Pair) -> str:

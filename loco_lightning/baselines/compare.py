@@ -4,7 +4,6 @@ baselines, evaluated with the unedited model on the same prompts and seeds."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import matplotlib.pyplot as plt
 from lightning.pytorch.utilities import rank_zero_info
@@ -14,6 +13,7 @@ from loco_lightning.baselines.quickfix import CLIP_LAYER0_OUT, QuickFixParams, t
 from loco_lightning.editing.locoedit import load_delta, read_delta
 from loco_lightning.editing.module import ClosedFormEditModule, SiteChoice
 from loco_lightning.editing.requests import EditRequest, KeyTokens, edit_requests, preserve_prompts
+from loco_lightning.models.diffusion import Diffusion
 
 
 class CompareModule(ClosedFormEditModule):
@@ -32,19 +32,15 @@ class CompareModule(ClosedFormEditModule):
         quickfix_layer: the text-encoder layer it edits.
         baselines: method name -> delta file of a trained baseline (``<output_dir>/esd.safetensors``
             of a ``loco esd`` run, …).
-        family, source, dtype, steps, guidance, site_choices, sites, locogen, lambda_k, lambda_v,
-            key_tokens, edit_k, edit_v, random_seed, clip, fid_weights, output_dir: see
+        diffusion, site_choices, sites, locogen, lambda_k, lambda_v, key_tokens, preserve_scale,
+            edit_k, edit_v, random_seed, clip, fid_weights, output_dir: see
             :class:`ClosedFormEditModule`.
     """
 
     def __init__(
         self,
         requests: list[EditRequest] | str,
-        family: str = "world",
-        source: str | None = None,
-        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-        steps: int | None = None,
-        guidance: float | None = None,
+        diffusion: Diffusion = Diffusion(),  # noqa: B008 (frozen)
         site_choices: list[SiteChoice] = ["locogen", "all"],  # noqa: B006
         sites: list[int] | None = None,
         locogen: str | None = None,
@@ -52,6 +48,7 @@ class CompareModule(ClosedFormEditModule):
         lambda_v: float = 0.01,
         key_tokens: KeyTokens = "last_subject",
         preserve: list[str] | str = [],  # noqa: B006
+        preserve_scale: float = 1.0,
         edit_k: bool = True,
         edit_v: bool = True,
         random_seed: int = 0,
@@ -66,9 +63,9 @@ class CompareModule(ClosedFormEditModule):
         requests = edit_requests(requests)  # resolved before the hyperparameters are saved
         preserve = preserve_prompts(preserve)
         super().__init__(
-            requests, family, source, dtype, steps, guidance, site_choices, sites, locogen,
-            lambda_k, lambda_v, key_tokens, preserve, edit_k, edit_v, random_seed, clip,
-            fid_weights, output_dir,
+            requests, diffusion, site_choices, sites, locogen,
+            lambda_k, lambda_v, key_tokens, preserve, preserve_scale, edit_k, edit_v, random_seed,
+            clip, fid_weights, output_dir,
         )  # fmt: skip
         self.save_hyperparameters()
         # LightningCLI records the values as given (a file path); the solves read the prompts

@@ -8,8 +8,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from loco_lightning.baselines.finetune import FineTuneEdit, Pair, Trainable
+from loco_lightning.baselines.finetune import FineTune, FineTuneEdit, Pair
 from loco_lightning.editing.requests import EditRequest
+from loco_lightning.models.diffusion import Diffusion
 
 
 class ESDModule(FineTuneEdit):
@@ -28,9 +29,7 @@ class ESDModule(FineTuneEdit):
     Args:
         eta: negative guidance scale η.
         negative: the reference prediction n: ``empty`` (ESD as published) or ``without``.
-        requests, family, source, dtype, steps, guidance, sites, train, lr, batch_size,
-            images_per_prompt, image_steps, seed, clip, fid_weights, output_dir: see
-            :class:`FineTuneEdit`.
+        requests, diffusion, tuning, clip, fid_weights, output_dir: see :class:`FineTuneEdit`.
     """
 
     method = "esd"
@@ -38,28 +37,15 @@ class ESDModule(FineTuneEdit):
     def __init__(
         self,
         requests: list[EditRequest] | str,
-        family: str = "world",
-        source: str | None = None,
-        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-        steps: int | None = None,
-        guidance: float | None = None,
-        sites: list[int] | None = None,
-        train: Trainable = "attention",
+        diffusion: Diffusion = Diffusion(),  # noqa: B008 (frozen)
+        tuning: FineTune = FineTune(),  # noqa: B008 (frozen)
         eta: float = 1.0,
         negative: Literal["empty", "without"] = "empty",
-        lr: float = 1e-5,
-        batch_size: int = 4,
-        images_per_prompt: int = 2,
-        image_steps: int | None = None,
-        seed: int = 0,
         clip: str = "worldclip",
         fid_weights: str | None = None,
         output_dir: str = "lightning_logs/esd/run",
     ) -> None:
-        super().__init__(
-            requests, family, source, dtype, steps, guidance, sites, train, lr, batch_size,
-            images_per_prompt, image_steps, seed, clip, fid_weights, output_dir,
-        )  # fmt: skip
+        super().__init__(requests, diffusion, tuning, clip, fid_weights, output_dir)
         self.save_hyperparameters()
 
     def image_prompt(self, pair: Pair) -> str:

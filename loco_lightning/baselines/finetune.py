@@ -14,7 +14,7 @@ import copy
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import torch
@@ -29,7 +29,7 @@ from loco_lightning.editing.requests import EditRequest, edit_requests
 from loco_lightning.hooks import sites as all_sites
 from loco_lightning.hooks.executor import check_sites
 from loco_lightning.models import Conditioning
-from loco_lightning.models.sampling import denoise
+from loco_lightning.models.diffusion import Diffusion
 
 Trainable = Literal["attention", "kv"]
 Pair = tuple[str, str, str]  # (prompt with the concept, same without it, target prompt)
@@ -40,6 +40,31 @@ class Frozen:
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module.eval().requires_grad_(False)
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """How a fine-tuning baseline trains (``model.tuning`` in its YAML).
+
+    Attributes:
+        sites: site indices whose cross-attention is trained (None: every site; e.g. the LocoGen
+            window).
+        train: ``attention`` (every weight of the site's attention: q, k, v, out) or ``kv``
+            (the text key/value projections only).
+        lr: Adam learning rate.
+        batch_size: training samples per step (also the batch of the training-image generation).
+        images_per_prompt: training images the original model generates per prompt.
+        image_steps: denoising steps of the training images (None: ``diffusion.steps``).
+        seed: seed of the training images and of every step's batch.
+    """
+
+    sites: list[int] | None = None
+    train: Trainable = "attention"
+    lr: float = 1e-5
+    batch_size: int = 4
+    images_per_prompt: int = 2
+    image_steps: int | None = None
+    seed: int = 0
 
 
 class FineTuneEdit(EditEvaluation):
@@ -53,17 +78,8 @@ class FineTuneEdit(EditEvaluation):
     Args:
         requests: what to remove, inline or the path of an ``*.edit.yaml`` prompt set; each
             template gives a (concept prompt, anchor/target prompt) pair, as for LocoEdit.
-        family, source, dtype, steps, guidance, clip, fid_weights, output_dir: see
-            :class:`EditEvaluation`.
-        sites: site indices whose cross-attention is trained (None: every site; e.g. the LocoGen
-            window).
-        train: ``attention`` (every weight of the site's attention: q, k, v, out) or ``kv``
-            (the text key/value projections only).
-        lr: Adam learning rate.
-        batch_size: training samples per step (also the batch of the training-image generation).
-        images_per_prompt: training images the original model generates per prompt.
-        image_steps: denoising steps of the training images (None: ``steps``).
-        seed: seed of the training images and of every step's batch.
+        diffusion, clip, fid_weights, output_dir: see :class:`EditEvaluation`.
+        tuning: what is trained and how (:class:`FineTune`).
     """
 
     method = "finetune"
@@ -71,23 +87,14 @@ class FineTuneEdit(EditEvaluation):
     def __init__(
         self,
         requests: list[EditRequest] | str,
-        family: str = "world",
-        source: str | None = None,
-        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-        steps: int | None = None,
-        guidance: float | None = None,
-        sites: list[int] | None = None,
-        train: Trainable = "attention",
-        lr: float = 1e-5,
-        batch_size: int = 4,
-        images_per_prompt: int = 2,
-        image_steps: int | None = None,
-        seed: int = 0,
+        diffusion: Diffusion = Diffusion(),  # noqa: B008 (frozen)
+        tuning: FineTune = FineTune(),  # noqa: B008 (frozen)
         clip: str = "worldclip",
         fid_weights: str | None = None,
         output_dir: str = "lightning_logs/edit/run",
     ) -> None:
-        super().__init__(family, source, dtype, steps, guidance, clip, fid_weights, output_dir)
+        super().__init__(diffusion, clip, fid_weights, output_dir)
+        self.tuning = tuning
         self.requests = edit_requests(requests)
         if not self.requests:
             raise ValueError("No edit requests: give at least one {concept, target}.")
@@ -121,7 +128,7 @@ class FineTuneEdit(EditEvaluation):
 
     def trainable_names(self) -> list[str]:
         """Parameter names (inside the UNet) this baseline trains."""
-        hp = self.hparams
+        hp = self.tuning
         found = all_sites(self.unet)
         chosen = range(len(found)) if hp.sites is None else hp.sites
         check_sites(found, list(chosen), f"{self.method} sites")
@@ -138,7 +145,7 @@ class FineTuneEdit(EditEvaluation):
 
     def configure_optimizers(self):
         params = [p for p in self.unet.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.hparams.lr)
+        return torch.optim.Adam(params, lr=self.tuning.lr)
 
     def on_fit_start(self) -> None:
         # setup ran before Lightning moved the module; the pipeline is not a registered child
@@ -178,16 +185,14 @@ class FineTuneEdit(EditEvaluation):
     @torch.no_grad()
     def clean_samples(self, prompts: list[str]) -> Tensor:
         """x_0 of the current model's images of ``prompts``: pixels in [-1, 1] or VAE latents."""
-        hp = self.hparams
+        hp = self.tuning
         rows = [(p, hp.seed + j) for p in prompts for j in range(hp.images_per_prompt)]
+        sampler = replace(self.diffusion, steps=hp.image_steps or self.diffusion.steps)
         out = []
         for k in range(0, len(rows), hp.batch_size):
             chunk = rows[k : k + hp.batch_size]
             cond = self.model.encode([p for p, _ in chunk])
-            steps = hp.image_steps or hp.steps
-            images = denoise(
-                self.model, cond, [s for _, s in chunk], steps=steps, guidance=hp.guidance
-            )
+            images = sampler.denoise(self.model, cond, [s for _, s in chunk])
             out.append(images * 2 - 1)
         x = torch.cat(out)
         if self.model.family.space == "latent":
@@ -211,7 +216,7 @@ class FineTuneEdit(EditEvaluation):
 
     def batch(self, step: int) -> tuple[Tensor, Tensor, list[Pair]]:
         """(x_t, t, pairs) of optimisation step ``step``, drawn from ``seed + step`` alone."""
-        hp = self.hparams
+        hp = self.tuning
         g = torch.Generator().manual_seed(hp.seed + step)
         pick = torch.randint(len(self.pairs), (hp.batch_size,), generator=g)
         which = torch.randint(hp.images_per_prompt, (hp.batch_size,), generator=g)
@@ -260,7 +265,7 @@ class FineTuneEdit(EditEvaluation):
             n: (params[n].detach().float() - self.originals[n].float()).to(params[n].dtype)
             for n in self.trainable
         }
-        hp = self.hparams
+        hp = self.tuning
         metadata = {
             "method": self.method,
             "family": self.model.family.name,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +25,7 @@ from loco_lightning.editing.requests import (
     preserve_prompts,
 )
 from loco_lightning.models import LocoModel
+from loco_lightning.models.diffusion import Diffusion
 
 CLIP_LAYER0_OUT = "encoder.layers.0.self_attn.out_proj"  # transformers 4 prefixes text_model.
 
@@ -94,7 +94,7 @@ def apply_quickfix(
     triples = [t for r in requests for t in r.pairs()]
     xs = layer_inputs(model, layer, [s for s, _, _ in triples])
     ys = layer_inputs(model, layer, [t for _, _, t in triples])
-    pos = [key_positions(tokenizer, s, w, t, params.key_tokens) for s, w, t in triples]
+    pos = key_positions(tokenizer, triples, params.key_tokens)
     x = torch.stack([xs[i, a] for i, p in enumerate(pos) for a, _ in p])  # (n, d)
     y = torch.stack([ys[i, b] for i, p in enumerate(pos) for _, b in p])
     keep = None
@@ -137,18 +137,14 @@ class QuickFixModule(EditEvaluation):
         component: the pipeline's text encoder.
         key_tokens: ``last_subject`` (Diff-QuickFix), ``last_subject_eos`` or ``aligned``.
         preserve: prompts whose layer outputs must not move, inline or an ``*.edit.yaml`` path.
-        family, source, dtype, steps, guidance, clip, fid_weights, output_dir: see
+        diffusion, clip, fid_weights, output_dir: see
             :class:`EditEvaluation`.
     """
 
     def __init__(
         self,
         requests: list[EditRequest] | str,
-        family: str = "world",
-        source: str | None = None,
-        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-        steps: int | None = None,
-        guidance: float | None = None,
+        diffusion: Diffusion = Diffusion(),  # noqa: B008 (frozen)
         lam: float = 0.01,
         layer: str = CLIP_LAYER0_OUT,
         component: str = "text_encoder",
@@ -158,7 +154,7 @@ class QuickFixModule(EditEvaluation):
         fid_weights: str | None = None,
         output_dir: str = "lightning_logs/quickfix/run",
     ) -> None:
-        super().__init__(family, source, dtype, steps, guidance, clip, fid_weights, output_dir)
+        super().__init__(diffusion, clip, fid_weights, output_dir)
         self.save_hyperparameters()
         self.requests = edit_requests(requests)
         self.params = QuickFixParams(

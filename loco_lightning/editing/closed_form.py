@@ -6,13 +6,15 @@ import torch
 from torch import Tensor
 
 
-def edit_factor(x: Tensor, y: Tensor, lam: float, preserve: Tensor | None = None) -> Tensor:
+def edit_factor(
+    x: Tensor, y: Tensor, lam: float, preserve: Tensor | None = None, preserve_scale: float = 1.0
+) -> Tensor:
     """The right factor M of the edit, so that the edited weight is ``W = Ŵ M``.
 
     Solves, for every weight Ŵ at once (M depends only on the text embeddings):
 
-        min_W  Σ_i ‖W x_i − Ŵ y_i‖² + Σ_j ‖W p_j − Ŵ p_j‖² + λ ‖W − Ŵ‖²_F
-        ⇒  W = Ŵ (λI + Σ y xᵀ + Σ p pᵀ)(λI + Σ x xᵀ + Σ p pᵀ)⁻¹
+        min_W  Σ_i ‖W x_i − Ŵ y_i‖² + α Σ_j ‖W p_j − Ŵ p_j‖² + λ ‖W − Ŵ‖²_F
+        ⇒  W = Ŵ (λI + Σ y xᵀ + α Σ p pᵀ)(λI + Σ x xᵀ + α Σ p pᵀ)⁻¹
 
     in float32 with ``torch.linalg.solve`` (no explicit inverse), whatever the model's dtype.
 
@@ -21,6 +23,8 @@ def edit_factor(x: Tensor, y: Tensor, lam: float, preserve: Tensor | None = None
         y: (n, d) inputs whose outputs they should now produce (the target's).
         lam: ridge strength λ > 0: how strongly the weight stays where it was.
         preserve: (k, d) inputs whose outputs must not move, or None.
+        preserve_scale: α, the weight of the preserve term against the edit term (a preserve set
+            of many prompts otherwise outvotes a concept's few templates).
 
     Returns:
         (d, d) float32 factor M.
@@ -35,8 +39,8 @@ def edit_factor(x: Tensor, y: Tensor, lam: float, preserve: Tensor | None = None
     b = lam * eye + y.T @ x  # (d, d): Σ y xᵀ
     if preserve is not None:
         p = preserve.float()
-        a = a + p.T @ p
-        b = b + p.T @ p
+        a = a + preserve_scale * (p.T @ p)
+        b = b + preserve_scale * (p.T @ p)
     # M = B A⁻¹  ⇔  Mᵀ = A⁻ᵀ Bᵀ = solve(A, Bᵀ) since A is symmetric
     return torch.linalg.solve(a, b.T).T
 

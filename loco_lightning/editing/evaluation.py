@@ -9,7 +9,6 @@ images and, on the world, the exact readers.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import lightning as L
 import torch
@@ -22,9 +21,9 @@ from loco_lightning.editing.locoedit import EditResult
 from loco_lightning.metrics.clip import SampleCLIPScore, load_clip
 from loco_lightning.metrics.fid import ClipImageFeatures, fid_metric
 from loco_lightning.metrics.readers import AttributeMatch
-from loco_lightning.models import LocoModel, load_model
+from loco_lightning.models import LocoModel
+from loco_lightning.models.diffusion import Diffusion
 from loco_lightning.models.pipeline import packaged
-from loco_lightning.models.sampling import denoise
 
 UNEDITED = "unedited"
 
@@ -33,11 +32,7 @@ class EditEvaluation(L.LightningModule):
     """Base of every editing module: evaluates ``self.edits`` in validation steps.
 
     Args:
-        family: model family.
-        source: hub id, local folder, packaged world model name, or ``miniature``.
-        dtype: weight dtype.
-        steps: denoising steps (family default if None).
-        guidance: guidance scale (family default if None).
+        diffusion: the model and its sampler settings.
         clip: CLIP scorer (hub id, local folder, ``worldclip``); its image tower is also the FID
             feature extractor unless ``fid_weights`` is given.
         fid_weights: local Inception weights for FID on real models (None: CLIP features).
@@ -46,16 +41,13 @@ class EditEvaluation(L.LightningModule):
 
     def __init__(
         self,
-        family: str = "world",
-        source: str | None = None,
-        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-        steps: int | None = None,
-        guidance: float | None = None,
+        diffusion: Diffusion = Diffusion(),  # noqa: B008 (frozen)
         clip: str = "worldclip",
         fid_weights: str | None = None,
         output_dir: str = "lightning_logs/edit/run",
     ) -> None:
         super().__init__()
+        self.diffusion = diffusion
         self.model: LocoModel | None = None
         self.edits: dict[str, EditResult] = {}
         self.rows: list[dict] = []
@@ -65,14 +57,14 @@ class EditEvaluation(L.LightningModule):
         hp = self.hparams
         if self.model is not None:
             return
-        self.model = load_model(hp.family, hp.source, hp.dtype, str(self.device))
+        self.model = self.diffusion.load(str(self.device))
         self.model.unet.requires_grad_(False)
         self.clip_score = SampleCLIPScore(packaged(hp.clip))
         self.fid_features = (
             None if hp.fid_weights else ClipImageFeatures(*load_clip(packaged(hp.clip)))
         )
         self.fids = torch.nn.ModuleDict()
-        if hp.family == "world":
+        if self.diffusion.family == "world":
             vocab = default_vocabulary()
             values = {a: vocab.values(a) for a in ATTRIBUTES}
             self.reader_match = AttributeMatch(AttributeReader(vocab), values)
@@ -95,11 +87,8 @@ class EditEvaluation(L.LightningModule):
         return self.fids[key]
 
     def generate(self, items: list[EvalItem]) -> Tensor:
-        hp = self.hparams
         cond = self.model.encode([it.prompt.prompt for it in items])
-        return denoise(
-            self.model, cond, [it.seed for it in items], steps=hp.steps, guidance=hp.guidance
-        )
+        return self.diffusion.denoise(self.model, cond, [it.seed for it in items])
 
     def validation_step(self, batch: list[EvalItem], batch_idx: int) -> None:
         images = {UNEDITED: self.generate(batch)}

@@ -31,6 +31,7 @@ class LocoEditParams:
         lambda_v: ridge strength for the value projections.
         key_tokens: which token positions are remapped (see ``key_positions``).
         preserve: prompts whose key/value outputs must not move (every token position).
+        preserve_scale: weight of the preserve term (see ``edit_factor``).
         edit_k: edit the key projections.
         edit_v: edit the value projections.
     """
@@ -40,6 +41,7 @@ class LocoEditParams:
     lambda_v: float = 0.01
     key_tokens: KeyTokens = "last_subject"
     preserve: tuple[str, ...] = ()
+    preserve_scale: float = 1.0
     edit_k: bool = True
     edit_v: bool = True
 
@@ -141,30 +143,37 @@ def apply_locoedit(
     all_sites = sites(unet)
     check_sites(all_sites, params.sites, "LocoEdit")
     triples = [t for r in requests for t in r.pairs()]
-    src = model.encode([s for s, _, _ in triples]).context
-    tgt = model.encode([t for _, _, t in triples]).context
-    pos = [key_positions(tok, s, w, t, params.key_tokens) for s, w, t in triples]
-    keep = model.encode(list(params.preserve)).context if params.preserve else None
+    n = len(triples)
+    # one text-encoder call for concept, target and preserve prompts (padding is to max length)
+    context = model.encode(
+        [s for s, _, _ in triples] + [t for _, _, t in triples] + list(params.preserve)
+    ).context
+    pos = key_positions(tok, triples, params.key_tokens)
+    rows = torch.tensor([i for i, p in enumerate(pos) for _ in p], device=context.device)
+    src_at = torch.tensor([a for p in pos for a, _ in p], device=context.device)
+    tgt_at = torch.tensor([b for p in pos for _, b in p], device=context.device)
 
     factors: dict[tuple, Tensor] = {}
+    inputs: dict[object, tuple] = {}
     deltas, originals = {}, {}
     for index in params.sites:
         site = all_sites[index]
         attn = unet.get_submodule(site.path)
-        share = attn.norm_cross is None  # every such site reads the same inputs
-        xs, ys = site_inputs(unet, site, src), site_inputs(unet, site, tgt)
-        x = torch.stack([xs[i, a] for i, p in enumerate(pos) for a, _ in p])  # (n, d)
-        y = torch.stack([ys[i, b] for i, p in enumerate(pos) for _, b in p])
-        p = None if keep is None else site_inputs(unet, site, keep).flatten(0, 1)
+        where = "shared" if attn.norm_cross is None else index  # shared: same inputs everywhere
+        if where not in inputs:
+            ctx = site_inputs(unet, site, context)
+            keep = ctx[2 * n :].flatten(0, 1) if params.preserve else None
+            inputs[where] = (ctx[rows, src_at], ctx[n + rows, tgt_at], keep)  # (k, d) each
+        x, y, p = inputs[where]
         for proj, lam, on in (
             (site.key_name, params.lambda_k, params.edit_k),
             (site.value_name, params.lambda_v, params.edit_v),
         ):
             if not on:
                 continue
-            key = ("shared" if share else index, lam)
+            key = (where, lam)
             if key not in factors:
-                factors[key] = edit_factor(x, y, lam, p)
+                factors[key] = edit_factor(x, y, lam, p, params.preserve_scale)
             weight = getattr(attn, proj).weight
             name = f"{site.path}.{proj}.weight"
             originals[name] = weight.detach().clone()

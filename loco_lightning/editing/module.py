@@ -20,15 +20,32 @@ from loco_lightning.editing.requests import (
     preserve_prompts,
 )
 from loco_lightning.hooks import sites as all_sites
+from loco_lightning.models.diffusion import Diffusion
 
 SiteChoice = Literal["given", "locogen", "all", "random"]
+
+
+def locogen_window(folder: str | None) -> tuple[int, ...]:
+    """The window a ``loco localize`` run selected (its ``selection.json``)."""
+    path = Path(folder or "") / "selection.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"LocoGen sites were asked for but {path} does not exist: run `loco localize` first "
+            "and set locogen to its output_dir, or give the site indices explicitly."
+        )
+    selection = json.loads(path.read_text())
+    if not selection["window"]:
+        best = min(selection["best"].items(), key=lambda kv: int(kv[0]))[1]  # smallest m
+        rank_zero_info(f"LocoGen found no window within its margin; using m=1 at {best}")
+        return (best["start"],)
+    return tuple(selection["window"])
 
 
 class ClosedFormEditModule(EditEvaluation):
     """Solves the closed-form edit for each site choice, then compares them side by side.
 
     Args:
-        family, source, dtype, steps, guidance, clip, fid_weights, output_dir: see
+        diffusion, clip, fid_weights, output_dir: see
             :class:`EditEvaluation`.
         requests: what to edit (several concepts in one edit are fine), or the path of an edit
             prompt set (``datasets/world/*.edit.yaml``).
@@ -42,6 +59,7 @@ class ClosedFormEditModule(EditEvaluation):
         key_tokens: ``last_subject`` (reference), ``last_subject_eos`` or ``aligned``.
         preserve: prompts whose keys/values must not move (on in the world configs), or the
             path of an edit prompt set whose ``preserve`` entry to use.
+        preserve_scale: weight of the preserve term against the edit term.
         edit_k: edit key projections.
         edit_v: edit value projections.
         random_seed: seed of the ``random`` window.
@@ -50,11 +68,7 @@ class ClosedFormEditModule(EditEvaluation):
     def __init__(
         self,
         requests: list[EditRequest] | str,
-        family: str = "world",
-        source: str | None = None,
-        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-        steps: int | None = None,
-        guidance: float | None = None,
+        diffusion: Diffusion = Diffusion(),  # noqa: B008 (frozen)
         site_choices: list[SiteChoice] = ["locogen"],  # noqa: B006
         sites: list[int] | None = None,
         locogen: str | None = None,
@@ -62,6 +76,7 @@ class ClosedFormEditModule(EditEvaluation):
         lambda_v: float = 0.01,
         key_tokens: KeyTokens = "last_subject",
         preserve: list[str] | str = [],  # noqa: B006
+        preserve_scale: float = 1.0,
         edit_k: bool = True,
         edit_v: bool = True,
         random_seed: int = 0,
@@ -69,7 +84,7 @@ class ClosedFormEditModule(EditEvaluation):
         fid_weights: str | None = None,
         output_dir: str = "lightning_logs/edit/run",
     ) -> None:
-        super().__init__(family, source, dtype, steps, guidance, clip, fid_weights, output_dir)
+        super().__init__(diffusion, clip, fid_weights, output_dir)
         self.save_hyperparameters()
         self.requests = edit_requests(requests)
         self.preserve = preserve_prompts(preserve)
@@ -85,24 +100,10 @@ class ClosedFormEditModule(EditEvaluation):
                 raise ValueError("site_choices has 'given' but sites is empty; list site indices.")
             return tuple(hp.sites)
         if choice == "locogen":
-            return self.locogen_window()
-        m = len(given or self.locogen_window())
+            return locogen_window(hp.locogen)
+        m = len(given or locogen_window(hp.locogen))
         start = random.Random(hp.random_seed).randrange(n - m + 1)
         return tuple(range(start, start + m))
-
-    def locogen_window(self) -> tuple[int, ...]:
-        path = Path(self.hparams.locogen or "") / "selection.json"
-        if not path.exists():
-            raise FileNotFoundError(
-                f"site_choices has 'locogen' but {path} does not exist: run `loco localize` first "
-                "and set locogen to its output_dir, or use site_choices: [given] with sites."
-            )
-        selection = json.loads(path.read_text())
-        if not selection["window"]:
-            best = min(selection["best"].items(), key=lambda kv: int(kv[0]))[1]  # smallest m
-            rank_zero_info(f"LocoGen found no window within its margin; using m=1 at {best}")
-            return (best["start"],)
-        return tuple(selection["window"])
 
     def on_fit_start(self) -> None:
         hp = self.hparams
@@ -116,6 +117,7 @@ class ClosedFormEditModule(EditEvaluation):
                 lambda_v=hp.lambda_v,
                 key_tokens=hp.key_tokens,
                 preserve=tuple(self.preserve),
+                preserve_scale=hp.preserve_scale,
                 edit_k=hp.edit_k,
                 edit_v=hp.edit_v,
             )
@@ -140,32 +142,30 @@ class NeuronEditModule(EditEvaluation):
     Args:
         requests: concept prompts are the requests' templates with the concept; the
             concept-free prompts are the same templates without it.
-        sites: site indices to search (e.g. the LocoGen window).
+        sites: site indices to search; None: the window of the LocoGen run in ``locogen``.
+        locogen: output folder of a ``loco localize`` run (holds ``selection.json``).
         ks: numbers of neurons per site and projection to ablate.
         projections: ``k``, ``v`` or both.
         mode: ``mean`` (outputs replaced by their concept-free mean, via the executor) or
             ``zero`` (weight rows zeroed: a weight edit).
-        family, source, dtype, steps, guidance, clip, fid_weights, output_dir: see
+        diffusion, clip, fid_weights, output_dir: see
             :class:`EditEvaluation`.
     """
 
     def __init__(
         self,
         requests: list[EditRequest] | str,
-        sites: list[int],
+        sites: list[int] | None = None,
+        locogen: str | None = None,
         ks: list[int] = [10, 50, 200],  # noqa: B006
         projections: list[Literal["k", "v"]] = ["k", "v"],  # noqa: B006
         mode: Literal["mean", "zero"] = "mean",
-        family: str = "world",
-        source: str | None = None,
-        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-        steps: int | None = None,
-        guidance: float | None = None,
+        diffusion: Diffusion = Diffusion(),  # noqa: B008 (frozen)
         clip: str = "worldclip",
         fid_weights: str | None = None,
         output_dir: str = "lightning_logs/neurons/run",
     ) -> None:
-        super().__init__(family, source, dtype, steps, guidance, clip, fid_weights, output_dir)
+        super().__init__(diffusion, clip, fid_weights, output_dir)
         self.save_hyperparameters()
         self.requests = edit_requests(requests)
 
@@ -173,11 +173,12 @@ class NeuronEditModule(EditEvaluation):
         hp = self.hparams
         triples = [t for r in self.requests for t in r.pairs()]
         concept, neutral = [s for s, _, _ in triples], [w for _, w, _ in triples]
-        guidance = self.model.family.guidance if hp.guidance is None else hp.guidance
+        guidance = self.diffusion.guidance_for(self.model)
+        sites = tuple(hp.sites) if hp.sites is not None else locogen_window(hp.locogen)
         for k in hp.ks:
             start = time.perf_counter()
             edit = neuron_edit(
-                self.model, tuple(hp.sites), concept, neutral, k, tuple(hp.projections), hp.mode
+                self.model, sites, concept, neutral, k, tuple(hp.projections), hp.mode
             )
             edit.metadata["seconds"] = time.perf_counter() - start
             if isinstance(edit, ActivationEdit):

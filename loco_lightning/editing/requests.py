@@ -47,9 +47,9 @@ class EditRequest:
         ]
 
 
-def _padded(tokenizer, prompt: str) -> list[int]:
+def _padded(tokenizer, prompts: list[str]) -> list[list[int]]:
     return tokenizer(
-        prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True
     ).input_ids
 
 
@@ -59,9 +59,10 @@ def _last_word(tokenizer, prompt: str) -> int:
 
 
 def key_positions(
-    tokenizer, source: str, without: str, target: str, mode: KeyTokens
-) -> list[tuple[int, int]]:
-    """(position in ``source``, position in ``target``) pairs whose embeddings the edit maps.
+    tokenizer, triples: list[tuple[str, str, str]], mode: KeyTokens
+) -> list[list[tuple[int, int]]]:
+    """For each (source, source without the concept, target): the (position in ``source``,
+    position in ``target``) pairs whose embeddings the edit maps.
 
     - ``last_subject`` (the reference): the concept's last token -> the target's last token;
     - ``last_subject_eos``: that, plus every end-of-text/padding position, offset for offset;
@@ -69,13 +70,22 @@ def key_positions(
       own tokens go to the target's tokens that replace them, or to the next matched one).
     """
     if mode in ("last_subject", "last_subject_eos"):
-        pairs = [(concept_positions(tokenizer, source, without)[-1], _last_word(tokenizer, target))]
-        if mode == "last_subject_eos":
-            length = tokenizer.model_max_length
-            eos_s, eos_t = _last_word(tokenizer, source) + 1, _last_word(tokenizer, target) + 1
-            pairs += [(eos_s + k, min(eos_t + k, length - 1)) for k in range(length - eos_s)]
-        return pairs
-    src, tgt = _padded(tokenizer, source), _padded(tokenizer, target)
+        return [_last_subject(tokenizer, *triple, mode == "last_subject_eos") for triple in triples]
+    sources = _padded(tokenizer, [s for s, _, _ in triples])  # one tokenizer call per side
+    targets = _padded(tokenizer, [t for _, _, t in triples])
+    return [_aligned(src, tgt) for src, tgt in zip(sources, targets)]
+
+
+def _last_subject(tokenizer, source: str, without: str, target: str, eos: bool):
+    pairs = [(concept_positions(tokenizer, source, without)[-1], _last_word(tokenizer, target))]
+    if eos:
+        length = tokenizer.model_max_length
+        eos_s, eos_t = _last_word(tokenizer, source) + 1, _last_word(tokenizer, target) + 1
+        pairs += [(eos_s + k, min(eos_t + k, length - 1)) for k in range(length - eos_s)]
+    return pairs
+
+
+def _aligned(src: list[int], tgt: list[int]) -> list[tuple[int, int]]:
     matcher = difflib.SequenceMatcher(a=src, b=tgt, autojunk=False)
     pairs = []
     for op, i1, i2, j1, j2 in matcher.get_opcodes():

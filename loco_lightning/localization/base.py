@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import lightning as L
 from torch import Tensor
 
@@ -11,7 +9,8 @@ from loco_lightning.data.world import ATTRIBUTES, AttributeReader, default_vocab
 from loco_lightning.localization.results import ResultStore, write_table
 from loco_lightning.metrics.clip import SampleCLIPScore
 from loco_lightning.metrics.readers import AttributeMatch
-from loco_lightning.models import LocoModel, load_model
+from loco_lightning.models import LocoModel
+from loco_lightning.models.diffusion import Diffusion
 from loco_lightning.models.pipeline import packaged
 
 
@@ -19,26 +18,19 @@ class Localizer(L.LightningModule):
     """Base of the localization modules; subclasses define the items, the table and the plots.
 
     Args:
-        family: model family.
-        source: hub id, local diffusers folder, packaged world model name, or ``miniature``.
-        dtype: weight dtype.
-        steps: denoising steps (family default if None).
-        guidance: guidance scale (family default if None).
+        diffusion: the model and its sampler settings.
         clip: CLIP scorer: hub id, local folder, or ``worldclip`` (packaged) for the world.
         output_dir: results folder; stable, so that a rerun with the same config resumes.
     """
 
     def __init__(
         self,
-        family: str = "world",
-        source: str | None = None,
-        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-        steps: int | None = None,
-        guidance: float | None = None,
+        diffusion: Diffusion,
         clip: str = "worldclip",
         output_dir: str = "lightning_logs/localize/run",
     ) -> None:
         super().__init__()
+        self.diffusion = diffusion
         self.model: LocoModel | None = None
         self.store: ResultStore | None = None
         self.table: list[dict] = []
@@ -47,9 +39,9 @@ class Localizer(L.LightningModule):
     def setup(self, stage: str) -> None:
         hp = self.hparams
         if self.model is None:
-            self.model = load_model(hp.family, hp.source, hp.dtype, str(self.device))
+            self.model = self.diffusion.load(str(self.device))
             self.clip_score = SampleCLIPScore(packaged(hp.clip))
-            if hp.family == "world":
+            if self.diffusion.family == "world":
                 vocab = default_vocabulary()
                 values = {a: vocab.values(a) for a in ATTRIBUTES}
                 self.reader_match = AttributeMatch(AttributeReader(vocab), values)
@@ -58,14 +50,10 @@ class Localizer(L.LightningModule):
 
     def fingerprint(self, data) -> dict:
         """Everything that decides a run's rows; a resumed run must match it exactly."""
-        hp, fam = self.hparams, self.model.family
         return (
-            dict(hp)
+            dict(self.hparams)
             | {
-                "source": hp.source or fam.default_source,
-                "steps": hp.steps or fam.steps,
-                "guidance": fam.guidance if hp.guidance is None else hp.guidance,
-                "scheduler": hp.get("scheduler") or type(self.model.pipeline.scheduler).__name__,
+                "diffusion": self.diffusion.resolved(self.model),
                 "pairs": [[p.original, p.target, p.expect] for p in data.pairs],
                 "seeds": list(data.seeds),
             }
@@ -74,9 +62,7 @@ class Localizer(L.LightningModule):
 
     @property
     def guidance(self) -> float:
-        return (
-            self.model.family.guidance if self.hparams.guidance is None else self.hparams.guidance
-        )
+        return self.diffusion.guidance_for(self.model)
 
     def scores(
         self, images: Tensor, texts: list[str], expects: list[dict[str, str]]

@@ -21,7 +21,7 @@ from loco_lightning.localization.base import Localizer
 from loco_lightning.localization.data import TraceItem
 from loco_lightning.localization.plots import layer_bars
 from loco_lightning.localization.results import aggregate
-from loco_lightning.models.sampling import denoise
+from loco_lightning.models.diffusion import Diffusion
 from loco_lightning.models.tokenizers import concept_positions
 
 UNET_KINDS = {"ResnetBlock2D": "resnet", "FeedForward": "ff"}
@@ -60,7 +60,7 @@ class CausalTracingModule(Localizer):
     """Causal tracing over every UNet and text-encoder layer, one validation step per trace.
 
     Args:
-        family, source, dtype, steps, guidance, clip, output_dir: as for LocoGen.
+        diffusion, clip, output_dir: as for LocoGen.
         noise_scale: corruption noise, in standard deviations of the token embedding matrix.
         noise_seed: seed of the corruption noise (the same noise for every restored run).
         chunk: restored runs per UNet batch.
@@ -69,11 +69,7 @@ class CausalTracingModule(Localizer):
 
     def __init__(
         self,
-        family: str = "world",
-        source: str | None = None,
-        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-        steps: int | None = None,
-        guidance: float | None = None,
+        diffusion: Diffusion = Diffusion(),  # noqa: B008 (frozen)
         clip: str = "worldclip",
         noise_scale: float = 3.0,
         noise_seed: int = 0,
@@ -81,7 +77,7 @@ class CausalTracingModule(Localizer):
         text_tokens: Literal["last", "all"] = "last",
         output_dir: str = "lightning_logs/causal/run",
     ) -> None:
-        super().__init__(family, source, dtype, steps, guidance, clip, output_dir)
+        super().__init__(diffusion, clip, output_dir)
         self.save_hyperparameters()
         self.table_name = "layers"
 
@@ -119,7 +115,7 @@ class CausalTracingModule(Localizer):
     def trace(self, item: TraceItem) -> list[dict]:
         """All rows of one trace: clean, corrupted, then one per restored layer."""
         hp, model, pipe = self.hparams, self.model, self.model.pipeline
-        steps, guidance, seed = hp.steps, self.guidance, item.seed
+        guidance, seed, generate = self.guidance, item.seed, self.diffusion.denoise
         original = item.pair.original
         tokens = concept_positions(pipe.tokenizer, original, item.pair.target)
         layers = unet_layers(model.unet)
@@ -133,10 +129,10 @@ class CausalTracingModule(Localizer):
             }
             unet_rec = stack.enter_context(record_outputs(model.unet, [p for p, _ in layers]))
             clean_cond = model.encode([original])
-            clean = denoise(model, clean_cond, [seed], steps=steps, guidance=guidance)
+            clean = generate(model, clean_cond, [seed])
         with torch.no_grad():
             corrupt_cond = self._encode([original], tokens)
-            corrupted = denoise(model, corrupt_cond, [seed], steps=steps, guidance=guidance)
+            corrupted = generate(model, corrupt_cond, [seed])
 
             images, names = [clean, corrupted], [("clean", "reference"), ("corrupted", "reference")]
             cond_row = 1 if guidance > 1 else 0  # the clean run's conditional row
@@ -148,9 +144,7 @@ class CausalTracingModule(Localizer):
                     patches.setdefault(path, []).append(Patch((b,), values))
                 cond = _repeat(corrupt_cond, len(chunk))
                 with patch_outputs(model.unet, patches, cfg=guidance > 1):
-                    images.append(
-                        denoise(model, cond, [seed] * len(chunk), steps=steps, guidance=guidance)
-                    )
+                    images.append(generate(model, cond, [seed] * len(chunk)))
                 names += chunk
             token_sel = tuple(tokens[-1:] if hp.text_tokens == "last" else tokens)
             patches: dict[str, dict[str, list[Patch]]] = {}
@@ -159,7 +153,7 @@ class CausalTracingModule(Localizer):
                 patches.setdefault(c, {}).setdefault(path, []).append(patch)
                 names.append((f"{c}.{path}", kind))
             cond = self._encode([original] * len(texts), tokens, patches)
-            images.append(denoise(model, cond, [seed] * len(texts), steps=steps, guidance=guidance))
+            images.append(generate(model, cond, [seed] * len(texts)))
         images = torch.cat(images)
         clip, reader = self.scores(
             images, [original] * len(images), [item.pair.expect] * len(images)

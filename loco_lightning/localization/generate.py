@@ -7,22 +7,23 @@ from torch import Tensor
 from loco_lightning.hooks import PromptSwap, intervene
 from loco_lightning.localization.data import SweepItem
 from loco_lightning.models import LocoModel
-from loco_lightning.models.sampling import denoise, make_scheduler
+from loco_lightning.models.sampling import denoise
 
 
 def generate_items(
     model: LocoModel,
     items: list[SweepItem],
     *,
-    steps: int | None,
-    guidance: float | None,
     cache_kv: bool,
     pooled: bool,
-    scheduler: str | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    scheduler=None,
 ) -> Tensor:
     """(B, 3, H, W) images in [0, 1]; item b's window sites read its target prompt.
 
-    Only the conditional half of the guidance batch is intervened.
+    Only the conditional half of the guidance batch is intervened. ``steps``, ``guidance`` and
+    ``scheduler`` are passed to ``denoise`` (``Diffusion.sampler`` gives all three).
     """
     cond = model.encode([it.pair.original for it in items])
     specs = [
@@ -38,5 +39,5 @@ def generate_items(
             [it.seed for it in items],
             steps=steps,
             guidance=guidance,
-            scheduler=make_scheduler(model, scheduler),
+            scheduler=scheduler,
         )

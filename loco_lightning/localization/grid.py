@@ -2,48 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import lightning as L
 from torch import Tensor
 
 from loco_lightning.hooks import sites
 from loco_lightning.localization.data import SweepItem
 from loco_lightning.localization.generate import generate_items
-from loco_lightning.models import LocoModel, load_model
+from loco_lightning.models import LocoModel
+from loco_lightning.models.diffusion import Diffusion
 
 
 class WindowGenerator(L.LightningModule):
     """Generates a batch of sweep items in one UNet batch, each with its own window.
 
     Args:
-        family: model family (``world``, ``sd1``, ``sd2``, ``sdxl``, ``if``).
-        source: hub id, local diffusers folder, or ``miniature`` (random weights, to try configs).
-        dtype: weight dtype.
-        steps: denoising steps (family default if None).
-        guidance: guidance scale (family default if None).
+        diffusion: the model and its sampler settings.
         cache_kv: project each site's text keys/values once per generation (exact, faster).
         pooled: also swap the global text path (SD-XL pooled embeds, IF text-time embedding).
     """
 
     def __init__(
         self,
-        family: str = "world",
-        source: str | None = None,
-        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-        steps: int | None = None,
-        guidance: float | None = None,
+        diffusion: Diffusion = Diffusion(),  # noqa: B008 (frozen)
         cache_kv: bool = True,
         pooled: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.diffusion = diffusion
         self.model: LocoModel | None = None
 
     def setup(self, stage: str) -> None:
         if self.model is None:
-            hp = self.hparams
-            self.model = load_model(hp.family, hp.source, hp.dtype, str(self.device))
+            self.model = self.diffusion.load(str(self.device))
 
     @property
     def n_sites(self) -> int:
@@ -55,10 +46,9 @@ class WindowGenerator(L.LightningModule):
         return generate_items(
             self.model,
             items,
-            steps=hp.steps,
-            guidance=hp.guidance,
             cache_kv=hp.cache_kv,
             pooled=hp.pooled,
+            **self.diffusion.sampler(self.model),
         )
 
     def predict_step(self, batch: list[SweepItem], batch_idx: int) -> dict:

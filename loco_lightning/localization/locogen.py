@@ -14,6 +14,7 @@ from loco_lightning.localization.data import SweepItem
 from loco_lightning.localization.generate import generate_items
 from loco_lightning.localization.plots import heatmap
 from loco_lightning.localization.results import Objective, Selection, aggregate, select
+from loco_lightning.models.diffusion import Diffusion
 
 
 class LocalizationModule(Localizer):
@@ -24,15 +25,10 @@ class LocalizationModule(Localizer):
     the same config resumes; at the end the window table and the selection are computed.
 
     Args:
-        family: model family.
-        source: hub id, local diffusers folder, packaged world model name, or ``miniature``.
-        dtype: weight dtype.
-        steps: denoising steps (family default if None).
-        guidance: guidance scale (family default if None).
+        diffusion: the model and its sampler (a faster ``scheduler`` with fewer ``steps`` may
+            be chosen there).
         cache_kv: project each site's text K/V once per generation (exact, faster).
         pooled: the window also swaps the global text path (SD-XL pooled embeds, IF text-time).
-        scheduler: a diffusers scheduler class to sample with instead of the pipeline's own
-            (built from its config), e.g. ``DPMSolverMultistepScheduler`` with fewer steps.
         objective: ``remove`` (style, object: argmin of the score against the original prompt) or
             ``update`` (fact: argmax against the target prompt).
         clip: CLIP scorer: hub id, local folder, or ``worldclip`` (packaged) for the world.
@@ -45,26 +41,22 @@ class LocalizationModule(Localizer):
 
     def __init__(
         self,
-        family: str = "world",
-        source: str | None = None,
-        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
-        steps: int | None = None,
-        guidance: float | None = None,
+        diffusion: Diffusion = Diffusion(),  # noqa: B008 (frozen)
         cache_kv: bool = True,
         pooled: bool = False,
-        scheduler: str | None = None,
         objective: Objective = "remove",
         clip: str = "worldclip",
         score: Literal["clip", "reader"] = "clip",
         margin: float = 0.1,
         output_dir: str = "lightning_logs/localize/run",
     ) -> None:
-        super().__init__(family, source, dtype, steps, guidance, clip, output_dir)
+        super().__init__(diffusion, clip, output_dir)
         self.save_hyperparameters()
         self.selection: Selection | None = None
-        if score == "reader" and family != "world":
+        if score == "reader" and diffusion.family != "world":
             raise ValueError(
-                f"score='reader' needs the world's exact readers; family {family!r} has none. "
+                f"score='reader' needs the world's exact readers; family {diffusion.family!r} "
+                "has none. "
                 "Use score: clip."
             )
 
@@ -80,11 +72,9 @@ class LocalizationModule(Localizer):
         images = generate_items(
             self.model,
             batch,
-            steps=hp.steps,
-            guidance=hp.guidance,
             cache_kv=hp.cache_kv,
             pooled=hp.pooled,
-            scheduler=hp.scheduler,
+            **self.diffusion.sampler(self.model),
         )
         texts = [it.pair.target if hp.objective == "update" else it.pair.original for it in batch]
         clip, reader = self.scores(images, texts, [it.pair.expect for it in batch])
@@ -142,6 +132,9 @@ class LocalizationModule(Localizer):
             "score": self.hparams.score,
             "objective": self.hparams.objective,
             "margin": self.hparams.margin,
+            "clip": self.hparams.clip,
+            "diffusion": self.diffusion.resolved(self.model),  # model, steps, guidance, sampler
+            "seeds": list(self.trainer.datamodule.seeds),
         }
         (Path(self.hparams.output_dir) / "selection.json").write_text(json.dumps(summary, indent=1))
 

@@ -99,8 +99,8 @@ class LocoModel:
             if tok is None:
                 continue
             limit = tok.model_max_length
-            for p in prompts:
-                n = len(tok(p, truncation=False).input_ids)
+            for p, ids in zip(prompts, tok(prompts, truncation=False).input_ids):
+                n = len(ids)
                 if n > limit:
                     raise ValueError(
                         f"Prompt {p!r} is {n} tokens long but {name} of family "

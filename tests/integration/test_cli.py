@@ -39,7 +39,7 @@ def test_windows_job_writes_the_grid(tmp_path):
             "configs/windows/world.yaml",
             "--trainer.logger.init_args.save_dir",
             str(tmp_path),
-            "--model.steps",
+            "--model.diffusion.steps",
             "2",
             "--data.window_sizes",
             "[1]",

@@ -29,8 +29,7 @@ from loco_lightning.models.worldclip import WorldCLIP, load_worldclip
 
 torch.set_num_threads(1)
 
-# world-bidirectional joins once shipped (its tests are in commit 6f4a0fc of this file).
-MODELS = ("world-natural", "world-planted")
+MODELS = ("world-natural", "world-planted", "world-bidirectional")
 
 
 @functools.cache
@@ -70,7 +69,7 @@ def test_shipped_natural_model_meets_the_targets():
     assert all(acc[k] >= 0.90 for k in ("artist", "trademark", "country")), acc
 
 
-@pytest.mark.parametrize("name", ["world-planted"])
+@pytest.mark.parametrize("name", ["world-planted", "world-bidirectional"])
 def test_other_shipped_models_generate_what_they_are_asked(name):
     plain = probe_set(per_concept=0, seed=2)[::5]  # 39 plain probes, every style and shape
     acc = accuracy(name, plain)
@@ -90,6 +89,17 @@ def test_shipped_folders_record_how_they_were_made_and_round_trip(name, tmp_path
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     b = again.pipeline(prompts, num_inference_steps=5, generator=generators, output_type="pt")
     assert torch.equal(a, b.images)
+
+
+@pytest.mark.parametrize(
+    ("name", "sees_ahead"), [("world-natural", False), ("world-bidirectional", True)]
+)
+def test_text_encoders_read_the_direction_they_claim(name, sees_ahead):
+    """A causal encoder's early positions ignore later words; a bidirectional one's do not."""
+    m = model(name)
+    a, b = m.encode(["a red striped circle"]).context, m.encode(["a red striped square"]).context
+    early = slice(0, 4)  # <bos> a red striped: before the changed word
+    assert torch.equal(a[:, early], b[:, early]) != sees_ahead
 
 
 def test_same_seed_gives_the_same_image():

@@ -68,9 +68,26 @@ def _expect(vocab, kind, attribute, value) -> dict[str, str]:
 
 
 def _target(vocab, caption: Caption, kind, attribute, value) -> str:
-    return (
-        fact_target(value, vocab=vocab).text() if kind == "country" else caption.removed(attribute)
-    )
+    if kind != "country":
+        return caption.removed(attribute)
+    return fact_target(value, _same_frame(vocab, caption.template.text), vocab).text()
+
+
+def _same_frame(vocab: Vocabulary, text: str):
+    """The plain training template that shares the longest leading words with ``text``, so a fact's
+    target keeps the prompt's frame ("an image of the emblem of X" -> "an image of a ... circle")
+    and only the fact itself changes."""
+
+    def shared(template) -> int:
+        n = 0
+        for a, b in zip(text.split(), template.text.split()):
+            if a != b or "{" in a:
+                break
+            n += 1
+        return n
+
+    plain = vocab.templates_of("plain")
+    return max(plain, key=shared)  # ties: the first, the canonical "a {colour} {style} {shape}"
 
 
 def _pick(items: list, n: int, seed: int) -> list:
@@ -109,13 +126,18 @@ def prompt_sets(concept: str, n: int = 12, seed: int = 0, vocab: Vocabulary | No
         "target_templates": target_templates,
     }
     neighbours = _neighbour_captions(vocab, kind, attribute, value)
-    edit = {"request": request, "preserve": [c.text() for c in _pick(neighbours, 4 * n, seed + 2)]}
+    rivals = _rivals(vocab, kind, attribute, value)  # the other named concepts of its kind
+    preserve = [c.text() for c, _ in _pick(rivals, 2 * n, seed + 6)] + [
+        c.text() for c in _pick(neighbours, 4 * n, seed + 2)
+    ]
+    edit = {"request": request, "preserve": preserve}
     # a fact edit is scored against the new fact; a removal against the prompt itself
     score = fact_target(value, vocab=vocab).text() if kind == "country" else None
     triad = {
         "efficacy": [_entry(c.text(), expect, score) for c in _pick(train, n, seed + 3)],
         "generality": [_entry(c.text(), expect, score) for c in _pick(held, n, seed)],
-        "specificity": [_entry(c.text(), _full_expect(c)) for c in _pick(neighbours, n, seed + 4)],
+        "specificity": [_entry(c.text(), e) for c, e in _pick(rivals, n // 2, seed + 5)]
+        + [_entry(c.text(), _full_expect(c)) for c in _pick(neighbours, n, seed + 4)],
         "reference": [
             _entry(_target(vocab, c, kind, attribute, value), expect)
             for c in _pick(train, n, seed + 3)
@@ -131,6 +153,28 @@ def _entry(prompt: str, expect: dict, score_text: str | None = None) -> dict:
     return entry
 
 
+def _rivals(vocab, kind, attribute, value) -> list[tuple[Caption, dict[str, str]]]:
+    """Training captions of the other named concepts of the same kind, with what each shows:
+    the neighbours a named edit must leave alone (the other countries' emblems, ...)."""
+    if kind == "plain":
+        return []
+    names = {"artist": vocab.artists, "trademark": vocab.trademarks, "country": vocab.countries}
+    out = []
+    for other in names[kind]:
+        if other != value:
+            shows = _identity(vocab, kind, attribute, other)
+            out += [(c, shows) for c in _captions(vocab, kind, attribute, other, held_out=False)]
+    return out
+
+
+def _identity(vocab, kind, attribute, value) -> dict[str, str]:
+    """What a named concept shows now (a country: its current emblem, not the updated one)."""
+    if kind == "country":
+        emblem = vocab.countries[value].emblem
+        return {"shape": emblem.shape, "colour": emblem.colour}
+    return _expect(vocab, kind, attribute, value)
+
+
 def _full_expect(caption: Caption) -> dict[str, str]:
     """Every attribute a plain caption names (its words, as the image should show them)."""
     return {k: v for k, v in caption.values.items() if k in ("shape", "colour", "style")}
@@ -138,10 +182,7 @@ def _full_expect(caption: Caption) -> dict[str, str]:
 
 def _neighbour_captions(vocab, kind, attribute, value) -> list[Caption]:
     """Plain captions that do not carry the concept: its neighbours and unrelated scenes."""
-    concept_values = _expect(vocab, kind, attribute, value) if kind != "country" else {}
-    if kind == "country":
-        emblem = vocab.countries[value].emblem
-        concept_values = {"shape": emblem.shape, "colour": emblem.colour}
+    concept_values = _identity(vocab, kind, attribute, value)
     out = []
     for t in vocab.templates_of("plain"):
         if not {"shape", "colour", "style"} <= set(t.slots):

@@ -44,11 +44,11 @@ def fit(job: str, out, steps: int, *extra: str, crash: int | None = None) -> Non
             job,
             "--config",
             f"configs/{job}/world_style.yaml",
-            "--model.source",
+            "--model.diffusion.source",
             "miniature",
             "--model.clip",
             tiny_clip_folder(),
-            "--model.steps",
+            "--model.diffusion.steps",
             "2",
             "--model.requests",
             json.dumps([{"concept": "striped", "target": "", "templates": ["a red {} circle"]}]),
@@ -87,12 +87,14 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, job):
 
 def test_only_the_chosen_sites_and_projections_train_and_the_teacher_stays_outside():
     from loco_lightning.baselines.ablation import ConceptAblationModule
+    from loco_lightning.baselines.finetune import FineTune
     from loco_lightning.hooks import sites
+    from loco_lightning.models.diffusion import Diffusion
 
     module = ConceptAblationModule(
         [{"concept": "striped", "target": "", "templates": ["a red {} circle"]}],
-        source="miniature",
-        sites=[3],
+        diffusion=Diffusion(source="miniature"),
+        tuning=FineTune(sites=[3], train="kv"),
         clip=tiny_clip_folder(),
     )
     module.setup("fit")

@@ -46,7 +46,7 @@ def run(job: str, tmp_path, *extra: str) -> dict[str, float]:
             job,
             "--config",
             f"configs/{job}/world_style.yaml",
-            "--model.source",
+            "--model.diffusion.source",
             SOURCE,
             "--model.clip",
             tiny_clip_folder(),  # the exact readers judge here, not CLIP
@@ -71,7 +71,7 @@ def run(job: str, tmp_path, *extra: str) -> dict[str, float]:
     return {r["method"]: r["reader"] for r in table if r["group"] == "efficacy"}
 
 
-FINETUNE = ["--model.images_per_prompt", "1", "--model.image_steps", "10"]
+FINETUNE = ["--model.tuning.images_per_prompt", "1", "--model.tuning.image_steps", "10"]
 
 
 @pytest.mark.parametrize(

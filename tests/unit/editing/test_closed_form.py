@@ -9,30 +9,30 @@ import torch
 from loco_lightning.editing.closed_form import edit_factor, edited_weight
 
 
-def numpy_solution(w_hat, x, y, lam, p=None):
+def numpy_solution(w_hat, x, y, lam, p=None, alpha=1.0):
     """Stack the objective as one least-squares problem in W (row by row) and solve it."""
     d = x.shape[1]
     rows_in = [x, np.sqrt(lam) * np.eye(d)]
     rows_out = [y @ w_hat.T, np.sqrt(lam) * w_hat.T]  # targets for W x: Ŵ y; for √λ W: √λ Ŵ
     if p is not None:
-        rows_in.append(p)
-        rows_out.append(p @ w_hat.T)
+        rows_in.append(np.sqrt(alpha) * p)
+        rows_out.append(np.sqrt(alpha) * p @ w_hat.T)
     a, b = np.vstack(rows_in), np.vstack(rows_out)
     w_t, *_ = np.linalg.lstsq(a, b, rcond=None)
     return w_t.T
 
 
-@pytest.mark.parametrize("with_preserve", [False, True])
+@pytest.mark.parametrize(("with_preserve", "alpha"), [(False, 1.0), (True, 1.0), (True, 0.2)])
 @pytest.mark.parametrize("lam", [0.01, 0.5, 10.0])
-def test_matches_numpy_least_squares(lam, with_preserve):
+def test_matches_numpy_least_squares(lam, with_preserve, alpha):
     rng = np.random.default_rng(0)
     d, out, n = 12, 7, 5
     w_hat = rng.normal(size=(out, d))
     x, y = rng.normal(size=(n, d)), rng.normal(size=(n, d))
     p = rng.normal(size=(9, d)) if with_preserve else None
-    expected = numpy_solution(w_hat, x, y, lam, p)
+    expected = numpy_solution(w_hat, x, y, lam, p, alpha)
     t = torch.from_numpy
-    factor = edit_factor(t(x), t(y), lam, None if p is None else t(p))
+    factor = edit_factor(t(x), t(y), lam, None if p is None else t(p), alpha)
     ours = edited_weight(t(w_hat).float(), factor).double().numpy()
     assert np.abs(ours - expected).max() < 5e-4  # float32 solve; cond(A) ~ 1/lambda
 

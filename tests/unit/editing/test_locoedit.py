@@ -37,7 +37,7 @@ def test_edit_maps_the_concept_key_to_the_target_key_and_undoes_bit_for_bit(fami
         proj = getattr(attn, site.key_name)
         tok = model.pipeline.tokenizer
         for source, without, target in STYLE.pairs():
-            [(a, b)] = key_positions(tok, source, without, target, "last_subject")
+            [[(a, b)]] = key_positions(tok, [(source, without, target)], "last_subject")
             x = site_inputs(model.unet, site, model.encode([source]).context)[0, a]
             y = site_inputs(model.unet, site, model.encode([target]).context)[0, b]
             w0 = before[f"{site.path}.{site.key_name}.weight"]
@@ -83,10 +83,10 @@ def test_several_concepts_and_separate_lambdas(sd1):
 def test_key_positions_modes():
     tok = mini_model("sd1").pipeline.tokenizer  # one token per character
     src, without, tgt = "ab c", "a c", "a c"
-    assert key_positions(tok, src, without, tgt, "last_subject") == [(2, 3)]
-    eos = key_positions(tok, src, without, tgt, "last_subject_eos")
+    assert key_positions(tok, [(src, without, tgt)], "last_subject") == [[(2, 3)]]
+    [eos] = key_positions(tok, [(src, without, tgt)], "last_subject_eos")
     assert eos[:2] == [(2, 3), (5, 4)] and eos[-1][0] == tok.model_max_length - 1
-    aligned = dict(key_positions(tok, src, without, tgt, "aligned"))
+    aligned = dict(key_positions(tok, [(src, without, tgt)], "aligned")[0])
     assert aligned[1] == 1 and aligned[2] == 2 and aligned[3] == 2 and aligned[4] == 3
 
 

@@ -100,3 +100,15 @@ def test_training_from_scratch_lowers_the_loss_and_export_reproduces_the_ema(
     images = pipe(captions, num_inference_steps=3, generator=generators, output_type="pt").images
     assert torch.allclose(images, expected, atol=1e-6)
     assert list(tmp_path.glob("*/*.safetensors")) and not list(tmp_path.glob("**/*.bin"))
+
+
+def test_min_snr_weights_cap_the_clean_timesteps_and_leave_the_noisy_ones():
+    module = WorldDiffusion(snr_gamma=5.0)
+    module.setup("fit")
+    t = torch.tensor([0, 100, 500, 999])
+    alpha_bar = module.noise_scheduler.alphas_cumprod[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    expected = torch.where(snr > 5.0, 5.0 / snr, torch.ones_like(snr))
+    assert torch.allclose(module.loss_weights(t), expected)
+    assert module.loss_weights(t)[0] < 0.01 and module.loss_weights(t)[-1] == 1.0
+    assert torch.equal(WorldDiffusion().loss_weights(t), torch.ones(4))

@@ -1,0 +1,81 @@
+"""The one config block every job shares: which diffusion model it runs and how it samples."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from loco_lightning.models import sampling
+from loco_lightning.models.pipeline import Conditioning, LocoModel, load_model
+
+
+def weights_digest(module: nn.Module, edge: int = 512) -> str:
+    """A short digest of a module's weights (names, shapes, first and last values of each).
+
+    Cheap even for SD-XL, and enough to tell a retrained or edited model from the one a result
+    folder was made with, where the source name alone (``world-natural``) would not.
+    """
+    h = hashlib.sha1()
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            flat = p.detach().reshape(-1)
+            ends = torch.cat([flat[:edge], flat[-edge:]]).float().cpu().numpy()
+            h.update(f"{name}{tuple(p.shape)}".encode())
+            h.update(ends.tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Diffusion:
+    """The model a job loads and its sampler settings (``model.diffusion`` in every YAML).
+
+    Attributes:
+        family: model family (``world``, ``sd1``, ``sd2``, ``sdxl``, ``if``).
+        source: hub id, local diffusers folder, packaged world model name, or ``miniature``
+            (random weights, to try a config); None: the family's default.
+        dtype: weight dtype.
+        steps: denoising steps (family default if None).
+        guidance: classifier-free guidance scale (family default if None; <= 1 turns it off).
+        scheduler: a diffusers scheduler class to sample with instead of the pipeline's own
+            (built from its config), e.g. ``DPMSolverMultistepScheduler`` with fewer steps.
+    """
+
+    family: str = "world"
+    source: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    steps: int | None = None
+    guidance: float | None = None
+    scheduler: str | None = None
+
+    def load(self, device: str = "cpu") -> LocoModel:
+        return load_model(self.family, self.source, self.dtype, device)
+
+    def resolved(self, model: LocoModel) -> dict:
+        """These settings with every default filled in from the family: what a result records."""
+        fam = model.family
+        return asdict(self) | {
+            "source": self.source or fam.default_source,
+            "steps": self.steps or fam.steps,
+            "guidance": self.guidance_for(model),
+            "scheduler": self.scheduler or type(model.pipeline.scheduler).__name__,
+            "weights": weights_digest(model.unet),
+        }
+
+    def guidance_for(self, model: LocoModel) -> float:
+        return model.family.guidance if self.guidance is None else self.guidance
+
+    def sampler(self, model: LocoModel) -> dict:
+        """Keyword arguments of ``denoise``: steps, guidance and a fresh scheduler."""
+        return {
+            "steps": self.steps or model.family.steps,
+            "guidance": self.guidance_for(model),
+            "scheduler": sampling.make_scheduler(model, self.scheduler),
+        }
+
+    def denoise(self, model: LocoModel, cond: Conditioning, seeds: list[int]) -> Tensor:
+        """``sampling.denoise`` with these settings: (B, 3, H, W) images in [0, 1]."""
+        return sampling.denoise(model, cond, seeds, **self.sampler(model))
