@@ -9,6 +9,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from loco_lightning.cli import main
+from loco_lightning.editing.locoedit import read_delta
 from tests.helpers import tiny_clip_folder
 
 
@@ -85,5 +86,10 @@ def test_locogen_choice_reads_the_selection_and_refuses_a_missing_one(tmp_path):
         str(tmp_path / "loc"),
     )
     assert {r["method"] for r in table} >= {"locoedit/locogen", "locoedit/random"}
+    sites = {
+        m: read_delta(tmp_path / "out" / f"locoedit_{m}.safetensors")[1]["params"]["sites"]
+        for m in ("locogen", "random")
+    }
+    assert sites["locogen"] == [7, 8] and len(sites["random"]) == 2 and sites["random"] != [7, 8]
     with pytest.raises(FileNotFoundError, match="run `loco localize` first"):
         edit(tmp_path, "--model.site_choices", "[locogen]", "--model.locogen", str(tmp_path))
