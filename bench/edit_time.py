@@ -18,6 +18,7 @@ import lightning as L
 import torch
 
 from loco_lightning.baselines.esd import ESDModule
+from loco_lightning.baselines.finetune import FineTune
 from loco_lightning.editing.data import EditEvalData
 from loco_lightning.editing.locoedit import LocoEditParams, apply_locoedit
 from loco_lightning.editing.requests import edit_requests, preserve_prompts
@@ -84,9 +85,8 @@ def main() -> None:
     esd = ESDModule(
         requests,
         diffusion=Diffusion(source=args.source),
-        lr=args.lr,
+        tuning=FineTune(lr=args.lr, batch_size=args.batch_size),
         negative=args.negative,
-        batch_size=args.batch_size,
         clip=args.clip,
     )
     data = EditEvalData(EVAL, seeds=args.seeds, train_steps=args.max_steps)

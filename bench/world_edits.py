@@ -6,6 +6,7 @@ edit on the LocoGen window, on all sites and on a random window beside the unedi
 reference row (the unedited model given the target prompt at every site).
     python bench/world_edits.py --threads 2
     python bench/world_edits.py --source world-bidirectional --out lightning_logs/world_edits_bidir
+    python bench/world_edits.py --key-tokens last_subject --out lightning_logs/world_edits_last
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ CONCEPTS = ("style", "shape", "colour", "artist", "trademark", "fact")
 GROUPS = ("efficacy", "generality", "specificity")
 
 
-def run(concept: str, out: Path, source: str | None, score: str, extra: list[str]) -> dict:
+def run(concept: str, out: Path, source, score: str, key_tokens, extra: list[str]) -> dict:
     common = ["--trainer.logger", "false", *extra]
     if source:
         common += ["--model.diffusion.source", source]
@@ -32,8 +33,9 @@ def run(concept: str, out: Path, source: str | None, score: str, extra: list[str
         + ["--model.score", score, "--model.output_dir", str(located), *common]
     )
     edited = out / concept / "edit"
+    keys = ["--model.key_tokens", key_tokens] if key_tokens else []
     loco(
-        ["edit", "--config", f"configs/edit/world_{concept}.yaml"]
+        ["edit", "--config", f"configs/edit/world_{concept}.yaml", *keys]
         + ["--model.locogen", str(located), "--model.output_dir", str(edited), *common]
     )
     selection = json.loads((located / "selection.json").read_text())
@@ -69,11 +71,20 @@ def main_() -> None:
     parser.add_argument("--concepts", nargs="+", default=list(CONCEPTS), choices=CONCEPTS)
     parser.add_argument("--score", default="reader", choices=["clip", "reader"])
     parser.add_argument("--out", type=Path, default=Path("lightning_logs/world_edits"))
+    parser.add_argument(
+        "--key-tokens",
+        default=None,
+        choices=["last_subject", "last_subject_eos", "aligned"],
+        help="the edit's key tokens (default: each config's)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("extra", nargs="*", help="more LightningCLI arguments for both jobs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = {c: run(c, args.out, args.source, args.score, args.extra) for c in args.concepts}
+    results = {
+        c: run(c, args.out, args.source, args.score, args.key_tokens, args.extra)
+        for c in args.concepts
+    }
     text = table(results)
     (args.out / "table.md").write_text(text + "\n")
     print(text)
