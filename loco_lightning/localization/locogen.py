@@ -133,7 +133,7 @@ class LocalizationModule(Localizer):
             "objective": self.hparams.objective,
             "margin": self.hparams.margin,
             "clip": self.hparams.clip,
-            "diffusion": self.diffusion.resolved(self.model),  # model, steps, guidance, sampler
+            "diffusion": self.store.fingerprint["diffusion"],  # model, steps, guidance, sampler
             "seeds": list(self.trainer.datamodule.seeds),
         }
         (Path(self.hparams.output_dir) / "selection.json").write_text(json.dumps(summary, indent=1))
