@@ -66,7 +66,7 @@ class Probe(L.Callback):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--source", default=None, help="world model (default: world-natural)")
+    parser.add_argument("--source", default=None, help="world model (default: world-sd1)")
     parser.add_argument("--clip", default="worldclip", help="CLIP scorer (the harness needs one)")
     parser.add_argument("--sites", type=int, nargs="*", default=None, help="default: all sites")
     parser.add_argument("--lam", type=float, default=0.5)
@@ -135,7 +135,7 @@ def main() -> None:
     steps, seconds, rate = reached[0] if reached else probe.history[-1]
     bound = "" if reached else f" (did not reach {target:.3f} in {steps} steps: a lower bound)"
     print(
-        f"world ({args.source or 'world-natural'}), {len(items)} efficacy images, "
+        f"world ({args.source or 'world-sd1'}), {len(items)} efficacy images, "
         f"{args.threads} threads: unedited survival {before:.3f}; LocoEdit {target:.3f} in "
         f"{loco * 1e3:.2f} ms; ESD-x {rate:.3f} after {steps} steps in {seconds:.1f} s; "
         f"ESD-x / LocoEdit = {seconds / loco:,.0f}x{bound}"

@@ -33,7 +33,7 @@ def sweep(model, items, cache_kv: bool, steps: int) -> tuple[torch.Tensor, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--family", default="world")
+    parser.add_argument("--family", default="auto")
     parser.add_argument("--source", default=None)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--threads", type=int, default=2)

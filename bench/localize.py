@@ -53,7 +53,7 @@ def reference_sweep(model, items, steps: int, guidance: float) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--family", default="world")
+    parser.add_argument("--family", default="auto")
     parser.add_argument("--source", default=None)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--batch", type=int, default=32)
@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.family, args.source)
-    guidance = model.family.guidance
+    guidance = model.guidance
     pairs = [
         PromptPair("a red striped circle", "a red circle"),
         PromptPair("a blue dotted square", "a blue square"),

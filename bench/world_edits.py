@@ -5,7 +5,7 @@ For each concept it runs the shipped configs (``configs/localize/world_<c>.yaml`
 edit on the LocoGen window, on all sites and on a random window beside the unedited model and the
 reference row (the unedited model given the target prompt at every site).
     python bench/world_edits.py --threads 2
-    python bench/world_edits.py --source world-bidirectional --out lightning_logs/world_edits_bidir
+    python bench/world_edits.py --source world-sd1-planted --out lightning_logs/world_edits_planted
     python bench/world_edits.py --key-tokens last_subject --out lightning_logs/world_edits_last
 """
 
@@ -67,7 +67,7 @@ def table(results: dict[str, dict]) -> str:
 
 def main_() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--source", default=None, help="world model (default: world-natural)")
+    parser.add_argument("--source", default=None, help="world model (default: world-sd1)")
     parser.add_argument("--concepts", nargs="+", default=list(CONCEPTS), choices=CONCEPTS)
     parser.add_argument("--score", default="reader", choices=["clip", "reader"])
     parser.add_argument("--out", type=Path, default=Path("lightning_logs/world_edits"))

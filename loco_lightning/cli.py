@@ -90,6 +90,12 @@ JOBS = {
         None,
         "train the embedded world's text-to-image model from scratch (fit / validate / test)",
     ),
+    "worldvae": Job(
+        "loco_lightning.training.vae.WorldVAE",
+        "loco_lightning.data.world.datamodule.WorldDataModule",
+        None,
+        "train the latent worlds' autoencoder on world renders (fit / validate / test)",
+    ),
     "worldclip": Job(
         "loco_lightning.training.worldclip.WorldCLIPModule",
         "loco_lightning.data.world.datamodule.WorldDataModule",

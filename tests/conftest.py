@@ -19,8 +19,3 @@ def mini(request) -> LocoModel:
 @pytest.fixture
 def sd1() -> LocoModel:
     return mini_model("sd1")
-
-
-@pytest.fixture
-def world_mini() -> LocoModel:
-    return mini_model("world")

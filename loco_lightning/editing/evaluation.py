@@ -15,12 +15,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from loco_lightning.data.world import ATTRIBUTES, AttributeReader, default_vocabulary
 from loco_lightning.editing.data import EvalItem
 from loco_lightning.editing.locoedit import EditResult
 from loco_lightning.metrics.clip import SampleCLIPScore, load_clip
 from loco_lightning.metrics.fid import ClipImageFeatures, fid_metric
-from loco_lightning.metrics.readers import AttributeMatch
+from loco_lightning.metrics.readers import world_match
 from loco_lightning.models import LocoModel
 from loco_lightning.models.diffusion import Diffusion
 from loco_lightning.models.pipeline import packaged
@@ -49,6 +48,7 @@ class EditEvaluation(L.LightningModule):
         super().__init__()
         self.diffusion = diffusion
         self.model: LocoModel | None = None
+        self.reader_match = None
         self.edits: dict[str, EditResult] = {}
         self.rows: list[dict] = []
         self.table: list[dict] = []
@@ -64,10 +64,7 @@ class EditEvaluation(L.LightningModule):
             None if hp.fid_weights else ClipImageFeatures(*load_clip(packaged(hp.clip)))
         )
         self.fids = torch.nn.ModuleDict()
-        if self.diffusion.family == "world":
-            vocab = default_vocabulary()
-            values = {a: vocab.values(a) for a in ATTRIBUTES}
-            self.reader_match = AttributeMatch(AttributeReader(vocab), values)
+        self.reader_match = world_match(self.model.world)
 
     def configure_optimizers(self):
         return None  # closed-form edits take no gradient step; baselines override this
@@ -104,7 +101,7 @@ class EditEvaluation(L.LightningModule):
         for method, imgs in images.items():
             clip = self.clip_score.per_sample(imgs, texts).tolist()
             reader = [None] * len(batch)
-            if hasattr(self, "reader_match") and all(expects):
+            if self.reader_match is not None and all(expects):
                 reader = self.reader_match.per_sample(imgs, expects).tolist()
             for it, c, r in zip(batch, clip, reader):
                 self.rows.append(

@@ -51,7 +51,8 @@ class ClosedFormEditModule(EditEvaluation):
             prompt set (``datasets/world/*.edit.yaml``).
         site_choices: which sites to edit, each evaluated as its own method: ``given``
             (``sites``), ``locogen`` (the window in ``locogen/selection.json``), ``all`` (every
-            site, as UCE/TIME do), ``random`` (a random other window of the same size).
+            site, as UCE/TIME do), ``random`` (a random window of the same size sharing no
+            site with the located one, where one exists).
         sites: explicit site indices for ``given``.
         locogen: output folder of a ``loco localize`` run (holds ``selection.json``).
         lambda_k: ridge strength of the key update.
@@ -103,8 +104,10 @@ class ClosedFormEditModule(EditEvaluation):
             return locogen_window(hp.locogen)
         located = given or locogen_window(hp.locogen)
         m = len(located)
-        others = [s for s in range(n - m + 1) if tuple(range(s, s + m)) != tuple(located)]
-        start = random.Random(hp.random_seed).choice(others or [0])
+        # a control shares no site with the located window (any other window if none is disjoint)
+        starts = [s for s in range(n - m + 1) if tuple(range(s, s + m)) != tuple(located)]
+        disjoint = [s for s in starts if not set(range(s, s + m)) & set(located)]
+        start = random.Random(hp.random_seed).choice(disjoint or starts or [0])
         return tuple(range(start, start + m))
 
     def on_fit_start(self) -> None:

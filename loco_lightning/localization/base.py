@@ -5,10 +5,9 @@ from __future__ import annotations
 import lightning as L
 from torch import Tensor
 
-from loco_lightning.data.world import ATTRIBUTES, AttributeReader, default_vocabulary
 from loco_lightning.localization.results import ResultStore, write_table
 from loco_lightning.metrics.clip import SampleCLIPScore
-from loco_lightning.metrics.readers import AttributeMatch
+from loco_lightning.metrics.readers import world_match
 from loco_lightning.models import LocoModel
 from loco_lightning.models.diffusion import Diffusion
 from loco_lightning.models.pipeline import packaged
@@ -32,6 +31,7 @@ class Localizer(L.LightningModule):
         super().__init__()
         self.diffusion = diffusion
         self.model: LocoModel | None = None
+        self.reader_match = None
         self.store: ResultStore | None = None
         self.table: list[dict] = []
         self.table_name = "windows"
@@ -41,10 +41,7 @@ class Localizer(L.LightningModule):
         if self.model is None:
             self.model = self.diffusion.load(str(self.device))
             self.clip_score = SampleCLIPScore(packaged(hp.clip))
-            if self.diffusion.family == "world":
-                vocab = default_vocabulary()
-                values = {a: vocab.values(a) for a in ATTRIBUTES}
-                self.reader_match = AttributeMatch(AttributeReader(vocab), values)
+            self.reader_match = world_match(self.model.world)
         self.store = ResultStore(hp.output_dir, self.fingerprint(self.trainer.datamodule))
         self.store.open()
 
@@ -70,7 +67,7 @@ class Localizer(L.LightningModule):
         """CLIP score of each image against its text, and (world) the exact-reader match."""
         clip = self.clip_score.per_sample(images, texts).tolist()
         reader: list[float | None] = [None] * len(texts)
-        if hasattr(self, "reader_match") and all(expects):
+        if self.reader_match is not None and all(expects):
             reader = self.reader_match.per_sample(images, expects).tolist()
         return clip, reader
 

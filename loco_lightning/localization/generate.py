@@ -31,7 +31,7 @@ def generate_items(
         for b, it in enumerate(items)
         if it.window
     ]
-    guidance = model.family.guidance if guidance is None else guidance
+    guidance = model.guidance if guidance is None else guidance
     with intervene(model.unet, specs, encode=model.encode, cfg=guidance > 1, cache_kv=cache_kv):
         return denoise(
             model,

@@ -13,7 +13,15 @@ from loco_lightning.localization.base import Localizer
 from loco_lightning.localization.data import SweepItem
 from loco_lightning.localization.generate import generate_items
 from loco_lightning.localization.plots import heatmap
-from loco_lightning.localization.results import Objective, Selection, aggregate, select
+from loco_lightning.localization.results import (
+    NoSignalError,
+    Objective,
+    Selection,
+    aggregate,
+    check_reference,
+    select,
+    write_table,
+)
 from loco_lightning.models.diffusion import Diffusion
 
 
@@ -32,8 +40,8 @@ class LocalizationModule(Localizer):
         objective: ``remove`` (style, object: argmin of the score against the original prompt) or
             ``update`` (fact: argmax against the target prompt).
         clip: CLIP scorer: hub id, local folder, or ``worldclip`` (packaged) for the world.
-        score: which score selects windows: ``clip`` (the paper) or ``reader`` (world only:
-            exact attribute readers against ``expect`` of each pair).
+        score: which score selects windows: ``clip`` (the paper) or ``reader`` (models that
+            carry exact readers, i.e. LocoWorld folders: attribute readers against ``expect``).
         margin: how close to the all-sites reference the smallest m must come, as a fraction of
             the gap between the original and the reference score.
         output_dir: results folder; stable, so that a rerun resumes.
@@ -53,16 +61,18 @@ class LocalizationModule(Localizer):
         super().__init__(diffusion, clip, output_dir)
         self.save_hyperparameters()
         self.selection: Selection | None = None
-        if score == "reader" and diffusion.family != "world":
-            raise ValueError(
-                f"score='reader' needs the world's exact readers; family {diffusion.family!r} "
-                "has none. "
-                "Use score: clip."
-            )
 
     @property
     def n_sites(self) -> int:
         return len(sites(self.model.unet))
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.hparams.score == "reader" and self.reader_match is None:
+            raise ValueError(
+                f"score: reader needs exact readers, and {self.diffusion.source or 'the model'} "
+                "carries none (only LocoWorld folders do, in loco_world.json). Use score: clip."
+            )
 
     def done_keys(self) -> set[str]:
         return self.store.done()
@@ -104,6 +114,12 @@ class LocalizationModule(Localizer):
         self.trainer.strategy.barrier()  # every rank's rows are on disk
         hp = self.hparams
         self.table = aggregate(self.store.rows(), ("clip", "reader"))
+        try:
+            check_reference(self.store.rows(), self.n_sites, hp.objective, hp.score)
+        except NoSignalError:
+            if self.trainer.is_global_zero:  # the table is still worth reading
+                write_table(self.table, hp.output_dir, self.table_name)
+            raise
         self.selection = select(self.table, self.n_sites, hp.objective, hp.score, hp.margin)
         sel = self.selection
         self.log_dict(

@@ -144,6 +144,54 @@ def select(
     return Selection(best, original, reference, smallest, window)
 
 
+class NoSignalError(ValueError):
+    """The all-sites reference does not move the score beyond noise: nothing to localize."""
+
+
+def check_reference(
+    rows: list[dict], n_sites: int, objective: Objective, score: str
+) -> tuple[float, float]:
+    """Refuse to select when the target prompt everywhere does not move the score its way.
+
+    Every window is judged against the all-sites reference, so if giving every site the target
+    prompt does not lower the concept's score (raise the target's, for facts) by more than its
+    spread over seeds, the scorer cannot see the concept on this model and an argmin would pick
+    noise. The shift is paired per prompt and seed; its spread is the standard deviation of the
+    per-seed mean shifts (with one seed: the standard error over prompts).
+
+    Returns:
+        The mean shift (positive: the objective's direction) and its spread.
+
+    Raises:
+        NoSignalError: the shift is not larger than its spread.
+    """
+    sign = 1.0 if objective == "remove" else -1.0
+    cells: dict[tuple[int, int], dict[int, float]] = {}
+    for r in rows:
+        if r.get(score) is not None and r["start"] == 0 and r["m"] in (0, n_sites):
+            cells.setdefault((r["pair"], r["seed"]), {})[r["m"]] = r[score]
+    shifts = {k: sign * (v[0] - v[n_sites]) for k, v in cells.items() if len(v) == 2}
+    if not shifts:
+        raise NoSignalError(f"no {score} scores for the original and all-sites windows")
+    seeds = sorted({seed for _, seed in shifts})
+    if len(seeds) > 1:
+        per_seed = [[d for (_, s), d in shifts.items() if s == seed] for seed in seeds]
+        mean, spread = _stats([sum(v) / len(v) for v in per_seed])
+    else:
+        mean, std = _stats(list(shifts.values()))
+        spread = std / math.sqrt(len(shifts))
+    if mean <= spread:
+        direction = "lower" if objective == "remove" else "raise"
+        raise NoSignalError(
+            f"the all-sites reference moved the {score} score by {-sign * mean:+.3f} (spread "
+            f"{spread:.3f} over {len(seeds)} seed(s)): the target prompt everywhere does not "
+            f"{direction} it beyond noise, so no window can be told apart. The scorer does not "
+            "see this concept on this model: check the target prompts, score with a CLIP that "
+            "knows the concept (model.clip), or add seeds (data.seeds)."
+        )
+    return mean, spread
+
+
 def write_table(table: list[dict], folder: str | Path, name: str = "windows") -> None:
     """``<name>.csv`` and ``<name>.json`` in ``folder``."""
     folder = Path(folder)

@@ -55,3 +55,16 @@ class AttributeMatch(Metric):
 
     def compute(self) -> Tensor:
         return self.hits / self.total.clamp(min=1)
+
+
+def world_match(world: dict | None) -> AttributeMatch | None:
+    """Exact-reader matching for a world model (its ``loco_world.json`` record), else None.
+
+    Only models that carry readers can be judged exactly; every other model gets CLIP alone.
+    """
+    if world is None:
+        return None
+    from loco_lightning.data.world.readers import AttributeReader
+
+    reader = AttributeReader.from_world(world["folder"], world["world"])
+    return AttributeMatch(reader, reader.values)

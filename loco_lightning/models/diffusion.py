@@ -10,14 +10,14 @@ import torch
 from torch import Tensor, nn
 
 from loco_lightning.models import sampling
-from loco_lightning.models.pipeline import Conditioning, LocoModel, load_model
+from loco_lightning.models.pipeline import AUTO, DEFAULT_WORLD, Conditioning, LocoModel, load_model
 
 
 def weights_digest(module: nn.Module, edge: int = 512) -> str:
     """A short digest of a module's weights (names, shapes, first and last values of each).
 
     Cheap even for SD-XL, and enough to tell a retrained or edited model from the one a result
-    folder was made with, where the source name alone (``world-natural``) would not.
+    folder was made with, where the source name alone (``world-sd1``) would not.
     """
     h = hashlib.sha1()
     with torch.no_grad():
@@ -34,9 +34,11 @@ class Diffusion:
     """The model a job loads and its sampler settings (``model.diffusion`` in every YAML).
 
     Attributes:
-        family: model family (``world``, ``sd1``, ``sd2``, ``sdxl``, ``if``).
-        source: hub id, local diffusers folder, packaged world model name, or ``miniature``
-            (random weights, to try a config); None: the family's default.
+        family: ``auto`` (read from the source's ``model_index.json``) or a family name
+            (``sd1``, ``sd2``, ``sdxl``, ``if``), checked against the folder.
+        source: hub id, local diffusers folder, packaged world name (``world-sd1``, …), or
+            ``miniature`` (random weights of ``family``, to try a config); None: the family's
+            default (with ``auto``: ``world-sd1``).
         dtype: weight dtype.
         steps: denoising steps (family default if None).
         guidance: classifier-free guidance scale (family default if None; <= 1 turns it off).
@@ -44,7 +46,7 @@ class Diffusion:
             (built from its config), e.g. ``DPMSolverMultistepScheduler`` with fewer steps.
     """
 
-    family: str = "world"
+    family: Literal["auto", "sd1", "sd2", "sdxl", "if"] = "auto"
     source: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     steps: int | None = None
@@ -58,20 +60,21 @@ class Diffusion:
         """These settings with every default filled in from the family: what a result records."""
         fam = model.family
         return asdict(self) | {
-            "source": self.source or fam.default_source,
-            "steps": self.steps or fam.steps,
+            "family": fam.name,
+            "source": self.source or (DEFAULT_WORLD if self.family == AUTO else fam.default_source),
+            "steps": self.steps or model.steps,
             "guidance": self.guidance_for(model),
             "scheduler": self.scheduler or type(model.pipeline.scheduler).__name__,
             "weights": weights_digest(model.unet),
         }
 
     def guidance_for(self, model: LocoModel) -> float:
-        return model.family.guidance if self.guidance is None else self.guidance
+        return model.guidance if self.guidance is None else self.guidance
 
     def sampler(self, model: LocoModel) -> dict:
         """Keyword arguments of ``denoise``: steps, guidance and a fresh scheduler."""
         return {
-            "steps": self.steps or model.family.steps,
+            "steps": self.steps or model.steps,
             "guidance": self.guidance_for(model),
             "scheduler": sampling.make_scheduler(model, self.scheduler),
         }

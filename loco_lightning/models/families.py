@@ -19,8 +19,8 @@ class Family:
 
     Attributes:
         name: registry key.
-        pipeline: diffusers pipeline class name (``LocoWorldPipeline`` for the embedded world).
-        default_source: hub id (or packaged folder for ``world``) loaded when none is given.
+        pipeline: diffusers pipeline class name (what ``model_index.json`` names).
+        default_source: hub id loaded when none is given.
         n_sites: cross-attention sites in the full-size model, in execution order.
         site_kind: ``attn2`` (``to_k``, ``to_v``) or ``added_kv`` (IF's ``add_k_proj``...).
         text_encoders: pipeline component names of the text encoders, in context order.
@@ -39,7 +39,7 @@ class Family:
         steps: default denoising steps.
         max_tokens: tokenizer limit of the text encoder(s).
         unet_config: the full-size UNet config (diffusers ``UNet2DConditionModel``), for counting
-            sites on the meta device; ``None`` for the world, whose config lives with its model.
+            sites on the meta device.
         miniature: overrides that turn ``unet_config`` into a tiny random-weight test model with the
             same block types.
     """
@@ -241,46 +241,6 @@ FAMILIES: dict[str, Family] = {
                 "addition_embed_type_num_heads": 2,
             },
         ),
-        Family(
-            name="world",
-            pipeline="LocoWorldPipeline",
-            default_source="world-natural",
-            n_sites=7,
-            site_kind="attn2",
-            text_encoders=("text_encoder",),
-            encoding="clip",
-            context_dim=64,
-            pooled=None,
-            resolution=16,
-            space="pixel",
-            scheduler="DDIMScheduler",
-            guidance=1.5,
-            steps=25,
-            max_tokens=10,
-            scheduler_config={
-                "beta_schedule": "squaredcos_cap_v2",
-                "timestep_spacing": "trailing",
-                "clip_sample": True,
-            },
-            unet_config={
-                "sample_size": 16,
-                "in_channels": 3,
-                "out_channels": 3,
-                "layers_per_block": 1,
-                "block_out_channels": (32, 64, 64),
-                "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                "cross_attention_dim": 64,
-                "attention_head_dim": 8,
-                "norm_num_groups": 16,
-            },
-            miniature={
-                "block_out_channels": (16, 16, 16),
-                "cross_attention_dim": 24,
-                "attention_head_dim": 4,
-                "norm_num_groups": 4,
-            },
-        ),
     )
 }
 
@@ -295,3 +255,25 @@ def get_family(name: str) -> Family:
             "Any other diffusers UNet with cross-attention can still be used directly with "
             "loco_lightning.hooks."
         ) from None
+
+
+# Components a pipeline may declare that have no place in these models (safety checkers and the
+# like): given as None, with the safety check turned off, wherever the class takes them.
+_OPTIONAL = ("safety_checker", "feature_extractor", "watermarker", "image_encoder")
+
+
+def build_pipeline(family: Family, **components):
+    """The family's own diffusers pipeline class around the given components.
+
+    Optional components the class declares (``safety_checker``, ``watermarker``, …) are None.
+    """
+    import inspect
+
+    import diffusers
+
+    cls = getattr(diffusers, family.pipeline)
+    params = inspect.signature(cls.__init__).parameters
+    extra = {k: None for k in _OPTIONAL if k in params and k not in components}
+    if "requires_safety_checker" in params:
+        extra["requires_safety_checker"] = False
+    return cls(**components, **extra)

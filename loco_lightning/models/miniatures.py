@@ -16,9 +16,8 @@ from transformers import (
     T5EncoderModel,
 )
 
-from loco_lightning.models.families import Family
+from loco_lightning.models.families import Family, build_pipeline
 from loco_lightning.models.tokenizers import word_tokenizer
-from loco_lightning.models.world import LocoWorldPipeline
 
 MAX_TOKENS = 77
 
@@ -60,22 +59,21 @@ def miniature(family: Family, seed: int = 0) -> diffusers.DiffusionPipeline:
     tok = word_tokenizer([], MAX_TOKENS, chars=True)
     context = family.miniature["cross_attention_dim"]
     if family.name in ("sd1", "sd2"):
-        return diffusers.StableDiffusionPipeline(
+        return build_pipeline(
+            family,
             vae=_vae(),
             text_encoder=_clip(tok, context),
             tokenizer=tok,
             unet=unet,
             scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
         )
     if family.name == "sdxl":
         pooled = (
             family.miniature["projection_class_embeddings_input_dim"]
             - 6 * (family.miniature["addition_time_embed_dim"])
         )
-        return diffusers.StableDiffusionXLPipeline(
+        return build_pipeline(
+            family,
             vae=_vae(),
             text_encoder=_clip(tok, context - pooled),
             text_encoder_2=_clip(tok, pooled, projection=pooled),
@@ -95,21 +93,11 @@ def miniature(family: Family, seed: int = 0) -> diffusers.DiffusionPipeline:
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
         )
-        return diffusers.IFPipeline(
+        return build_pipeline(
+            family,
             tokenizer=tok,
             text_encoder=T5EncoderModel(t5).eval(),
             unet=unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            watermarker=None,
-            requires_safety_checker=False,
-        )
-    if family.name == "world":
-        return LocoWorldPipeline(
-            unet=unet,
-            text_encoder=_clip(tok, context),
-            tokenizer=tok,
             scheduler=scheduler,
         )
     raise ValueError(f"No miniature recipe for family {family.name!r}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,19 +12,25 @@ import diffusers
 import torch
 from torch import Tensor
 
-from loco_lightning.models.families import Family, get_family
+from loco_lightning.models.families import FAMILIES, Family, get_family
 from loco_lightning.models.miniatures import miniature
-from loco_lightning.models.world import LocoWorldPipeline
+from loco_lightning.models.world import RECORD_NAME
 
 log = logging.getLogger(__name__)
 
-PIPELINES = {"LocoWorldPipeline": LocoWorldPipeline}
 WEIGHTS = Path(__file__).parent / "weights"
-PACKAGED = ("world-natural", "world-planted", "world-bidirectional", "worldclip")
+DEFAULT_WORLD = "world-sd1"
+PACKAGED = (
+    "world-sd1",
+    "world-sd1-planted",
+    "world-vae",
+    "world-tokenizer",
+    "worldclip",
+)
 
 
 def packaged(source: str) -> str:
-    """The folder of a model shipped inside the package (``world-natural``, ``worldclip``, …);
+    """The folder of a model shipped inside the package (``world-sd1``, ``worldclip``, …);
     any other source is returned unchanged."""
     if source not in PACKAGED:
         return source
@@ -65,6 +72,17 @@ class LocoModel:
 
     family: Family
     pipeline: diffusers.DiffusionPipeline
+    world: dict | None = None  # a world folder's loco_world.json (+ "folder"); None otherwise
+
+    @property
+    def steps(self) -> int:
+        """Default denoising steps: the world's own, else the family's."""
+        return self.world["world"]["sampling"]["steps"] if self.world else self.family.steps
+
+    @property
+    def guidance(self) -> float:
+        """Default guidance scale: the world's own, else the family's."""
+        return self.world["world"]["sampling"]["guidance"] if self.world else self.family.guidance
 
     @property
     def unet(self) -> torch.nn.Module:
@@ -141,42 +159,140 @@ def _encode_t5(pipe, prompts: list[str], family: Family) -> Conditioning:
 _ENCODERS = {"clip": _encode_clip, "sdxl": _encode_sdxl, "t5": _encode_t5}
 
 
+AUTO = "auto"
+
+
+def infer_family(source: str) -> str:
+    """The family of a pipeline folder or cached hub id, from its ``model_index.json``.
+
+    The pipeline class names the family; ``StableDiffusionPipeline`` is ``sd2`` when its UNet
+    uses linear projections (SD-2's structure) and ``sd1`` otherwise.
+
+    Raises:
+        ValueError: no ``model_index.json`` can be read, or its pipeline class is unsupported.
+    """
+    index = _index_file(source)
+    if index is None:
+        raise ValueError(
+            f"family: auto cannot tell the family of {source!r}: it has no readable "
+            "model_index.json (a local diffusers folder, or a hub id in the cache). Set "
+            f"model.diffusion.family to one of {', '.join(FAMILIES)}."
+        )
+    name = json.loads(index.read_text()).get("_class_name")
+    matches = [f for f in FAMILIES.values() if f.pipeline == name]
+    if not matches:
+        supported = sorted({f.pipeline for f in FAMILIES.values()})
+        raise ValueError(
+            f"{source!r} is a {name} folder; supported pipelines are {', '.join(supported)}. "
+            "Other UNets with cross-attention work through loco_lightning.hooks directly."
+        )
+    if len(matches) == 1:
+        return matches[0].name
+    unet = index.parent / "unet" / "config.json"
+    linear = unet.exists() and json.loads(unet.read_text()).get("use_linear_projection", False)
+    return "sd2" if linear else "sd1"
+
+
+def _index_file(source: str) -> Path | None:
+    local = Path(source).expanduser()
+    if local.is_dir():
+        return local / "model_index.json" if (local / "model_index.json").exists() else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(source, "model_index.json", local_files_only=True))
+    except Exception:  # not a hub id, or not cached: the caller says what to do
+        return None
+
+
+def check_family(family: str, source: str) -> None:
+    """Refuse an explicit family that contradicts a folder's ``model_index.json``."""
+    index = _index_file(source)
+    if index is None:
+        return
+    found = infer_family(source)
+    same_class = get_family(found).pipeline == get_family(family).pipeline
+    if not same_class:
+        raise ValueError(
+            f"model.diffusion.family is {family!r} but {source} holds a "
+            f"{get_family(found).pipeline} (family {found!r}); set family: {found} or auto."
+        )
+
+
 def load_model(
-    family: str,
+    family: str = AUTO,
     source: str | None = None,
     dtype: str = "float32",
     device: str = "cpu",
     channels_last: bool = True,
 ) -> LocoModel:
-    """Load a family's pipeline from a hub id, a local diffusers folder, or build its miniature.
+    """Load a pipeline from a hub id, a local diffusers folder, or build a family's miniature.
 
     Args:
-        family: registry name (``sd1``, ``sd2``, ``sdxl``, ``if``, ``world``).
-        source: hub id, local folder, packaged name (``world-natural``, ``world-planted``,
-            ``world-bidirectional``), or ``miniature`` (random-weight test model); ``None`` uses
-            the family's default.
+        family: registry name (``sd1``, ``sd2``, ``sdxl``, ``if``) or ``auto``: read from the
+            source's ``model_index.json``.
+        source: hub id, local folder, packaged world name (``world-sd1``, ``world-sd1-planted``,
+            …), or ``miniature`` (random-weight test model of ``family``); ``None`` uses the
+            family's default (with ``auto``: the packaged ``world-sd1``).
         dtype: torch dtype name of the weights.
         device: where the pipeline runs.
         channels_last: store the UNet's convolutions channels-last (several times faster on CPU).
 
     Raises:
         WeightsNotFoundError: the weights cannot be found locally and cannot be downloaded.
+        ValueError: ``auto`` cannot tell the family, or an explicit one contradicts the folder.
     """
+    if source is None:
+        source = DEFAULT_WORLD if family == AUTO else get_family(family).default_source
+    source = packaged(source)
+    if source == "miniature" and family == AUTO:
+        raise ValueError("source: miniature needs an explicit family (sd1, sd2, sdxl or if).")
+    if family == AUTO:
+        family = infer_family(source)
+    elif source != "miniature":
+        check_family(family, source)
     fam = get_family(family)
-    source = packaged(source or fam.default_source)
     torch_dtype = getattr(torch, dtype)
     if source == "miniature":
         pipe = miniature(fam)
     else:
-        cls = PIPELINES.get(fam.pipeline) or getattr(diffusers, fam.pipeline)
-        pipe = _from_pretrained(cls, fam, source, torch_dtype)
+        pipe = _from_pretrained(getattr(diffusers, fam.pipeline), fam, source, torch_dtype)
     pipe.set_progress_bar_config(disable=True)
+    check_tokenizers(pipe, source)
     if pipe.unet.dtype != torch_dtype:
         pipe = pipe.to(dtype=torch_dtype)
     pipe = pipe.to(device)
     if channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
-    return LocoModel(fam, pipe)
+    return LocoModel(fam, pipe, world_record(source))
+
+
+MAX_USABLE_LENGTH = 100_000  # transformers' "no limit" is 1e30; a pipeline pads to this length
+
+
+def check_tokenizers(pipe, source: str) -> None:
+    """Refuse a tokenizer without a usable ``model_max_length``: pipelines pad every prompt to it.
+
+    (A tokenizer saved without one reports 1e30, and SD's ``encode_prompt`` then fails with an
+    ``OverflowError`` far from the cause.)
+    """
+    for name in ("tokenizer", "tokenizer_2"):
+        tok = getattr(pipe, name, None)
+        if tok is not None and not 0 < tok.model_max_length <= MAX_USABLE_LENGTH:
+            raise ValueError(
+                f"{name} of {source} has no usable model_max_length ({tok.model_max_length}); "
+                f'set "model_max_length" in {name}/tokenizer_config.json to the text encoder\'s '
+                "length (77 for CLIP and for DeepFloyd's T5)."
+            )
+
+
+def world_record(source: str) -> dict | None:
+    """A world folder's ``loco_world.json`` (with ``folder`` added), None for other models."""
+    record = Path(source).expanduser() / RECORD_NAME
+    if not record.is_file():
+        return None
+    data = json.loads(record.read_text())
+    return {**data, "folder": str(record.parent)} if "world" in data else None
 
 
 def _from_pretrained(cls, fam: Family, source: str, dtype: torch.dtype):

@@ -61,8 +61,8 @@ def denoise(
         (B, 3, H, W) images in [0, 1], float32.
     """
     fam, pipe, unet = model.family, model.pipeline, model.unet
-    steps = steps or fam.steps
-    guidance = fam.guidance if guidance is None else guidance
+    steps = steps or model.steps
+    guidance = model.guidance if guidance is None else guidance
     n = cond.context.shape[0]
     if len(seeds) != n:
         raise ValueError(f"Got {len(seeds)} seeds for {n} prompts; give one seed per prompt.")

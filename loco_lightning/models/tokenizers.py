@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import string
+from collections.abc import Iterable
 
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 # <eos> is not id 2: transformers' CLIP pools the legacy way (argmax of ids) when eos_token_id == 2.
@@ -61,3 +63,92 @@ def concept_positions(tokenizer, with_concept: str, without: str) -> list[int]:
             "them; the second prompt must drop (or change) the concept's words."
         )
     return positions
+
+
+# CLIP's own text pipeline (transformers' ``CLIPTokenizer``): lower-cased, split into words and
+# punctuation, byte-level, BPE with ``</w>`` ending each word. A BPE trained through the same steps
+# saves as a ``vocab.json`` + ``merges.txt`` that ``CLIPTokenizer`` loads as it loads SD's.
+CLIP_SPLIT = (
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|"""
+    r"""[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+)
+CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
+WORD_END = "</w>"
+
+
+def _clip_pipeline(tok: Tokenizer) -> Tokenizer:
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(CLIP_SPLIT), behavior="removed", invert=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    return tok
+
+
+def train_clip_bpe(
+    texts: Iterable[str], split: Iterable[str] = (), vocab_size: int = 1000
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Train a CLIP-style byte-level BPE on ``texts``; the words in ``split`` stay two tokens.
+
+    The merge that would complete each word of ``split`` is dropped (with its token), so an
+    invented name such as ``zorblax`` becomes two pieces the way "Van Gogh" is several tokens for
+    SD's CLIP, and key-token choices for multi-token concepts get exercised.
+
+    Returns:
+        ``vocab`` (token -> id, contiguous, ``<|startoftext|>`` = 0 and ``<|endoftext|>`` = 1) and
+        ``merges`` in rank order: what ``vocab.json`` and ``merges.txt`` hold.
+
+    Raises:
+        ValueError: a word of ``split`` is a single character, or never became one token.
+    """
+    tok = _clip_pipeline(Tokenizer(models.BPE(end_of_word_suffix=WORD_END, unk_token=CLIP_EOS)))
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[CLIP_BOS, CLIP_EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix=WORD_END,
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer)
+    state = json.loads(tok.to_str())["model"]
+    vocab: dict[str, int] = state["vocab"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    dropped = set()
+    for word in split:
+        pieces = tok.encode(word).tokens
+        if len(pieces) != 1 or len(word) < 2:
+            raise ValueError(
+                f"cannot split {word!r}: it tokenizes as {pieces}; give words of two or more "
+                "letters that the training texts use often enough to become one token"
+            )
+        dropped.add(pieces[0])
+    merges = [m for m in merges if m[0] + m[1] not in dropped]
+    kept = sorted((i, t) for t, i in vocab.items() if t not in dropped)
+    return {t: n for n, (_, t) in enumerate(kept)}, merges
+
+
+def clip_tokenizer(
+    vocab: dict[str, int], merges: list[tuple[str, str]], max_length: int, pad: str = CLIP_EOS
+):
+    """A transformers ``CLIPTokenizer`` over a trained BPE, padded as SD pads its prompts.
+
+    Args:
+        vocab: token -> id (``train_clip_bpe``).
+        merges: BPE merges in rank order.
+        max_length: ``model_max_length``: every prompt is padded to it (SD-1/2: 77).
+        pad: the padding token: ``<|endoftext|>`` as in SD-1, ``!`` as in SD-2.
+    """
+    from transformers import CLIPTokenizer
+
+    if pad not in vocab:
+        raise ValueError(f"padding token {pad!r} is not in the vocabulary")
+    return CLIPTokenizer(
+        vocab=dict(vocab),
+        merges=[tuple(m) for m in merges],
+        pad_token=pad,
+        model_max_length=max_length,
+    )

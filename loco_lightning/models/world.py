@@ -1,6 +1,9 @@
-"""The LocoWorld text-to-image pipeline: pixel-space UNet, tiny CLIP text encoder, our tokenizer.
+"""LocoWorld models in the real families' own formats: the builders of their untrained parts.
 
-Also the builders of its untrained parts, used by training.
+A world is an ordinary diffusers pipeline folder of a supported family (``StableDiffusionPipeline``
+for ``sd1``/``sd2``, …) whose components are tiny and trained on LocoWorld. What makes it a world
+is only its metadata file (``loco_world.json``: vocabulary, readers, planted windows, sampler
+defaults, how it was made) beside ``model_index.json``; plain diffusers ignores it.
 """
 
 from __future__ import annotations
@@ -8,8 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 import diffusers
-import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput, SchedulerMixin, UNet2DConditionModel
+from diffusers import SchedulerMixin, UNet2DConditionModel
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
@@ -19,12 +21,68 @@ from transformers import (
     T5EncoderModel,
 )
 
-from loco_lightning.models.families import get_family
-from loco_lightning.models.schedulers import step_options
+from loco_lightning.models.families import build_pipeline, get_family
 
 TextEncoderKind = Literal["causal", "bidirectional"]
 
 RECORD_NAME = "loco_world.json"  # written beside every exported world model and WorldCLIP
+WIDTH = 64  # text-encoder width = the UNets' cross-attention width in every world
+
+# The world-size UNet of each family: the family's block types at LocoWorld's scale (8×8×4
+# latents from the world autoencoder, or 16-px pixels). Cross-attention sits at 8×8, 4×4 and the
+# 2×2 mid block, as SD-1 keeps it off its lowest resolution: 7 sites.
+_SD_WORLD = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 1,
+    "block_out_channels": (32, 64, 64),
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": WIDTH,
+    "attention_head_dim": 8,
+    "norm_num_groups": 16,
+}
+WORLD_UNETS: dict[str, dict] = {
+    "sd1": _SD_WORLD,
+    # SD-2: linear projections in and out of each transformer, heads of 8 channels per block
+    "sd2": {**_SD_WORLD, "use_linear_projection": True, "attention_head_dim": (4, 8, 8)},
+}
+# Samplers of each world, as its folder ships them: DDIM over the training betas (SD-2 predicts
+# velocity), with SD's "leading" spacing. Latents are not in [-1, 1], so nothing is clipped, and
+# then the first step must not start at t = 999: there the cosine schedule leaves sqrt(ᾱ) ≈ 5e-5,
+# and the x0 an epsilon model implies is its error times 2e4 (measured on world-sd1: "trailing"
+# read colour 0.23, "leading", whose first step is t = 961 with sqrt(ᾱ) ≈ 0.06, read 1.00).
+_DDIM = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "squaredcos_cap_v2",
+    "timestep_spacing": "leading",
+    "steps_offset": 1,
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+}
+WORLD_SCHEDULERS: dict[str, dict] = {
+    "sd1": {**_DDIM, "prediction_type": "epsilon"},
+    "sd2": {**_DDIM, "prediction_type": "v_prediction"},
+}
+WORLD_FILES = {"vocab": "vocab.yaml", "readers": "readers.safetensors"}  # beside loco_world.json
+SAMPLING = {"steps": 25, "guidance": 1.5}  # WORLD.md: guidance 3 is bad, 7.5 ruins these models
+
+
+def _known(family: str, table: dict) -> dict:
+    if family not in table:
+        raise ValueError(f"no world recipe for family {family!r}; worlds exist for {sorted(table)}")
+    return table[family]
+
+
+def world_unet(family: str = "sd1") -> UNet2DConditionModel:
+    """An untrained world-size UNet of ``family``."""
+    return UNet2DConditionModel(**_known(family, WORLD_UNETS))
+
+
+def world_scheduler(family: str = "sd1") -> SchedulerMixin:
+    """The sampler a world folder of ``family`` ships."""
+    return diffusers.DDIMScheduler(**_known(family, WORLD_SCHEDULERS))
 
 
 def world_text_encoder(
@@ -32,17 +90,15 @@ def world_text_encoder(
     kind: TextEncoderKind = "causal",
     layers: int = 2,
     heads: int = 4,
-    family: str = "world",
+    width: int = WIDTH,
 ) -> PreTrainedModel:
-    """An untrained text encoder whose width is the family's context width.
+    """An untrained text encoder of ``width`` whose positions cover the tokenizer's length.
 
     ``causal`` is a ``CLIPTextModel`` (each token sees only earlier ones, as in SD's CLIP);
     ``bidirectional`` a ``T5EncoderModel`` (every token sees the whole prompt, as in DeepFloyd's
-    T5), so the paper's claim that bidirectional encoders defeat last-token edits can be tested
-    on the same world. Both read their last hidden state as the UNet context.
+    T5). Both give their last hidden state as the UNet context.
     """
-    fam = get_family(family)
-    width = fam.context_dim
+    length = tokenizer.model_max_length
     if kind == "causal":
         config = CLIPTextConfig(
             vocab_size=len(tokenizer),
@@ -50,7 +106,7 @@ def world_text_encoder(
             intermediate_size=4 * width,
             num_hidden_layers=layers,
             num_attention_heads=heads,
-            max_position_embeddings=fam.max_tokens,
+            max_position_embeddings=length,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
@@ -66,7 +122,7 @@ def world_text_encoder(
             num_layers=layers,
             num_heads=heads,
             relative_attention_num_buckets=8,
-            relative_attention_max_distance=fam.max_tokens,
+            relative_attention_max_distance=length,
             dropout_rate=0.0,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
@@ -76,109 +132,14 @@ def world_text_encoder(
     raise ValueError(f"text encoder kind {kind!r} is not 'causal' or 'bidirectional'")
 
 
-def world_unet(family: str = "world") -> UNet2DConditionModel:
-    """An untrained pixel-space UNet with the family's full configuration."""
-    return UNet2DConditionModel(**get_family(family).unet_config)
-
-
-def world_scheduler(family: str = "world") -> SchedulerMixin:
-    """The family's sampling scheduler (DDIM, trailing spacing), as exported pipelines carry it."""
-    fam = get_family(family)
-    return getattr(diffusers, fam.scheduler)(**fam.scheduler_config)
-
-
-class LocoWorldPipeline(DiffusionPipeline):
-    """Text-to-image in pixel space for the embedded world, shaped like diffusers' SD pipeline.
-
-    ``encode_prompt`` matches ``StableDiffusionPipeline.encode_prompt`` so every family is encoded
-    the same way, and the batch under guidance is ``[unconditional; conditional]``.
-    """
-
-    model_cpu_offload_seq = "text_encoder->unet"
-
-    def __init__(
-        self,
-        unet: UNet2DConditionModel,
-        text_encoder: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        scheduler: SchedulerMixin,
-    ) -> None:
-        super().__init__()
-        self.register_modules(
-            unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler
-        )
-
-    @torch.no_grad()
-    def encode_prompt(
-        self,
-        prompt: str | list[str],
-        device: torch.device | None = None,
-        num_images_per_prompt: int = 1,
-        do_classifier_free_guidance: bool = True,
-        negative_prompt: str | list[str] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Text contexts (B, T, D) for the prompts and, under guidance, for the negative prompt."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        device = device or self.text_encoder.device
-
-        def embed(texts: list[str]) -> torch.Tensor:
-            ids = self.tokenizer(
-                texts,
-                padding="max_length",
-                max_length=self.tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids.to(self.text_encoder.device)
-            out = self.text_encoder(ids)[0].to(device)
-            return out.repeat_interleave(num_images_per_prompt, dim=0)
-
-        negative = None
-        if do_classifier_free_guidance:
-            neg = negative_prompt or ""
-            negative = embed([neg] * len(prompts) if isinstance(neg, str) else list(neg))
-        return embed(prompts), negative
-
-    @torch.no_grad()
-    def __call__(
-        self,
-        prompt: str | list[str],
-        num_inference_steps: int = 25,
-        guidance_scale: float = 1.5,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        output_type: str = "pil",
-    ) -> ImagePipelineOutput:
-        """Sample images for the prompts; ``output_type`` is ``pil``, ``np`` or ``pt`` in [0, 1].
-
-        ``generator`` may be one generator per prompt: row i's starting noise then comes from
-        ``generator[i]`` alone (as ``loco_lightning.models.sampling.initial_noise`` draws it).
-        """
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        device = self.unet.device
-        cfg = guidance_scale > 1.0
-        cond, uncond = self.encode_prompt(prompts, device, 1, cfg)
-        context = torch.cat([uncond, cond]) if cfg else cond
-        size = self.unet.config.sample_size
-        shape = (self.unet.config.in_channels, size, size)
-        if isinstance(generator, list):
-            if len(generator) != len(prompts):
-                raise ValueError(f"Got {len(generator)} generators for {len(prompts)} prompts.")
-            x = torch.stack([torch.randn(shape, generator=g) for g in generator])
-        else:
-            x = torch.randn((len(prompts), *shape), generator=generator)
-        x = x.to(device, self.unet.dtype) * self.scheduler.init_noise_sigma
-        step_kwargs = step_options(self.scheduler)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        for t in self.progress_bar(self.scheduler.timesteps):
-            inp = self.scheduler.scale_model_input(torch.cat([x, x]) if cfg else x, t)
-            eps = self.unet(inp, t, encoder_hidden_states=context).sample
-            if cfg:
-                eps_u, eps_c = eps.chunk(2)
-                eps = eps_u + guidance_scale * (eps_c - eps_u)
-            x = self.scheduler.step(eps, t, x, **step_kwargs).prev_sample
-        images = (x / 2 + 0.5).clamp(0, 1)
-        if output_type == "pt":
-            return ImagePipelineOutput(images=images)
-        images = images.permute(0, 2, 3, 1).float().cpu().numpy()
-        if output_type == "pil":
-            images = self.numpy_to_pil(images)
-        return ImagePipelineOutput(images=images)
+def world_pipeline(
+    family: str, unet, text_encoder, tokenizer, scheduler, vae=None
+) -> diffusers.DiffusionPipeline:
+    """The family's own diffusers pipeline around world components (no safety checker)."""
+    _known(family, WORLD_UNETS)
+    components = {"text_encoder": text_encoder, "tokenizer": tokenizer, "unet": unet}
+    if vae is not None:
+        components["vae"] = vae
+    pipe = build_pipeline(get_family(family), scheduler=scheduler, **components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

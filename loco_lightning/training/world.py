@@ -12,34 +12,39 @@ import contextlib
 import copy
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
+from diffusers import AutoencoderKL, DDPMScheduler
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 from torchmetrics import MeanMetric
-from transformers import PreTrainedTokenizerFast
+from transformers import CLIPTokenizer, PreTrainedTokenizerBase
 
 from loco_lightning.data.world import (
     ATTRIBUTES,
     CONCEPT_ATTRIBUTES,
+    DEFAULT_VOCAB_PATH,
     AttributeReader,
     Vocabulary,
     default_vocabulary,
     probe_scores,
 )
+from loco_lightning.data.world.readers import READER_WEIGHTS
 from loco_lightning.hooks import PromptSwap, intervene, sites
 from loco_lightning.hooks.executor import check_sites
 from loco_lightning.models import LocoModel, get_family
-from loco_lightning.models.tokenizers import word_tokenizer
+from loco_lightning.models.pipeline import packaged
 from loco_lightning.models.world import (
     RECORD_NAME,
-    LocoWorldPipeline,
+    SAMPLING,
+    WORLD_FILES,
     TextEncoderKind,
+    world_pipeline,
     world_scheduler,
     world_text_encoder,
     world_unet,
@@ -53,18 +58,18 @@ log = logging.getLogger(__name__)
 ACCURACY_KEYS = (*ATTRIBUTES, "all", *CONCEPT_ATTRIBUTES)
 
 
-def world_tokenizer(
-    vocab: Vocabulary | None = None, family: str = "world"
-) -> PreTrainedTokenizerFast:
-    """The world's word-level tokenizer: every vocabulary word, padded to the family's limit."""
-    words = (vocab or default_vocabulary()).words()
-    return word_tokenizer(list(words), get_family(family).max_tokens)
+PADDING = {"sd1": "<|endoftext|>", "sd2": "!"}  # SD-1 pads with its EOS token, SD-2 with "!"
+
+
+def world_tokenizer(family: str = "sd1") -> CLIPTokenizer:
+    """The worlds' BPE tokenizer (``world-tokenizer``), padded the way ``family`` pads."""
+    return CLIPTokenizer.from_pretrained(packaged("world-tokenizer"), pad_token=PADDING[family])
 
 
 def encode_text(
-    text_encoder: nn.Module, tokenizer: PreTrainedTokenizerFast, prompts: list[str]
+    text_encoder: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: list[str]
 ) -> Tensor:
-    """Text context (B, T, D) with gradients, computed as ``LocoWorldPipeline.encode_prompt`` does.
+    """Text context (B, T, D) with gradients, computed as the pipeline's ``encode_prompt`` does.
 
     Training must see exactly the context the pipeline will give the UNet at inference: same
     padding to ``model_max_length``, no attention mask, last hidden state.
@@ -126,7 +131,9 @@ class WorldDiffusion(L.LightningModule):
         val_guidance: guidance scale of validation generations (None: the family's).
         vocab: vocabulary YAML (None: the packaged one); must match the data's.
         channels_last: channels-last UNet weights and inputs (faster convolutions on CPU).
-        family: the model family whose UNet and sampler configuration is trained.
+        family: the family whose pipeline format, world-size UNet and sampler are trained
+            (``sd1``: epsilon prediction; ``sd2``: linear projections, v-prediction); latent
+            families train on the packaged world autoencoder's latents.
     """
 
     def __init__(
@@ -148,20 +155,22 @@ class WorldDiffusion(L.LightningModule):
         val_guidance: float | None = None,
         vocab: str | None = None,
         channels_last: bool = True,
-        family: str = "world",
+        family: Literal["sd1", "sd2"] = "sd1",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.family = get_family(family)
+        with torch.device("meta"):
+            n_sites = len(sites(world_unet(family)))
         planted = {a: sorted(set(w)) for a, w in (planted or {}).items()}
         unknown = set(planted) - set(ATTRIBUTES)
         if unknown:
             raise ValueError(f"planted names {sorted(unknown)}; plantable: {ATTRIBUTES}")
         for attribute, window in planted.items():
-            if not window or not all(0 <= s < self.family.n_sites for s in window):
+            if not window or not all(0 <= s < n_sites for s in window):
                 raise ValueError(
                     f"planted {attribute}: {window} must be a non-empty list of site indices in "
-                    f"0..{self.family.n_sites - 1} (family {family!r} has {self.family.n_sites})"
+                    f"0..{n_sites - 1} (the {family} world has {n_sites})"
                 )
         if not 0.0 <= planted_full_p <= 1.0:
             raise ValueError(f"planted_full_p={planted_full_p} must be a probability")
@@ -170,7 +179,7 @@ class WorldDiffusion(L.LightningModule):
         # distinct removal sets become the dataset's caption variants.
         removal = {
             s: tuple(a for a in ATTRIBUTES if a in planted and s not in planted[a])
-            for s in range(self.family.n_sites)
+            for s in range(n_sites)
         }
         self.caption_variants = tuple(sorted({r for r in removal.values() if r}))
         self.variant_sites = tuple(
@@ -184,15 +193,19 @@ class WorldDiffusion(L.LightningModule):
             return
         hp = self.hparams
         vocab = Vocabulary.from_yaml(hp.vocab) if hp.vocab else default_vocabulary()
-        self.tokenizer = world_tokenizer(vocab, hp.family)
+        self.vocab_path = hp.vocab or DEFAULT_VOCAB_PATH
+        self.tokenizer = world_tokenizer(hp.family)
         self.net = nn.ModuleDict(
             {
                 "unet": world_unet(hp.family),
                 "text_encoder": world_text_encoder(
-                    self.tokenizer, hp.text_encoder, hp.text_layers, hp.text_heads, hp.family
+                    self.tokenizer, hp.text_encoder, hp.text_layers, hp.text_heads
                 ),
             }
         )
+        self.vae = None
+        if self.family.space == "latent":  # frozen: the world autoencoder is shared, not trained
+            self.vae = AutoencoderKL.from_pretrained(packaged("world-vae")).requires_grad_(False)
         check_sites(
             sites(self.net["unet"]),
             sorted({s for w in self.planted.values() for s in w}),
@@ -203,7 +216,11 @@ class WorldDiffusion(L.LightningModule):
         if hp.channels_last:
             self.net["unet"].to(memory_format=torch.channels_last)
             self.ema.module["unet"].to(memory_format=torch.channels_last)
-        self.noise_scheduler = DDPMScheduler(hp.train_timesteps, beta_schedule="squaredcos_cap_v2")
+        self.noise_scheduler = DDPMScheduler(
+            hp.train_timesteps,
+            beta_schedule="squaredcos_cap_v2",
+            prediction_type=world_scheduler(hp.family).config.prediction_type,
+        )
         self.reader = AttributeReader(vocab)
         self.accuracy = nn.ModuleDict(
             {
@@ -214,14 +231,18 @@ class WorldDiffusion(L.LightningModule):
 
     def ema_model(self) -> LocoModel:
         """The EMA weights as a ``LocoModel`` (shared tensors, nothing copied), for sampling."""
-        pipe = LocoWorldPipeline(
-            unet=self.ema.module["unet"],
-            text_encoder=self.ema.module["text_encoder"],
-            tokenizer=self.tokenizer,
-            scheduler=world_scheduler(self.hparams.family),
-        )
-        pipe.set_progress_bar_config(disable=True)
+        pipe = self._pipeline(self.ema.module["unet"], self.ema.module["text_encoder"])
         return LocoModel(self.family, pipe)
+
+    def _pipeline(self, unet: nn.Module, text_encoder: nn.Module):
+        return world_pipeline(
+            self.hparams.family,
+            unet,
+            text_encoder,
+            self.tokenizer,
+            world_scheduler(self.hparams.family),
+            self.vae,
+        )
 
     def parameter_counts(self) -> dict[str, int]:
         return {name: sum(p.numel() for p in m.parameters()) for name, m in self.net.items()}
@@ -243,7 +264,7 @@ class WorldDiffusion(L.LightningModule):
             timesteps: (B,) training timesteps (drawn if None).
             full: (B,) bool, samples whose every site reads the full caption (drawn if None).
         """
-        x0 = batch["image"]
+        x0 = self.latents(batch["image"])
         noise = torch.randn_like(x0) if noise is None else noise
         if timesteps is None:
             timesteps = torch.randint(0, self.hparams.train_timesteps, (len(x0),), device=x0.device)
@@ -259,16 +280,30 @@ class WorldDiffusion(L.LightningModule):
             executor = intervene(unet, swaps, encode=self._encode_with_grad, cfg=False)
         with executor:
             eps = unet(xt, timesteps, encoder_hidden_states=context).sample
-        per_sample = F.mse_loss(eps.float(), noise.float(), reduction="none").mean((1, 2, 3))
+        target = noise
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(x0, noise, timesteps)
+        per_sample = F.mse_loss(eps.float(), target.float(), reduction="none").mean((1, 2, 3))
         return (per_sample * self.loss_weights(timesteps)).mean()
 
+    @torch.no_grad()
+    def latents(self, images: Tensor) -> Tensor:
+        """What the UNet denoises: scaled VAE latents (latent families) or the images."""
+        if self.vae is None:
+            return images
+        posterior = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        return posterior.sample() * self.vae.config.scaling_factor
+
     def loss_weights(self, timesteps: Tensor) -> Tensor:
-        """(B,) per-sample loss weights: all ones, or Min-SNR-γ's ``min(SNR, γ) / SNR``."""
+        """(B,) per-sample loss weights: all ones, or Min-SNR-γ's ``min(SNR, γ) / SNR``
+        (``/ (SNR + 1)`` for velocity targets, whose loss is already ``SNR + 1`` times larger)."""
         gamma = self.hparams.snr_gamma
         if gamma is None:
             return torch.ones(len(timesteps), device=timesteps.device)
         alpha_bar = self.noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
         snr = alpha_bar / (1.0 - alpha_bar)
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            return snr.clamp(max=gamma) / (snr + 1.0)
         return snr.clamp(max=gamma) / snr
 
     def planted_swaps(self, batch: dict, full: Tensor | None = None) -> list[PromptSwap]:
@@ -327,14 +362,14 @@ class WorldDiffusion(L.LightningModule):
     def generate(self, captions: list[str], seeds: list[int]) -> Tensor:
         """(B, 3, S, S) images in [0, 1] from the EMA weights, as the exported pipeline makes them.
 
-        Sampling goes through ``LocoWorldPipeline.__call__`` (the family's scheduler, steps and
+        Sampling goes through the pipeline's own ``__call__`` (the world's scheduler, steps and
         guidance unless overridden), with row i's starting noise drawn from ``seeds[i]`` alone.
         """
         hp = self.hparams
         out = self.ema_model().pipeline(
             list(captions),
-            num_inference_steps=hp.val_steps or self.family.steps,
-            guidance_scale=self.family.guidance if hp.val_guidance is None else hp.val_guidance,
+            num_inference_steps=hp.val_steps or SAMPLING["steps"],
+            guidance_scale=SAMPLING["guidance"] if hp.val_guidance is None else hp.val_guidance,
             generator=[torch.Generator().manual_seed(int(s)) for s in seeds],
             output_type="pt",
         )
@@ -358,29 +393,33 @@ class WorldDiffusion(L.LightningModule):
 
     # ---- export -------------------------------------------------------------------------------
     def export(self, folder: str | Path, record: dict) -> Path:
-        """Write the EMA model as a diffusers pipeline folder plus ``loco_world.json``.
+        """Write the EMA model as the family's diffusers pipeline folder, plus the world's files.
 
-        The folder loads with ``load_model("world", folder)`` or
-        ``LocoWorldPipeline.from_pretrained(folder)``; weights are safetensors.
+        ``DiffusionPipeline.from_pretrained(folder)`` loads it without this package. Beside
+        ``model_index.json`` it carries what makes it a world: ``loco_world.json`` (planted
+        windows, sampler defaults, how it was made), the vocabulary and the readers' weights.
+        The folder appears whole or not at all (written aside, then renamed).
         """
         folder = Path(folder)
         unet = copy.deepcopy(self.ema.module["unet"]).to(memory_format=torch.contiguous_format)
-        pipe = LocoWorldPipeline(
-            unet=unet,
-            text_encoder=copy.deepcopy(self.ema.module["text_encoder"]),
-            tokenizer=self.tokenizer,
-            scheduler=world_scheduler(self.hparams.family),
-        )
-        pipe.save_pretrained(folder, safe_serialization=True)
+        pipe = self._pipeline(unet, copy.deepcopy(self.ema.module["text_encoder"]))
+        tmp = folder.with_name(f".{folder.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        shutil.copyfile(self.vocab_path, tmp / WORLD_FILES["vocab"])
+        shutil.copyfile(READER_WEIGHTS, tmp / WORLD_FILES["readers"])
         record = {
             **record,
             "family": self.hparams.family,
             "text_encoder": self.hparams.text_encoder,
-            "planted": self.planted,
+            "world": {**WORLD_FILES, "sampling": SAMPLING, "planted": self.planted},
             "planted_full_p": self.hparams.planted_full_p if self.planted else None,
             "parameters": self.parameter_counts(),
             "module": {k: v for k, v in self.hparams.items() if not k.startswith("_")},
         }
-        (folder / RECORD_NAME).write_text(json.dumps(record, indent=2, default=str) + "\n")
+        (tmp / RECORD_NAME).write_text(json.dumps(record, indent=2, default=str) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
         log.info("exported the EMA world model to %s", folder)
         return folder

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from loco_lightning.data.world import ATTRIBUTES, Vocabulary, default_vocabulary
+from loco_lightning.data.world import ATTRIBUTES
 from loco_lightning.models.world import RECORD_NAME
 from loco_lightning.models.worldclip import build_worldclip
 from loco_lightning.training.schedules import warmup_cosine
@@ -58,7 +58,6 @@ class WorldCLIPModule(L.LightningModule):
         lr: AdamW peak learning rate.
         weight_decay: AdamW weight decay.
         warmup_steps: linear learning-rate warm-up, then cosine decay to 10% at the last step.
-        vocab: vocabulary YAML (None: the packaged one); must match the data's.
     """
 
     def __init__(
@@ -71,7 +70,6 @@ class WorldCLIPModule(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.05,
         warmup_steps: int = 100,
-        vocab: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -81,9 +79,8 @@ class WorldCLIPModule(L.LightningModule):
         if self.clip is not None:
             return
         hp = self.hparams
-        vocab = Vocabulary.from_yaml(hp.vocab) if hp.vocab else default_vocabulary()
         self.clip = build_worldclip(
-            world_tokenizer(vocab),
+            world_tokenizer(),
             hp.width,
             hp.layers,
             hp.heads,

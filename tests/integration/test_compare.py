@@ -1,4 +1,4 @@
-"""`loco compare` end to end on the world miniature: trained baselines loaded from their deltas,
+"""`loco compare` end to end on the SD-1 miniature: trained baselines loaded from their deltas,
 closed forms solved inline, one table with every method and group, the two figures."""
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ def test_compare_writes_one_row_per_method_and_group_with_the_triad_filled(tmp_p
             "compare",
             "--config",
             "configs/compare/world_style.yaml",
+            "--model.diffusion.family",
+            "sd1",
             "--model.diffusion.source",
             "miniature",
             "--model.clip",

@@ -1,4 +1,4 @@
-"""Causal tracing end to end on the world miniature, with known answers."""
+"""Causal tracing end to end on miniatures, with known answers."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def trace(tmp_path, *extra) -> list[dict]:
             "--config",
             "configs/trace/sd1_style.yaml",
             "--model.diffusion.family",
-            "world",
+            "if",
             "--model.diffusion.source",
             "miniature",
             "--model.diffusion.dtype",
@@ -45,7 +45,7 @@ def trace(tmp_path, *extra) -> list[dict]:
 
 
 def test_layers_are_listed_in_execution_order():
-    model = mini_model("world")
+    model = mini_model("sd1")
     layers = unet_layers(model.unet)
     paths = [p for p, _ in layers]
     assert paths[0] == "down_blocks.0.resnets.0"
@@ -58,7 +58,7 @@ def test_layers_are_listed_in_execution_order():
 
 
 def test_concept_tokens_are_what_the_target_lacks():
-    tok = mini_model("world").pipeline.tokenizer  # character-level: one token per letter
+    tok = mini_model("sd1").pipeline.tokenizer  # miniatures: one token per character
     assert concept_positions(tok, "ab c", "a c") == [2]
     with pytest.raises(ValueError, match="same tokens"):
         concept_positions(tok, "a c", "a c")
@@ -66,15 +66,17 @@ def test_concept_tokens_are_what_the_target_lacks():
 
 def test_trace_has_one_row_per_layer_and_the_last_unet_layer_restores_exactly(tmp_path):
     table = trace(tmp_path)
-    model = mini_model("world")
+    model = mini_model("if")
     n_layers = len(unet_layers(model.unet)) + len(text_layers(model.pipeline, ("text_encoder",)))
     assert len(table) == 2 + n_layers
     rows = {r["layer"]: r for r in table}
     clean, corrupted = rows["clean"]["clip_mean"], rows["corrupted"]["clip_mean"]
     assert abs(clean - corrupted) > 1e-3  # the corruption changed the image
-    # The world UNet ends in a ResNet whose output alone decides the noise prediction, so
-    # restoring it at every step replays the clean trajectory exactly.
-    last = rows["up_blocks.2.resnets.1"]
+    # IF's UNet ends in a ResNet whose output alone decides the noise prediction, so restoring
+    # it at every step replays the clean trajectory exactly.
+    path, kind = unet_layers(model.unet)[-1]
+    assert kind == "resnet"
+    last = rows[path]
     assert last["clip_mean"] == pytest.approx(clean, abs=1e-3)
     assert last["recovery_mean"] == pytest.approx(1.0, abs=1e-3)
     assert (tmp_path / "out" / "layers_recovery.png").exists()

@@ -1,10 +1,12 @@
-"""`loco world fit` / `loco worldclip fit` end to end: train, validate, log, export, resume."""
+"""`loco world|worldvae|worldclip fit` end to end: train, validate, log, export, resume."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import torch
+from diffusers import AutoencoderKL
 
 from loco_lightning.cli import build
 from loco_lightning.models import load_model
@@ -21,16 +23,46 @@ def test_world_fit_validates_exports_and_resumes(tmp_path):
     build("world", ["fit", *common])
     [run] = tmp_path.glob("world-smoke/version_*")
     record = json.loads((run / "model" / RECORD_NAME).read_text())
-    assert record["steps"] == 4 and record["planted"] == {"colour": [5, 6]}
+    assert record["steps"] == 4 and record["world"]["planted"] == {"colour": [5, 6]}
     assert {"val/shape", "val/colour", "val/style", "val/all"} <= set(record["metrics"])
     assert record["config"]["model"]["planted"] == {"colour": [5, 6]}
     assert list(run.glob("events.out.tfevents.*")) and (run / "checkpoints" / "last.ckpt").exists()
-    load_model("world", str(run / "model"))  # an ordinary pipeline folder
+    exported = load_model(source=str(run / "model"))  # an ordinary SD-1 pipeline folder
+    assert exported.family.name == "sd1" and exported.world is not None
 
     ckpt = str(run / "checkpoints" / "last.ckpt")
     build("world", ["fit", *common, "--trainer.max_steps", "6", "--ckpt_path", ckpt])
     resumed = max(tmp_path.glob("world-smoke/version_*"), key=lambda p: int(p.name.split("_")[1]))
     assert json.loads((resumed / "model" / RECORD_NAME).read_text())["steps"] == 6
+
+
+def test_worldvae_fit_exports_a_diffusers_autoencoder_with_its_latent_scale(tmp_path):
+    build(
+        "worldvae",
+        [
+            "fit",
+            "--config",
+            "configs/worldvae/default.yaml",
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path),
+            "--trainer.max_steps",
+            "3",
+            "--trainer.val_check_interval",
+            "3",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--data.batch_size",
+            "8",
+            "--data.val_size",
+            "16",
+        ],
+    )
+    [run] = tmp_path.glob("worldvae/version_*")
+    record = json.loads((run / "model" / RECORD_NAME).read_text())
+    assert record["steps"] == 3 and {"val/mse", "val/shape", "val/colour"} <= set(record["metrics"])
+    vae = AutoencoderKL.from_pretrained(run / "model")
+    assert vae.config.scaling_factor == pytest.approx(1 / record["latent_std"], rel=1e-3)
+    assert vae.encode(torch.zeros(1, 3, 16, 16)).latent_dist.mean.shape == (1, 4, 8, 8)
 
 
 def test_worldclip_fit_exports_a_loadable_clip(tmp_path):

@@ -1,10 +1,10 @@
-"""LocoGen and LocoEdit on the shipped natural world model, judged by the exact readers.
+"""LocoGen and LocoEdit on the shipped natural SD-1 world, judged by the exact readers.
 
 Localization in a model trained from scratch is emergent (WORLD.md), so these are robust
 assertions, not a hard-coded window: shape is carried by a small window, an edit there removes
 it down to the model's prior and leaves other prompts alone, a random window does nothing, and
 an all-sites edit costs specificity. ``LOCO_WORLD_SOURCE`` points them at a candidate model folder
-(default: the packaged ``world-natural``).
+(default: the packaged ``world-sd1``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from loco_lightning.editing.locoedit import read_delta
 from loco_lightning.editing.requests import preserve_prompts
 from tests.helpers import tiny_clip_folder
 
-SOURCE = os.environ.get("LOCO_WORLD_SOURCE", "world-natural")
+SOURCE = os.environ.get("LOCO_WORLD_SOURCE", "world-sd1")
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,15 @@
-"""The trained world models shipped in the package: targets met, folders exact, planting holds."""
+"""The shipped worlds, in the real families' formats: targets met, plain diffusers loads them.
+
+Every world is an ordinary diffusers folder; these tests run it through the same code a Stable
+Diffusion user runs (``StableDiffusionPipeline.__call__``, the VAE, the BPE ``CLIPTokenizer``).
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,104 +25,141 @@ from loco_lightning.data.world import (
     probe_scores,
     probe_set,
 )
-from loco_lightning.hooks import PromptSwap, intervene
+from loco_lightning.hooks import PromptSwap, intervene, sites
 from loco_lightning.metrics.clip import SampleCLIPScore
 from loco_lightning.models import load_model
-from loco_lightning.models.pipeline import packaged
+from loco_lightning.models.pipeline import DEFAULT_WORLD, packaged
 from loco_lightning.models.sampling import denoise
 from loco_lightning.models.world import RECORD_NAME
 from loco_lightning.models.worldclip import WorldCLIP, load_worldclip
+from loco_lightning.training.tokenizer import named_concepts
 
 torch.set_num_threads(1)
 
-MODELS = ("world-natural", "world-planted", "world-bidirectional")
+WORLDS = ("world-sd1", "world-sd1-planted")
+PIPELINES = {"world-sd1": "StableDiffusionPipeline", "world-sd1-planted": "StableDiffusionPipeline"}
 
 
 @functools.cache
 def model(name: str):
-    return load_model("world", name)
+    return load_model(source=name)
 
 
 @functools.cache
-def reader() -> AttributeReader:
-    return AttributeReader()
+def reader(name: str) -> AttributeReader:
+    world = model(name).world
+    return AttributeReader.from_world(world["folder"], world["world"])
+
+
+def record(name: str) -> dict:
+    return json.loads((Path(packaged(name)) / RECORD_NAME).read_text())
 
 
 def generate(name: str, captions: list[str], seeds: list[int], steps: int = 25) -> torch.Tensor:
-    """Images in [0, 1] from the shipped pipeline's own sampler (family defaults: guidance 1.5)."""
+    """Images in [0, 1] from the pipeline's own ``__call__`` (the world's guidance, 1.5)."""
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     out = model(name).pipeline(
-        captions, num_inference_steps=steps, generator=generators, output_type="pt"
+        captions,
+        num_inference_steps=steps,
+        guidance_scale=model(name).guidance,
+        generator=generators,
+        output_type="pt",
     )
     return out.images
 
 
-def accuracy(name: str, probes: list[dict]) -> dict[str, float]:
-    batch = collate_probes(probes)
-    images = generate(name, batch["caption"], batch["seed"].tolist())
-    scores = probe_scores(reader().read(images * 2 - 1), batch)
+def accuracy(name: str, images: torch.Tensor, batch: dict) -> dict[str, float]:
+    scores = probe_scores(reader(name).read(images * 2 - 1), batch)
     return {k: v.mean().item() for k, v in scores.items()}
 
 
-def test_default_world_model_is_the_shipped_natural_one():
-    assert str(load_model("world").pipeline.name_or_path) == packaged("world-natural")
+def test_the_default_model_is_the_shipped_sd1_world():
+    m = load_model()
+    assert m.family.name == "sd1" and type(m.pipeline).__name__ == "StableDiffusionPipeline"
+    assert Path(m.pipeline.name_or_path) == Path(packaged(DEFAULT_WORLD))
+    assert type(m.pipeline.tokenizer).__name__ == "CLIPTokenizer" and m.pipeline.vae is not None
 
 
-def test_shipped_natural_model_meets_the_targets():
-    # an independent probe set (seed 1): training validated on seed 0
-    acc = accuracy("world-natural", probe_set(per_concept=8, seed=1))
-    assert all(acc[a] >= 0.95 for a in ATTRIBUTES), acc
-    assert all(acc[k] >= 0.90 for k in ("artist", "trademark", "country")), acc
-
-
-@pytest.mark.parametrize("name", ["world-planted", "world-bidirectional"])
-def test_other_shipped_models_generate_what_they_are_asked(name):
-    plain = probe_set(per_concept=0, seed=2)[::5]  # 39 plain probes, every style and shape
-    acc = accuracy(name, plain)
-    assert all(acc[a] >= 0.9 for a in ATTRIBUTES), acc
-
-
-@pytest.mark.parametrize("name", MODELS)
-def test_shipped_folders_record_how_they_were_made_and_round_trip(name, tmp_path):
-    folder = packaged(name)
-    record = json.loads((Path(folder) / RECORD_NAME).read_text())
-    assert record["command"].startswith("loco world fit --config configs/world/")
-    assert record["seed"] == "0" and record["config"]["trainer"]["max_steps"] == record["steps"]
-    model(name).pipeline.save_pretrained(tmp_path)
-    again = load_model("world", str(tmp_path))
-    prompts, seeds = ["a red striped circle", "a kelvato", "the emblem of veltria"], [3, 4, 5]
-    a = generate(name, prompts, seeds, steps=5)
-    generators = [torch.Generator().manual_seed(s) for s in seeds]
-    b = again.pipeline(prompts, num_inference_steps=5, generator=generators, output_type="pt")
-    assert torch.equal(a, b.images)
-
-
-@pytest.mark.parametrize(
-    ("name", "sees_ahead"), [("world-natural", False), ("world-bidirectional", True)]
-)
-def test_text_encoders_read_the_direction_they_claim(name, sees_ahead):
-    """A causal encoder's early positions ignore later words; a bidirectional one's do not."""
+@pytest.mark.parametrize("name", WORLDS)
+def test_world_meets_the_targets_through_denoise_and_the_pipeline_alike(name):
+    """An independent probe set (seed 1; training validated on seed 0): every attribute and
+    named concept read back >= 0.95, and the project's sampler equals the pipeline's own."""
+    batch = collate_probes(probe_set(per_concept=8, seed=1))
+    seeds = batch["seed"].tolist()
     m = model(name)
-    a, b = m.encode(["a red striped circle"]).context, m.encode(["a red striped square"]).context
-    early = slice(0, 4)  # <bos> a red striped: before the changed word
-    assert torch.equal(a[:, early], b[:, early]) != sees_ahead
+    ours = denoise(m, m.encode(batch["caption"]), seeds)
+    theirs = generate(name, batch["caption"], seeds)
+    assert (ours - theirs).abs().max() < 1e-4
+    acc = accuracy(name, ours, batch)
+    assert all(acc[k] >= 0.95 for k in (*ATTRIBUTES, "artist", "trademark", "country")), acc
+
+
+@pytest.mark.parametrize("name", WORLDS)
+def test_world_folder_loads_in_plain_diffusers_without_this_package(name, tmp_path):
+    """A user without loco_lightning: ``DiffusionPipeline.from_pretrained`` and generate."""
+    out = tmp_path / "img.pt"
+    script = f"""
+import sys, torch
+sys.modules["loco_lightning"] = None
+from diffusers import DiffusionPipeline
+pipe = DiffusionPipeline.from_pretrained({packaged(name)!r})
+assert type(pipe).__name__ == {PIPELINES[name]!r}, type(pipe)
+g = [torch.Generator().manual_seed(s) for s in (3, 4)]
+img = pipe(["a red striped circle", "a kelvato"], num_inference_steps=5, guidance_scale=1.5,
+           generator=g, output_type="pt").images
+torch.save(img, {str(out)!r})
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)
+    plain = torch.load(out, weights_only=True)
+    ours = generate(name, ["a red striped circle", "a kelvato"], [3, 4], steps=5)
+    assert torch.allclose(plain, ours, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", WORLDS)
+def test_world_folder_records_how_it_was_made_and_what_it_is(name):
+    rec = record(name)
+    assert rec["command"].startswith("loco world fit --config configs/world/")
+    assert rec["seed"] == "0" and rec["config"]["trainer"]["max_steps"] == rec["steps"]
+    assert rec["family"] == model(name).family.name
+    folder = Path(packaged(name))
+    for file in rec["world"]["vocab"], rec["world"]["readers"]:
+        assert (folder / file).is_file()
+    assert len(sites(model(name).unet)) == 7
+
+
+def test_named_concepts_are_several_bpe_tokens_and_plain_words_one():
+    tok = model(DEFAULT_WORLD).pipeline.tokenizer
+    vocab = default_vocabulary()
+    names = named_concepts(vocab)
+    assert all(len(tok.tokenize(n)) == 2 for n in names), {n: tok.tokenize(n) for n in names}
+    plain = [w for w in vocab.words() if w not in names]
+    assert all(len(tok.tokenize(w)) == 1 for w in plain)
+    ids = tok("a red circle").input_ids  # SD-1's framing: <|startoftext|> ... <|endoftext|>
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    padded = tok("a red circle", padding="max_length", max_length=tok.model_max_length).input_ids
+    assert padded[len(ids) :] == [tok.eos_token_id] * (tok.model_max_length - len(ids))
 
 
 def test_same_seed_gives_the_same_image():
-    m, prompts = model("world-natural"), ["a blue dotted star"] * 3
+    m, prompts = model(DEFAULT_WORLD), ["a blue dotted star"] * 3
     a = denoise(m, m.encode(prompts), [7, 8, 7], steps=5)
     b = denoise(m, m.encode(prompts), [7, 8, 7], steps=5)
     assert torch.equal(a, b) and torch.equal(a[0], a[2]) and not torch.equal(a[0], a[1])
-    c = generate("world-natural", prompts, [7, 8, 7], steps=5)
-    assert torch.equal(c, generate("world-natural", prompts, [7, 8, 7], steps=5))
-    assert torch.equal(c[0], c[2]) and not torch.equal(c[0], c[1])
+
+
+def test_causal_text_encoder_ignores_later_words():
+    m = model(DEFAULT_WORLD)
+    a, b = m.encode(["a red striped circle"]).context, m.encode(["a red striped square"]).context
+    early = slice(0, 4)  # <|startoftext|> a red striped: before the changed word
+    assert torch.equal(a[:, early], b[:, early]) and not torch.equal(a, b)
 
 
 def test_planted_windows_control_their_attribute():
     """Swapping in the attribute-removed prompt at the planted window removes the attribute;
     swapping it at every other site at once leaves the attribute in place."""
-    m = model("world-planted")
-    planted = json.loads((Path(packaged("world-planted")) / RECORD_NAME).read_text())["planted"]
+    name = "world-sd1-planted"
+    m = model(name)
+    planted = record(name)["world"]["planted"]
     assert planted == {"colour": [5, 6], "style": [3, 4]}
     vocab = default_vocabulary()
     template = vocab.templates_of("plain")[0]
@@ -136,7 +179,7 @@ def test_planted_windows_control_their_attribute():
                 targets.append(vocab.index(attribute, getattr(scene, attribute)))
     with intervene(m.unet, swaps, encode=lambda p: tuple(m.encode(p))):
         images = denoise(m, m.encode(originals), list(range(len(originals))))
-    read = reader().read(images * 2 - 1)
+    read = reader(name).read(images * 2 - 1)
     for k, attribute in enumerate(planted):
         block = slice(2 * k * n, 2 * k * n + 2 * n)
         kept = (read[attribute][block] == torch.tensor(targets[block])).float()
@@ -156,6 +199,12 @@ def test_worldclip_ranks_true_captions_above_one_attribute_off_ones():
     assert ranks["rank"].mean() >= 0.9, {k: v.mean().item() for k, v in ranks.items()}
     for key in (*ATTRIBUTES, "artist", "trademark", "country"):
         assert ranks[key].mean() >= 0.85, (key, ranks[key].mean())
+
+
+def test_worldclip_reads_the_worlds_bpe_tokenizer():
+    tok = worldclip().processor.tokenizer
+    assert type(tok).__name__ == "CLIPTokenizer"
+    assert tok.get_vocab() == model(DEFAULT_WORLD).pipeline.tokenizer.get_vocab()
 
 
 def test_worldclip_is_a_torchmetrics_clip_score_backbone(tmp_path):

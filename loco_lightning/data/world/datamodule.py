@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import lightning as L
 from torch.utils.data import DataLoader
 
@@ -30,6 +32,10 @@ class WorldDataModule(L.LightningDataModule):
         val_per_concept: probes per named concept (plain probes: every attribute combination).
         val_seed: seed of the probe set (generation seeds and draws).
         val_batch_size: probes per validation/test batch (guidance doubles the UNet batch).
+        val: ``probes`` (captions to generate from, for text-to-image models) or ``renders``
+            (held-out `WorldDataset` items of stream ``val_seed`` with their labels, for models
+            of images alone such as the world autoencoder).
+        val_size: number of held-out renders when ``val`` is ``renders``.
         num_workers: DataLoader workers; 0 keeps rendering in the training process, which is
             right on a 2-core machine (a render costs 0.04 ms).
     """
@@ -47,9 +53,13 @@ class WorldDataModule(L.LightningDataModule):
         val_per_concept: int = 16,
         val_seed: int = 0,
         val_batch_size: int = 336,
+        val: Literal["probes", "renders"] = "probes",
+        val_size: int = 1024,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
+        if val == "renders" and val_seed == seed:
+            raise ValueError(f"val_seed={val_seed} equals the training seed; choose another")
         self.save_hyperparameters()
 
     def _steps(self) -> int:
@@ -81,6 +91,11 @@ class WorldDataModule(L.LightningDataModule):
 
     def _probes(self) -> DataLoader:
         hp = self.hparams
+        if hp.val == "renders":
+            renders = WorldDataset(
+                length=hp.val_size, seed=hp.val_seed, vocab=hp.vocab, jitter=hp.jitter, empty_p=0.0
+            )
+            return DataLoader(renders, batch_size=hp.val_batch_size)
         vocab = None if hp.vocab is None else Vocabulary.from_yaml(hp.vocab)
         probes = probe_set(vocab, hp.val_per_concept, hp.val_seed)
         return DataLoader(probes, batch_size=hp.val_batch_size, collate_fn=collate_probes)

@@ -103,6 +103,22 @@ class AttributeReader(nn.Module):
         self.net.requires_grad_(False)
         self.register_buffer("rgb", torch.tensor(self.vocab.rgb, dtype=torch.float32), False)
 
+    @classmethod
+    def from_world(cls, folder: str | Path, files: dict[str, str]) -> AttributeReader:
+        """The readers a world folder carries: its vocabulary and its readers' weights.
+
+        Args:
+            folder: the world's pipeline folder.
+            files: ``{"vocab": ..., "readers": ...}`` file names (its ``loco_world.json``).
+        """
+        folder = Path(folder)
+        return cls(Vocabulary.from_yaml(folder / files["vocab"]), folder / files["readers"])
+
+    @property
+    def values(self) -> dict[str, tuple[str, ...]]:
+        """Attribute -> the value names its indices stand for."""
+        return {a: self.vocab.values(a) for a in ("shape", "colour", "style")}
+
     @torch.no_grad()
     def read(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Attribute indices of (B, 3, H, W) images in [-1, 1]: dict of (B,) long tensors."""

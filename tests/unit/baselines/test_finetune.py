@@ -1,4 +1,4 @@
-"""The fine-tuning baselines on the world miniature: a killed run resumes exactly; the frozen
+"""The fine-tuning baselines on the SD-1 miniature: a killed run resumes exactly; the frozen
 teacher and the checkpoint hold what they should."""
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def fit(job: str, out, steps: int, *extra: str, crash: int | None = None) -> Non
             job,
             "--config",
             f"configs/{job}/world_style.yaml",
+            "--model.diffusion.family",
+            "sd1",
             "--model.diffusion.source",
             "miniature",
             "--model.clip",
@@ -93,7 +95,7 @@ def test_only_the_chosen_sites_and_projections_train_and_the_teacher_stays_outsi
 
     module = ConceptAblationModule(
         [{"concept": "striped", "target": "", "templates": ["a red {} circle"]}],
-        diffusion=Diffusion(source="miniature"),
+        diffusion=Diffusion(family="sd1", source="miniature"),
         tuning=FineTune(sites=[3], train="kv"),
         clip=tiny_clip_folder(),
     )

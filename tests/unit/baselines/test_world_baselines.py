@@ -19,7 +19,7 @@ from loco_lightning.editing.requests import edit_requests
 from loco_lightning.models.pipeline import WEIGHTS
 from tests.helpers import tiny_clip_folder
 
-SOURCE = "world-natural"
+SOURCE = "world-sd1"
 EDIT = "datasets/world/style_striped.edit.yaml"
 EVAL = "datasets/world/style_striped.eval.yaml"
 

@@ -32,8 +32,8 @@ def test_zscore_finds_a_neuron_that_reads_the_concept(sd1):
     assert mean.shape == (proj.out_features,)
 
 
-def test_mean_ablation_changes_the_output_and_undoes(world_mini):
-    model = world_mini
+def test_mean_ablation_changes_the_output_and_undoes(sd1):
+    model = sd1
     cond = model.encode(CONCEPT)
     plain = denoise(model, cond, [0, 1, 2], steps=2)
     edit = neuron_edit(model, (2, 3), CONCEPT, NEUTRAL, k=4)

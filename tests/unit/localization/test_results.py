@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from loco_lightning.localization.results import ResultStore, aggregate, select
+from loco_lightning.localization.results import (
+    NoSignalError,
+    ResultStore,
+    aggregate,
+    check_reference,
+    select,
+)
 
 
 def table_of(scores: dict[tuple[int, int], float], n_sites: int = 4) -> list[dict]:
@@ -72,3 +78,36 @@ def test_store_refuses_a_folder_of_another_sweep(tmp_path):
     ResultStore(tmp_path, {"seeds": [0], "steps": 25}).open()
     with pytest.raises(ValueError, match=r"different sweep \(changed: \['seeds'\]\)"):
         ResultStore(tmp_path, {"seeds": [0, 1], "steps": 25}).open()
+
+
+def reference_rows(shifts: dict[tuple[int, int], float], n_sites: int = 4) -> list[dict]:
+    """Original score 30 and all-sites score 30 - shift, per (pair, seed)."""
+    rows = []
+    for (pair, seed), d in shifts.items():
+        for m, v in ((0, 30.0), (n_sites, 30.0 - d)):
+            rows.append({"pair": pair, "seed": seed, "m": m, "start": 0, "clip": v})
+    return rows
+
+
+def test_a_reference_that_moves_the_score_beyond_its_spread_passes():
+    shifts = {(p, s): 5.0 + 0.1 * p + 0.2 * s for p in range(3) for s in range(2)}
+    mean, spread = check_reference(reference_rows(shifts), 4, "remove", "clip")
+    assert mean == pytest.approx(5.2) and 0 < spread < 1
+
+
+def test_a_reference_that_raises_a_removed_concepts_score_is_refused():
+    """Seen on a foreign model: the CLIP score rose when the style was removed everywhere."""
+    shifts = {(p, s): -2.0 for p in range(3) for s in range(2)}
+    with pytest.raises(NoSignalError, match=r"moved the clip score by \+2.000.*does not lower"):
+        check_reference(reference_rows(shifts), 4, "remove", "clip")
+    # the same rows pass for a fact update, whose target score must rise
+    assert check_reference(reference_rows(shifts), 4, "update", "clip")[0] == pytest.approx(2.0)
+
+
+def test_a_reference_within_its_spread_over_seeds_is_refused():
+    shifts = {(0, 0): 3.0, (1, 0): 3.0, (0, 1): -2.0, (1, 1): -2.0}  # seeds disagree
+    with pytest.raises(NoSignalError, match="spread .* over 2 seed"):
+        check_reference(reference_rows(shifts), 4, "remove", "clip")
+    one_seed = {(p, 0): 0.5 + (-1) ** p * 3.0 for p in range(4)}  # noisy over prompts
+    with pytest.raises(NoSignalError, match="over 1 seed"):
+        check_reference(reference_rows(one_seed), 4, "remove", "clip")

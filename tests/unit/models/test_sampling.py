@@ -17,31 +17,28 @@ def test_batch_equals_one_at_a_time_for_every_family(mini):
         assert (batched[i] - single[0]).abs().max() <= 1e-5
 
 
-def test_seeds_decide_the_image(world_mini):
-    cond = world_mini.encode(["a red circle"] * 2)
-    a = denoise(world_mini, cond, [0, 1], steps=2)
-    b = denoise(world_mini, cond, [0, 1], steps=2)
+def test_seeds_decide_the_image(sd1):
+    cond = sd1.encode(["a red circle"] * 2)
+    a = denoise(sd1, cond, [0, 1], steps=2)
+    b = denoise(sd1, cond, [0, 1], steps=2)
     assert torch.equal(a, b) and (a[0] - a[1]).abs().max() > 1e-3
 
 
-def test_one_seed_per_prompt(world_mini):
+def test_one_seed_per_prompt(sd1):
     with pytest.raises(ValueError, match="Got 1 seeds for 2 prompts"):
-        denoise(world_mini, world_mini.encode(["a", "b"]), [0], steps=2)
+        denoise(sd1, sd1.encode(["a", "b"]), [0], steps=2)
 
 
-def test_another_scheduler_is_built_from_the_pipelines_config(world_mini):
+def test_another_scheduler_is_built_from_the_pipelines_config(sd1):
     from loco_lightning.models.sampling import make_scheduler
 
-    own = make_scheduler(world_mini)
-    fast = make_scheduler(world_mini, "DPMSolverMultistepScheduler")
-    assert (
-        type(own) is type(world_mini.pipeline.scheduler)
-        and own is not world_mini.pipeline.scheduler
-    )
+    own = make_scheduler(sd1)
+    fast = make_scheduler(sd1, "DPMSolverMultistepScheduler")
+    assert type(own) is type(sd1.pipeline.scheduler) and own is not sd1.pipeline.scheduler
     assert type(fast).__name__ == "DPMSolverMultistepScheduler"
-    assert fast.config.beta_schedule == world_mini.pipeline.scheduler.config.beta_schedule
-    cond = world_mini.encode(["a red circle"])
-    images = denoise(world_mini, cond, [0], steps=3, scheduler=fast)
+    assert fast.config.beta_schedule == sd1.pipeline.scheduler.config.beta_schedule
+    cond = sd1.encode(["a red circle"])
+    images = denoise(sd1, cond, [0], steps=3, scheduler=fast)
     assert images.shape == (1, 3, 16, 16)
     with pytest.raises(ValueError, match="no scheduler class 'Nope'"):
-        make_scheduler(world_mini, "Nope")
+        make_scheduler(sd1, "Nope")

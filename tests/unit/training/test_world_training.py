@@ -5,12 +5,12 @@ import json
 import lightning as L
 import pytest
 import torch
+from diffusers import DiffusionPipeline
 from torch.utils.data import default_collate
 
 from loco_lightning.data.world import WorldDataset
 from loco_lightning.data.world.datamodule import WorldDataModule
 from loco_lightning.hooks import PromptSwap
-from loco_lightning.models import load_model
 from loco_lightning.models.world import RECORD_NAME
 from loco_lightning.training.world import EMAWarmup, WorldDiffusion
 
@@ -78,28 +78,45 @@ def test_training_from_scratch_lowers_the_loss_and_export_reproduces_the_ema(
     held = WorldDataset(length=32, seed=99, variants=module.caption_variants)
     held = default_collate([held[i] for i in range(32)])
     gen = torch.Generator().manual_seed(0)
-    noise = torch.randn(held["image"].shape, generator=gen)
+    noise = torch.randn(module.latents(held["image"]).shape, generator=gen)  # (32, 4, 8, 8)
     t = torch.randint(0, 1000, (32,), generator=gen)
     full = torch.zeros(32, dtype=torch.bool)
-    with torch.no_grad():
-        before = module.diffusion_loss(held, noise, t, full).item()
+
+    def loss() -> float:
+        torch.manual_seed(1)  # the same latent draws from the VAE posterior each time
+        with torch.no_grad():
+            return module.diffusion_loss(held, noise, t, full).item()
+
+    before = loss()
     trainer = quick_trainer(30)
     trainer.fit(module, data)
-    with torch.no_grad():
-        after = module.diffusion_loss(held, noise, t, full).item()
+    after = loss()
     assert after < 0.6 * before, (before, after)
 
     captions, seeds = ["a red striped circle", "a zorblax", ""], [0, 1, 2]
     expected = module.generate(captions, seeds)
     module.export(tmp_path, {"steps": trainer.global_step})
     record = json.loads((tmp_path / RECORD_NAME).read_text())
-    assert record["planted"] == {"colour": [5, 6]} and record["steps"] == 30
+    assert record["world"]["planted"] == {"colour": [5, 6]} and record["steps"] == 30
     assert record["parameters"]["unet"] > 1_000_000
-    pipe = load_model("world", str(tmp_path)).pipeline
+    pipe = DiffusionPipeline.from_pretrained(tmp_path)
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
     generators = [torch.Generator().manual_seed(s) for s in seeds]
-    images = pipe(captions, num_inference_steps=3, generator=generators, output_type="pt").images
+    images = pipe(
+        captions, num_inference_steps=3, guidance_scale=1.5, generator=generators, output_type="pt"
+    ).images
     assert torch.allclose(images, expected, atol=1e-6)
     assert list(tmp_path.glob("*/*.safetensors")) and not list(tmp_path.glob("**/*.bin"))
+
+
+def test_velocity_worlds_weight_min_snr_by_snr_plus_one():
+    module = WorldDiffusion(snr_gamma=5.0, family="sd2")
+    module.setup("fit")
+    assert module.noise_scheduler.config.prediction_type == "v_prediction"
+    t = torch.tensor([0, 500, 999])
+    alpha_bar = module.noise_scheduler.alphas_cumprod[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    assert torch.allclose(module.loss_weights(t), snr.clamp(max=5.0) / (snr + 1))
 
 
 def test_min_snr_weights_cap_the_clean_timesteps_and_leave_the_noisy_ones():
