@@ -27,7 +27,7 @@ def sweep(model, items, cache_kv: bool, steps: int) -> tuple[torch.Tensor, float
     ]
     start = time.perf_counter()
     with intervene(model.unet, specs, encode=model.encode, cache_kv=cache_kv):
-        images = denoise(model, cond, [it.seed for it in items], steps=steps)
+        images = denoise(model, cond, [it.noise_seed for it in items], steps=steps)
     return images, time.perf_counter() - start
 
 

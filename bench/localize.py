@@ -44,7 +44,7 @@ def reference_sweep(model, items, steps: int, guidance: float) -> torch.Tensor:
                 handles.append(proj.register_forward_hook(overwrite))
         try:
             cond = model.encode([it.pair.original])
-            images.append(denoise(model, cond, [it.seed], steps=steps, guidance=guidance))
+            images.append(denoise(model, cond, [it.noise_seed], steps=steps, guidance=guidance))
         finally:
             for h in handles:
                 h.remove()
@@ -91,7 +91,7 @@ def main() -> None:
     diff = (ours - reference).abs().max().item()
     assert diff <= 1e-3, f"batched and reference sweeps differ by {diff}"  # float order, 25 steps
     print(
-        f"{args.family} ({args.source or 'default'}): {len(items)} windows x {args.steps} steps, "
+        f"{model.family.name} ({args.source or 'world-sd1'}): {len(items)} windows x {args.steps} steps, "
         f"{args.threads} threads: reference-shaped serial {serial:.2f} s, batched {batched:.2f} s "
         f"(batch {args.batch}), speedup {serial / batched:.1f}x; max image difference {diff:.1e}"
     )

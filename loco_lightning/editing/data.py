@@ -10,6 +10,8 @@ import lightning as L
 import yaml
 from torch.utils.data import DataLoader
 
+from loco_lightning.models.sampling import NoiseMode, noise_seed
+
 Group = Literal["efficacy", "generality", "specificity", "reference"]
 
 
@@ -36,8 +38,15 @@ class EvalPrompt:
 
 @dataclass(frozen=True)
 class EvalItem:
+    """One evaluation image: a prompt, a seed, and the seed of its starting noise."""
+
     prompt: EvalPrompt
     seed: int
+    noise_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.noise_seed is None:
+            object.__setattr__(self, "noise_seed", self.seed)
 
 
 def load_eval_prompts(path: str | Path) -> list[EvalPrompt]:
@@ -66,6 +75,9 @@ class EditEvalData(L.LightningDataModule):
         seeds: seeds; every prompt is generated with each.
         batch_size: prompts per UNet batch.
         train_steps: optimisation steps per epoch (1 for closed-form edits).
+        noise: ``per_prompt`` (prompt i of a group, under seed s, has its own starting noise,
+            shared by every method and by the i-th prompt of the other groups, so efficacy
+            prompt i and its reference row start alike) or ``shared`` (seed s's noise for all).
     """
 
     def __init__(
@@ -74,15 +86,22 @@ class EditEvalData(L.LightningDataModule):
         seeds: list[int] = [0, 1],  # noqa: B006
         batch_size: int = 32,
         train_steps: int = 1,
+        noise: NoiseMode = "per_prompt",
     ) -> None:
         super().__init__()
         self.prompts = load_eval_prompts(prompts) if isinstance(prompts, str) else prompts
         self.seeds = seeds
         self.batch_size = batch_size
         self.train_steps = train_steps
+        self.noise = noise
 
     def items(self) -> list[EvalItem]:
-        return [EvalItem(p, s) for p in self.prompts for s in self.seeds]
+        position: dict[str, int] = {}
+        items = []
+        for p in self.prompts:
+            i = position[p.group] = position.get(p.group, -1) + 1
+            items += [EvalItem(p, s, noise_seed(s, i, self.noise)) for s in self.seeds]
+        return items
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch

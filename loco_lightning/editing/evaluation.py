@@ -85,7 +85,7 @@ class EditEvaluation(L.LightningModule):
 
     def generate(self, items: list[EvalItem]) -> Tensor:
         cond = self.model.encode([it.prompt.prompt for it in items])
-        return self.diffusion.denoise(self.model, cond, [it.seed for it in items])
+        return self.diffusion.denoise(self.model, cond, [it.noise_seed for it in items])
 
     def validation_step(self, batch: list[EvalItem], batch_idx: int) -> None:
         images = {UNEDITED: self.generate(batch)}

@@ -55,6 +55,7 @@ class Localizer(L.LightningModule):
                 "seeds": list(data.seeds),
             }
             | ({"window_sizes": list(data.window_sizes)} if hasattr(data, "window_sizes") else {})
+            | ({"noise": data.noise} if hasattr(data, "noise") else {})
         )
 
     @property

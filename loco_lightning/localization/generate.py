@@ -36,7 +36,7 @@ def generate_items(
         return denoise(
             model,
             cond,
-            [it.seed for it in items],
+            [it.noise_seed for it in items],
             steps=steps,
             guidance=guidance,
             scheduler=scheduler,

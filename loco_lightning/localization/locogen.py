@@ -44,6 +44,10 @@ class LocalizationModule(Localizer):
             carry exact readers, i.e. LocoWorld folders: attribute readers against ``expect``).
         margin: how close to the all-sites reference the smallest m must come, as a fraction of
             the gap between the original and the reference score.
+        require_signal: refuse to select when the all-sites reference does not move the score
+            in the objective's direction by more than its spread over seeds (the scorer cannot
+            see the concept, so an argmin would pick noise); off only to dry-run a config on a
+            random-weight miniature.
         output_dir: results folder; stable, so that a rerun resumes.
     """
 
@@ -56,6 +60,7 @@ class LocalizationModule(Localizer):
         clip: str = "worldclip",
         score: Literal["clip", "reader"] = "clip",
         margin: float = 0.1,
+        require_signal: bool = True,
         output_dir: str = "lightning_logs/localize/run",
     ) -> None:
         super().__init__(diffusion, clip, output_dir)
@@ -115,7 +120,8 @@ class LocalizationModule(Localizer):
         hp = self.hparams
         self.table = aggregate(self.store.rows(), ("clip", "reader"))
         try:
-            check_reference(self.store.rows(), self.n_sites, hp.objective, hp.score)
+            if hp.require_signal:
+                check_reference(self.store.rows(), self.n_sites, hp.objective, hp.score)
         except NoSignalError:
             if self.trainer.is_global_zero:  # the table is still worth reading
                 write_table(self.table, hp.output_dir, self.table_name)

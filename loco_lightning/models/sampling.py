@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from typing import Literal
 
 import diffusers
 import torch
@@ -20,6 +21,17 @@ def make_scheduler(model: LocoModel, name: str | None = None):
     if cls is None:
         raise ValueError(f"diffusers has no scheduler class {name!r}; e.g. DDIMScheduler.")
     return cls.from_config(model.pipeline.scheduler.config)
+
+
+NoiseMode = Literal["per_prompt", "shared"]
+PROMPT_STRIDE = 1_000_003  # per_prompt: noise seed = seed * PROMPT_STRIDE + prompt index
+
+
+def noise_seed(seed: int, index: int, noise: NoiseMode) -> int:
+    """The starting-noise seed of prompt ``index`` under ``seed``: ``shared`` uses the seed itself
+    for every prompt (the reference scripts), ``per_prompt`` gives every prompt its own noise, so
+    one seed's noise cannot bias a whole set of prompts the same way."""
+    return seed if noise == "shared" else seed * PROMPT_STRIDE + index
 
 
 def initial_noise(model: LocoModel, seeds: Sequence[int]) -> Tensor:

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from loco_lightning.cli import main
+from loco_lightning.localization.results import NoSignalError
 from tests.helpers import tiny_clip_folder
 
 PAIRS = json.dumps([{"original": "a house in the style of Van Gogh", "target": "a house"}])
@@ -22,6 +23,8 @@ def args(tmp_path, out: str, batch: int = 4) -> list[str]:
         "configs/localize/sd1_style.yaml",
         "--model.diffusion.source",
         "miniature",
+        "--model.require_signal",
+        "false",  # random weights: the reference moves no score
         "--model.clip",
         tiny_clip_folder(),
         "--model.diffusion.dtype",
@@ -96,3 +99,10 @@ def test_two_process_ddp_gives_the_same_table(uninterrupted, tmp_path):
     shards = sorted(p.name for p in (tmp_path / "ddp").glob("items.rank*.jsonl"))
     assert shards == ["items.rank0.jsonl", "items.rank1.jsonl"]
     assert table(tmp_path, "ddp") == table(uninterrupted, "full")
+
+
+def test_selection_is_refused_when_the_reference_moves_no_score_and_the_table_is_kept(tmp_path):
+    with pytest.raises(NoSignalError, match="all-sites reference moved the clip score"):
+        main([*args(tmp_path, "refused"), "--model.require_signal", "true"])
+    assert (tmp_path / "refused" / "windows.csv").exists()
+    assert not (tmp_path / "refused" / "selection.json").exists()

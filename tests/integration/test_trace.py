@@ -21,7 +21,7 @@ def trace(tmp_path, *extra) -> list[dict]:
             "--config",
             "configs/trace/sd1_style.yaml",
             "--model.diffusion.family",
-            "if",
+            "sdxl",
             "--model.diffusion.source",
             "miniature",
             "--model.diffusion.dtype",
@@ -66,14 +66,16 @@ def test_concept_tokens_are_what_the_target_lacks():
 
 def test_trace_has_one_row_per_layer_and_the_last_unet_layer_restores_exactly(tmp_path):
     table = trace(tmp_path)
-    model = mini_model("if")
-    n_layers = len(unet_layers(model.unet)) + len(text_layers(model.pipeline, ("text_encoder",)))
+    model = mini_model("sdxl")
+    n_layers = len(unet_layers(model.unet)) + len(
+        text_layers(model.pipeline, model.family.text_encoders)
+    )
     assert len(table) == 2 + n_layers
     rows = {r["layer"]: r for r in table}
     clean, corrupted = rows["clean"]["clip_mean"], rows["corrupted"]["clip_mean"]
     assert abs(clean - corrupted) > 1e-3  # the corruption changed the image
-    # IF's UNet ends in a ResNet whose output alone decides the noise prediction, so restoring
-    # it at every step replays the clean trajectory exactly.
+    # SD-XL's UNet ends in a ResNet whose output alone decides the noise prediction, so
+    # restoring it at every step replays the clean trajectory exactly.
     path, kind = unet_layers(model.unet)[-1]
     assert kind == "resnet"
     last = rows[path]
