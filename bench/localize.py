@@ -91,7 +91,8 @@ def main() -> None:
     diff = (ours - reference).abs().max().item()
     assert diff <= 1e-3, f"batched and reference sweeps differ by {diff}"  # float order, 25 steps
     print(
-        f"{model.family.name} ({args.source or 'world-sd1'}): {len(items)} windows x {args.steps} steps, "
+        f"{model.family.name} ({args.source or 'world-sd1'}): {len(items)} windows x "
+        f"{args.steps} steps, "
         f"{args.threads} threads: reference-shaped serial {serial:.2f} s, batched {batched:.2f} s "
         f"(batch {args.batch}), speedup {serial / batched:.1f}x; max image difference {diff:.1e}"
     )
