@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,13 +37,14 @@ def test_world_fit_validates_exports_and_resumes(tmp_path):
     assert json.loads((resumed / "model" / RECORD_NAME).read_text())["steps"] == 6
 
 
-def test_worldvae_fit_exports_a_diffusers_autoencoder_with_its_latent_scale(tmp_path):
+def fit3(job: str, tmp_path, *extra: str) -> tuple[Path, dict]:
+    """Three steps of ``loco <job> fit`` on its default config: the run folder and its record."""
     build(
-        "worldvae",
+        job,
         [
             "fit",
             "--config",
-            "configs/worldvae/default.yaml",
+            f"configs/{job}/default.yaml",
             "--trainer.logger.init_args.save_dir",
             str(tmp_path),
             "--trainer.max_steps",
@@ -51,14 +53,15 @@ def test_worldvae_fit_exports_a_diffusers_autoencoder_with_its_latent_scale(tmp_
             "3",
             "--trainer.enable_progress_bar",
             "false",
-            "--data.batch_size",
-            "8",
-            "--data.val_size",
-            "16",
+            *extra,
         ],
     )
-    [run] = tmp_path.glob("worldvae/version_*")
-    record = json.loads((run / "model" / RECORD_NAME).read_text())
+    [run] = tmp_path.glob(f"{job}/version_*")
+    return run, json.loads((run / "model" / RECORD_NAME).read_text())
+
+
+def test_worldvae_fit_exports_a_diffusers_autoencoder_with_its_latent_scale(tmp_path):
+    run, record = fit3("worldvae", tmp_path, "--data.batch_size", "8", "--data.val_size", "16")
     assert record["steps"] == 3 and {"val/mse", "val/shape", "val/colour"} <= set(record["metrics"])
     vae = AutoencoderKL.from_pretrained(run / "model")
     assert vae.config.scaling_factor == pytest.approx(1 / record["latent_std"], rel=1e-3)
@@ -66,30 +69,16 @@ def test_worldvae_fit_exports_a_diffusers_autoencoder_with_its_latent_scale(tmp_
 
 
 def test_worldclip_fit_exports_a_loadable_clip(tmp_path):
-    build(
+    run, record = fit3(
         "worldclip",
-        [
-            "fit",
-            "--config",
-            "configs/worldclip/default.yaml",
-            "--trainer.logger.init_args.save_dir",
-            str(tmp_path),
-            "--trainer.max_steps",
-            "3",
-            "--trainer.val_check_interval",
-            "3",
-            "--trainer.limit_val_batches",
-            "1",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--data.batch_size",
-            "16",
-            "--data.val_batch_size",
-            "16",
-        ],
+        tmp_path,
+        "--trainer.limit_val_batches",
+        "1",
+        "--data.batch_size",
+        "16",
+        "--data.val_batch_size",
+        "16",
     )
-    [run] = tmp_path.glob("worldclip/version_*")
-    record = json.loads((run / "model" / RECORD_NAME).read_text())
     assert record["steps"] == 3 and "val/rank" in record["metrics"]
     clip = load_worldclip(run / "model")
     assert clip.text_features(["a red circle"]).shape == (1, 64)
