@@ -23,6 +23,7 @@ DEFAULT_WORLD = "world-sd1"
 PACKAGED = (
     "world-sd1",
     "world-sd1-planted",
+    "world-sd2-planted",
     "world-vae",
     "world-tokenizer",
     "worldclip",

@@ -36,11 +36,12 @@ from loco_lightning.training.tokenizer import named_concepts
 
 torch.set_num_threads(1)
 
-WORLDS = ("world-sd1", "world-sd1-planted")
-PIPELINES = {"world-sd1": "StableDiffusionPipeline", "world-sd1-planted": "StableDiffusionPipeline"}
+WORLDS = ("world-sd1", "world-sd1-planted", "world-sd2-planted")
+FAMILY = {"world-sd1": "sd1", "world-sd1-planted": "sd1", "world-sd2-planted": "sd2"}
+PIPELINES = dict.fromkeys(WORLDS, "StableDiffusionPipeline")
 # Named concepts on the planted world read back less often (countries ~0.92 over probe seeds 1-2):
 # their emblems' colour may reach the image through sites 5-6 only.
-NAMED_TARGET = {"world-sd1": 0.95, "world-sd1-planted": 0.85}
+NAMED_TARGET = {"world-sd1": 0.95, "world-sd1-planted": 0.85, "world-sd2-planted": 0.85}
 
 
 @functools.cache
@@ -125,7 +126,7 @@ def test_world_folder_records_how_it_was_made_and_what_it_is(name):
     rec = record(name)
     assert rec["command"].startswith("loco world fit --config configs/world/")
     assert rec["seed"] == "0" and rec["config"]["trainer"]["max_steps"] == rec["steps"]
-    assert rec["family"] == model(name).family.name
+    assert rec["family"] == model(name).family.name == FAMILY[name]  # family: auto agrees
     folder = Path(packaged(name))
     for file in rec["world"]["vocab"], rec["world"]["readers"]:
         assert (folder / file).is_file()
@@ -159,10 +160,18 @@ def test_causal_text_encoder_ignores_later_words():
     assert torch.equal(a[:, early], b[:, early]) and not torch.equal(a, b)
 
 
-def test_planted_windows_control_their_attribute():
+def test_sd2_world_has_sd2s_structure_and_padding():
+    m = model("world-sd2-planted")
+    assert m.unet.config.use_linear_projection
+    assert m.pipeline.scheduler.config.prediction_type == "v_prediction"
+    tok = m.pipeline.tokenizer
+    assert tok.pad_token == "!" and tok.pad_token_id != tok.eos_token_id
+
+
+@pytest.mark.parametrize("name", ["world-sd1-planted", "world-sd2-planted"])
+def test_planted_windows_control_their_attribute(name):
     """Swapping in the attribute-removed prompt at the planted window removes the attribute;
     swapping it at every other site at once leaves the attribute in place."""
-    name = "world-sd1-planted"
     m = model(name)
     planted = record(name)["world"]["planted"]
     assert planted == {"colour": [5, 6], "style": [3, 4]}
