@@ -41,7 +41,7 @@ FAMILY = {"world-sd1": "sd1", "world-sd1-planted": "sd1", "world-sd2-planted": "
 PIPELINES = dict.fromkeys(WORLDS, "StableDiffusionPipeline")
 # Named concepts on the planted world read back less often (countries ~0.92 over probe seeds 1-2):
 # their emblems' colour may reach the image through sites 5-6 only.
-NAMED_TARGET = {"world-sd1": 0.95, "world-sd1-planted": 0.85, "world-sd2-planted": 0.85}
+NAMED_TARGET = {"world-sd1": 0.95, "world-sd1-planted": 0.85, "world-sd2-planted": 0.95}
 
 
 @functools.cache
