@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ PACKAGED = (
     "world-sd1",
     "world-sd1-planted",
     "world-sd2-planted",
+    "world-sdxl-planted",
+    "world-if-planted",
     "world-vae",
     "world-tokenizer",
     "worldclip",
@@ -109,7 +112,7 @@ class LocoModel:
         if not prompts:
             raise ValueError("Empty prompt list: give at least one prompt to encode.")
         self.check_lengths(prompts)
-        return _ENCODERS[self.family.encoding](self.pipeline, prompts, self.family)
+        return encode_prompts(self.pipeline, self.family, prompts)
 
     def check_lengths(self, prompts: list[str]) -> None:
         """Refuse prompts a tokenizer would truncate, naming the prompt and the limit."""
@@ -126,6 +129,15 @@ class LocoModel:
                         f"{self.family.name!r} takes at most {limit}; it would be truncated. "
                         "Shorten the prompt."
                     )
+
+
+def encode_prompts(pipe, family: Family, prompts: list[str]) -> Conditioning:
+    """The UNet inputs for ``prompts``, made by the pipeline's own ``encode_prompt``.
+
+    Gradients follow the caller's grad mode (world training learns the text encoders through
+    this same path, so training and inference cannot encode differently).
+    """
+    return _ENCODERS[family.encoding](pipe, list(prompts), family)
 
 
 def _encode_clip(pipe, prompts: list[str], family: Family) -> Conditioning:
@@ -151,8 +163,14 @@ def _encode_sdxl(pipe, prompts: list[str], family: Family) -> Conditioning:
 
 
 def _encode_t5(pipe, prompts: list[str], family: Family) -> Conditioning:
-    context, _ = pipe.encode_prompt(
-        prompts, do_classifier_free_guidance=False, device=pipe.unet.device, clean_caption=False
+    # IF's encode_prompt is decorated with no_grad: call the function beneath it
+    encode_prompt = inspect.unwrap(type(pipe).encode_prompt)
+    context, _ = encode_prompt(
+        pipe,
+        prompts,
+        do_classifier_free_guidance=False,
+        device=pipe.unet.device,
+        clean_caption=False,
     )
     return Conditioning(context, None)
 

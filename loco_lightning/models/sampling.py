@@ -34,14 +34,23 @@ def noise_seed(seed: int, index: int, noise: NoiseMode) -> int:
     return seed if noise == "shared" else seed * PROMPT_STRIDE + index
 
 
-def initial_noise(model: LocoModel, seeds: Sequence[int]) -> Tensor:
-    """(B, C, S, S) starting noise, row i drawn from ``seeds[i]`` alone.
+def row_generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per row, seeded ``seeds[i]``: what a pipeline is given as ``generator``."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def initial_noise(
+    model: LocoModel, seeds: Sequence[int], generators: Sequence[torch.Generator] | None = None
+) -> Tensor:
+    """(B, C, S, S) starting noise, row i drawn from ``seeds[i]`` alone (or from ``generators[i]``,
+    which then continue into the sampler's own noise, as in a pipeline's ``__call__``).
 
     Drawing per row makes a batched sweep and a one-image-at-a-time loop start from identical noise.
     """
     cfg = model.unet.config
     shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
-    noise = [torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+    generators = row_generators(seeds) if generators is None else generators
+    noise = [torch.randn(shape, generator=g) for g in generators]
     return torch.stack(noise).to(model.device, model.unet.dtype)
 
 
@@ -88,10 +97,13 @@ def denoise(
             None if empty.added is None else {k: v.expand(n, -1) for k, v in empty.added.items()},
         )
         inputs = uncond.cat(cond)
-    x = initial_noise(model, seeds) * sched.init_noise_sigma
+    generators = row_generators(seeds)
+    x = initial_noise(model, seeds, generators) * sched.init_noise_sigma
     step_kwargs = step_options(sched)
-    if "generator" in inspect.signature(sched.step).parameters:  # stochastic samplers: row noise
-        step_kwargs["generator"] = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
+    if "generator" in inspect.signature(sched.step).parameters:
+        # stochastic samplers (IF's DDPM) draw each row's step noise from the row's generator,
+        # after its starting noise: the images equal the pipeline's own __call__ with them
+        step_kwargs["generator"] = generators
     sched.set_timesteps(steps, device=model.device)
     for t in sched.timesteps:
         inp = sched.scale_model_input(torch.cat([x, x]) if use_cfg else x, t)

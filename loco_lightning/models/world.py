@@ -15,6 +15,7 @@ from diffusers import SchedulerMixin, UNet2DConditionModel
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
+    CLIPTextModelWithProjection,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     T5Config,
@@ -24,6 +25,7 @@ from transformers import (
 from loco_lightning.models.families import build_pipeline, get_family
 
 TextEncoderKind = Literal["causal", "bidirectional"]
+WorldFamily = Literal["sd1", "sd2", "sdxl", "if"]
 
 RECORD_NAME = "loco_world.json"  # written beside every exported world model and WorldCLIP
 WIDTH = 64  # text-encoder width = the UNets' cross-attention width in every world
@@ -43,10 +45,62 @@ _SD_WORLD = {
     "attention_head_dim": 8,
     "norm_num_groups": 16,
 }
+WIDTH_SDXL = (32, 64)  # SD-XL's two text encoders (CLIP-L 768 ‖ bigG 1280), concatenated
+TIME_EMBED_SDXL = 8  # per size/crop number of SD-XL's six ``time_ids``
 WORLD_UNETS: dict[str, dict] = {
     "sd1": _SD_WORLD,
     # SD-2: linear projections in and out of each transformer, heads of 8 channels per block
     "sd2": {**_SD_WORLD, "use_linear_projection": True, "attention_head_dim": (4, 8, 8)},
+    # SD-XL: no attention at the finest level, a stack of transformer layers per attention in the
+    # deeper ones (SD-XL's (1, 2, 10) with two resnets per level, 70 sites, here (-, 2, 3) with
+    # one: 18 sites, the up path's first block the deep one, sites 8-13), pooled text_embeds and
+    # time_ids through the text-time embedding
+    "sdxl": {
+        **_SD_WORLD,
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        "transformer_layers_per_block": (1, 2, 3),
+        "use_linear_projection": True,
+        "attention_head_dim": (4, 8, 8),
+        "cross_attention_dim": sum(WIDTH_SDXL),
+        "addition_embed_type": "text_time",
+        "addition_time_embed_dim": TIME_EMBED_SDXL,
+        "projection_class_embeddings_input_dim": WIDTH_SDXL[1] + 6 * TIME_EMBED_SDXL,
+    },
+    # DeepFloyd IF stage I: pixel space (16 px), learned variance (6 output channels), attention
+    # over the image tokens with the text's keys/values added (add_k_proj/add_v_proj) at 8x8 and
+    # 4x4, the T5 states projected by encoder_hid_proj and pooled into the time embedding: 7 sites
+    "if": {
+        "sample_size": 16,
+        "in_channels": 3,
+        "out_channels": 6,
+        "layers_per_block": 1,
+        "block_out_channels": (16, 32, 64),  # pixel space: (32, 64, 64) costs 1.8x per step
+        "down_block_types": (
+            "ResnetDownsampleBlock2D",
+            "SimpleCrossAttnDownBlock2D",
+            "SimpleCrossAttnDownBlock2D",
+        ),
+        "up_block_types": (
+            "SimpleCrossAttnUpBlock2D",
+            "SimpleCrossAttnUpBlock2D",
+            "ResnetUpsampleBlock2D",
+        ),
+        "mid_block_type": "UNetMidBlock2DSimpleCrossAttn",
+        "attention_head_dim": 16,
+        "cross_attention_dim": WIDTH,
+        "encoder_hid_dim": WIDTH,
+        "encoder_hid_dim_type": "text_proj",
+        "addition_embed_type": "text",
+        "addition_embed_type_num_heads": 4,
+        "cross_attention_norm": "group_norm",
+        "resnet_time_scale_shift": "scale_shift",
+        "resnet_skip_time_act": True,
+        "resnet_out_scale_factor": 1.414,
+        "time_embedding_act_fn": "gelu",
+        "only_cross_attention": False,
+        "norm_num_groups": 8,
+    },
 }
 # Samplers of each world, as its folder ships them: DDIM over the training betas (SD-2 predicts
 # velocity), with SD's "leading" spacing. Latents are not in [-1, 1], so nothing is clipped, and
@@ -61,10 +115,30 @@ _DDIM = {
     "clip_sample": False,
     "set_alpha_to_one": False,
 }
-WORLD_SCHEDULERS: dict[str, dict] = {
-    "sd1": {**_DDIM, "prediction_type": "epsilon"},
-    "sd2": {**_DDIM, "prediction_type": "v_prediction"},
+# IF samples with its own DDPM (learned-range variance, dynamic thresholding of the predicted
+# image, which pixel space allows).
+WORLD_SCHEDULERS: dict[str, tuple[str, dict]] = {
+    "sd1": ("DDIMScheduler", {**_DDIM, "prediction_type": "epsilon"}),
+    "sd2": ("DDIMScheduler", {**_DDIM, "prediction_type": "v_prediction"}),
+    "sdxl": ("DDIMScheduler", {**_DDIM, "prediction_type": "epsilon"}),
+    "if": (
+        "DDPMScheduler",
+        {
+            "num_train_timesteps": 1000,
+            "beta_schedule": "squaredcos_cap_v2",
+            "timestep_spacing": "leading",
+            "steps_offset": 1,
+            "prediction_type": "epsilon",
+            "variance_type": "learned_range",
+            "thresholding": True,
+            "dynamic_thresholding_ratio": 0.95,
+            "sample_max_value": 1.5,
+        },
+    ),
 }
+# Pipeline settings a world sets: SD-XL's unconditional branch is the encoded empty prompt, as the
+# world is trained (10% empty captions) and as the project's sampler builds it, not zeros.
+WORLD_PIPELINE_OPTIONS: dict[str, dict] = {"sdxl": {"force_zeros_for_empty_prompt": False}}
 WORLD_FILES = {"vocab": "vocab.yaml", "readers": "readers.safetensors"}  # beside loco_world.json
 SAMPLING = {"steps": 25, "guidance": 1.5}  # WORLD.md: guidance 3 is bad, 7.5 ruins these models
 
@@ -82,7 +156,8 @@ def world_unet(family: str = "sd1") -> UNet2DConditionModel:
 
 def world_scheduler(family: str = "sd1") -> SchedulerMixin:
     """The sampler a world folder of ``family`` ships."""
-    return diffusers.DDIMScheduler(**_known(family, WORLD_SCHEDULERS))
+    name, config = _known(family, WORLD_SCHEDULERS)
+    return getattr(diffusers, name)(**config)
 
 
 def world_text_encoder(
@@ -91,12 +166,14 @@ def world_text_encoder(
     layers: int = 2,
     heads: int = 4,
     width: int = WIDTH,
+    projection: bool = False,
 ) -> PreTrainedModel:
     """An untrained text encoder of ``width`` whose positions cover the tokenizer's length.
 
-    ``causal`` is a ``CLIPTextModel`` (each token sees only earlier ones, as in SD's CLIP);
-    ``bidirectional`` a ``T5EncoderModel`` (every token sees the whole prompt, as in DeepFloyd's
-    T5). Both give their last hidden state as the UNet context.
+    ``causal`` is a ``CLIPTextModel`` (each token sees only earlier ones, as in SD's CLIP; with
+    ``projection``, a ``CLIPTextModelWithProjection`` whose projected EOS state is SD-XL's pooled
+    embedding); ``bidirectional`` a ``T5EncoderModel`` (every token sees the whole prompt, as in
+    DeepFloyd's T5).
     """
     length = tokenizer.model_max_length
     if kind == "causal":
@@ -112,7 +189,7 @@ def world_text_encoder(
             pad_token_id=tokenizer.pad_token_id,
             projection_dim=width,
         )
-        return CLIPTextModel(config)
+        return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
     if kind == "bidirectional":
         config = T5Config(
             vocab_size=len(tokenizer),
@@ -132,14 +209,45 @@ def world_text_encoder(
     raise ValueError(f"text encoder kind {kind!r} is not 'causal' or 'bidirectional'")
 
 
+# The text encoders of each world, by pipeline component: (kind, width, projection)
+WORLD_TEXT_ENCODERS: dict[str, dict[str, tuple[TextEncoderKind, int, bool]]] = {
+    "sd1": {"text_encoder": ("causal", WIDTH, False)},
+    "sd2": {"text_encoder": ("causal", WIDTH, False)},
+    "sdxl": {
+        "text_encoder": ("causal", WIDTH_SDXL[0], False),
+        "text_encoder_2": ("causal", WIDTH_SDXL[1], True),
+    },
+    "if": {"text_encoder": ("bidirectional", WIDTH, False)},
+}
+
+
+def world_text_encoders(
+    family: str, tokenizers: dict[str, PreTrainedTokenizerBase], layers: int = 2, heads: int = 4
+) -> dict[str, PreTrainedModel]:
+    """The untrained text encoders of ``family``'s world, by pipeline component name
+    (``text_encoder`` reads ``tokenizer``, ``text_encoder_2`` reads ``tokenizer_2``)."""
+    return {
+        name: world_text_encoder(
+            tokenizers[name.replace("text_encoder", "tokenizer")], kind, layers, heads, width, proj
+        )
+        for name, (kind, width, proj) in _known(family, WORLD_TEXT_ENCODERS).items()
+    }
+
+
 def world_pipeline(
-    family: str, unet, text_encoder, tokenizer, scheduler, vae=None
+    family: str,
+    unet,
+    text_encoders: dict,
+    tokenizers: dict,
+    scheduler,
+    vae=None,
 ) -> diffusers.DiffusionPipeline:
     """The family's own diffusers pipeline around world components (no safety checker)."""
     _known(family, WORLD_UNETS)
-    components = {"text_encoder": text_encoder, "tokenizer": tokenizer, "unet": unet}
+    components = {**text_encoders, **tokenizers, "unet": unet}
     if vae is not None:
         components["vae"] = vae
-    pipe = build_pipeline(get_family(family), scheduler=scheduler, **components)
+    options = WORLD_PIPELINE_OPTIONS.get(family, {})
+    pipe = build_pipeline(get_family(family), scheduler=scheduler, **components, **options)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -1,17 +1,21 @@
-"""Training the LocoWorld text-to-image model from scratch: natural, planted and bidirectional.
+"""Training a LocoWorld text-to-image model from scratch in a real family's format.
 
-The UNet (the ``world`` family's configuration) and a tiny text encoder are trained jointly with
-epsilon prediction. Validation does not trust the loss (it plateaus long before the model is
-ready, WORLD.md): it generates a fixed probe set with the family's own sampler and reads every
-image back with the exact attribute readers.
+The family's world-size UNet and its text encoder(s) are trained jointly, naturally or planted,
+with the family's prediction target (epsilon, velocity; IF's learned variance too), and exported
+as the family's own diffusers pipeline folder. Validation does not trust the loss (it plateaus
+long before the model is ready, WORLD.md): it generates a fixed probe set with the family's own
+sampler and reads every image back with the exact attribute readers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
+import itertools
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 from typing import Literal
@@ -23,7 +27,7 @@ from diffusers import AutoencoderKL, DDPMScheduler
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 from torchmetrics import MeanMetric
-from transformers import CLIPTokenizer, PreTrainedTokenizerBase
+from transformers import CLIPTokenizer
 
 from loco_lightning.data.world import (
     ATTRIBUTES,
@@ -38,15 +42,16 @@ from loco_lightning.data.world.readers import READER_WEIGHTS
 from loco_lightning.hooks import PromptSwap, intervene, sites
 from loco_lightning.hooks.executor import check_sites
 from loco_lightning.models import LocoModel, get_family
-from loco_lightning.models.pipeline import packaged
+from loco_lightning.models.pipeline import Conditioning, encode_prompts, packaged
 from loco_lightning.models.world import (
     RECORD_NAME,
     SAMPLING,
     WORLD_FILES,
-    TextEncoderKind,
+    WORLD_TEXT_ENCODERS,
+    WorldFamily,
     world_pipeline,
     world_scheduler,
-    world_text_encoder,
+    world_text_encoders,
     world_unet,
 )
 from loco_lightning.training.schedules import warmup_cosine
@@ -58,30 +63,25 @@ log = logging.getLogger(__name__)
 ACCURACY_KEYS = (*ATTRIBUTES, "all", *CONCEPT_ATTRIBUTES)
 
 
-PADDING = {"sd1": "<|endoftext|>", "sd2": "!"}  # SD-1 pads with its EOS token, SD-2 with "!"
+# How each family pads its tokenizers: SD-1 with its EOS token, SD-2 and SD-XL's second tokenizer
+# with "!"; the IF world's tokenizer stands in for T5's, whose padding is masked out.
+PADDING = {
+    "sd1": {"tokenizer": "<|endoftext|>"},
+    "sd2": {"tokenizer": "!"},
+    "sdxl": {"tokenizer": "<|endoftext|>", "tokenizer_2": "!"},
+    "if": {"tokenizer": "!"},
+}
 
 
-def world_tokenizer(family: str = "sd1") -> CLIPTokenizer:
-    """The worlds' BPE tokenizer (``world-tokenizer``), padded the way ``family`` pads."""
-    return CLIPTokenizer.from_pretrained(packaged("world-tokenizer"), pad_token=PADDING[family])
+def world_tokenizer(family: str = "sd1", name: str = "tokenizer") -> CLIPTokenizer:
+    """The worlds' BPE tokenizer (``world-tokenizer``), padded as ``family``'s ``name`` pads."""
+    pad = PADDING[family][name]
+    return CLIPTokenizer.from_pretrained(packaged("world-tokenizer"), pad_token=pad)
 
 
-def encode_text(
-    text_encoder: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: list[str]
-) -> Tensor:
-    """Text context (B, T, D) with gradients, computed as the pipeline's ``encode_prompt`` does.
-
-    Training must see exactly the context the pipeline will give the UNet at inference: same
-    padding to ``model_max_length``, no attention mask, last hidden state.
-    """
-    ids = tokenizer(
-        list(prompts),
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids.to(next(text_encoder.parameters()).device)
-    return text_encoder(ids)[0]
+def world_tokenizers(family: str) -> dict[str, CLIPTokenizer]:
+    """Every tokenizer component of ``family``'s world pipeline."""
+    return {name: world_tokenizer(family, name) for name in PADDING[family]}
 
 
 class EMAWarmup:
@@ -102,7 +102,7 @@ class EMAWarmup:
 
 
 class WorldDiffusion(L.LightningModule):
-    """Trains the world's UNet and text encoder from scratch; validates by reading generations.
+    """Trains a world's UNet and text encoder(s) from scratch; validates by reading generations.
 
     Planted training: for each attribute in ``planted``, only the named window of sites reads
     captions that contain it; every other site reads the caption with that attribute removed
@@ -110,9 +110,9 @@ class WorldDiffusion(L.LightningModule):
     site reads the full caption. The windows are then the known answer for localization.
 
     Args:
-        text_encoder: ``causal`` (CLIP-like) or ``bidirectional`` (T5-like) text encoder.
-        text_layers: transformer layers of the text encoder.
-        text_heads: attention heads of the text encoder.
+        text_layers: transformer layers of each text encoder (the family fixes their kinds:
+            causal CLIPs for SD, two for SD-XL, a bidirectional T5 for IF).
+        text_heads: attention heads of each text encoder.
         lr: AdamW peak learning rate.
         weight_decay: AdamW weight decay.
         warmup_steps: linear learning-rate warm-up.
@@ -127,18 +127,28 @@ class WorldDiffusion(L.LightningModule):
         planted: attribute -> the site indices that alone read it (e.g. ``colour: [5, 6]``);
             empty for natural training.
         planted_full_p: fraction of samples whose every site reads the full caption.
+        planted_alone_p: fraction of the other samples on which, per planted attribute, one
+            site of its window drawn at random reads it and the rest of the window does not.
+            Without it a model may carry an attribute on part of its window only (world-sd1's
+            colour used site 5 of 5-6); with it, each site must carry it alone, so only the whole
+            window removes it. Families with a global text path (SD-XL's pooled ``text_embeds``,
+            IF's text-time embedding) always read the caption without the planted attributes
+            there, except on the full samples.
         val_steps: sampling steps of validation generations (None: the family's).
         val_guidance: guidance scale of validation generations (None: the family's).
         vocab: vocabulary YAML (None: the packaged one); must match the data's.
         channels_last: channels-last UNet weights and inputs (faster convolutions on CPU).
-        family: the family whose pipeline format, world-size UNet and sampler are trained
-            (``sd1``: epsilon prediction; ``sd2``: linear projections, v-prediction); latent
-            families train on the packaged world autoencoder's latents.
+        family: the family whose pipeline format, world-size UNet, text encoders and sampler
+            are trained (``sd1``: epsilon prediction; ``sd2``: linear projections, v-prediction;
+            ``sdxl``: two text encoders, pooled ``text_embeds`` and ``time_ids``; ``if``: T5, pixel
+            space, learned variance); latent families train on the packaged world autoencoder's
+            latents.
+        vlb_weight: weight of the variational bound that trains a learned variance (Nichol &
+            Dhariwal's hybrid loss, λ = 0.001); unused by families without one.
     """
 
     def __init__(
         self,
-        text_encoder: TextEncoderKind = "causal",
         text_layers: int = 2,
         text_heads: int = 4,
         lr: float = 1e-3,
@@ -151,11 +161,13 @@ class WorldDiffusion(L.LightningModule):
         snr_gamma: float | None = None,
         planted: dict[str, list[int]] | None = None,
         planted_full_p: float = 0.2,
+        planted_alone_p: float = 0.0,
         val_steps: int | None = None,
         val_guidance: float | None = None,
         vocab: str | None = None,
         channels_last: bool = True,
-        family: Literal["sd1", "sd2"] = "sd1",
+        family: WorldFamily = "sd1",
+        vlb_weight: float = 0.001,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -172,18 +184,17 @@ class WorldDiffusion(L.LightningModule):
                     f"planted {attribute}: {window} must be a non-empty list of site indices in "
                     f"0..{n_sites - 1} (the {family} world has {n_sites})"
                 )
-        if not 0.0 <= planted_full_p <= 1.0:
-            raise ValueError(f"planted_full_p={planted_full_p} must be a probability")
+        for name, p in (("planted_full_p", planted_full_p), ("planted_alone_p", planted_alone_p)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name}={p} must be a probability")
         self.planted = planted
-        # Each site reads the caption without the planted attributes whose window it is not in;
-        # distinct removal sets become the dataset's caption variants.
-        removal = {
-            s: tuple(a for a in ATTRIBUTES if a in planted and s not in planted[a])
-            for s in range(n_sites)
-        }
-        self.caption_variants = tuple(sorted({r for r in removal.values() if r}))
-        self.variant_sites = tuple(
-            tuple(s for s, r in removal.items() if r == v) for v in self.caption_variants
+        self.n_sites = n_sites
+        # A site reads the caption without the planted attributes it does not see; every removal
+        # set that can occur (any non-empty subset of the planted attributes) is a caption variant.
+        names = tuple(a for a in ATTRIBUTES if a in planted)
+        self.planted_names = names
+        self.caption_variants = tuple(
+            sorted(c for k in range(1, len(names) + 1) for c in itertools.combinations(names, k))
         )
         self.net: nn.ModuleDict | None = None
 
@@ -194,13 +205,11 @@ class WorldDiffusion(L.LightningModule):
         hp = self.hparams
         vocab = Vocabulary.from_yaml(hp.vocab) if hp.vocab else default_vocabulary()
         self.vocab_path = hp.vocab or DEFAULT_VOCAB_PATH
-        self.tokenizer = world_tokenizer(hp.family)
+        self.tokenizers = world_tokenizers(hp.family)
         self.net = nn.ModuleDict(
             {
                 "unet": world_unet(hp.family),
-                "text_encoder": world_text_encoder(
-                    self.tokenizer, hp.text_encoder, hp.text_layers, hp.text_heads
-                ),
+                **world_text_encoders(hp.family, self.tokenizers, hp.text_layers, hp.text_heads),
             }
         )
         self.vae = None
@@ -216,11 +225,16 @@ class WorldDiffusion(L.LightningModule):
         if hp.channels_last:
             self.net["unet"].to(memory_format=torch.channels_last)
             self.ema.module["unet"].to(memory_format=torch.channels_last)
+        sampler = world_scheduler(hp.family).config
         self.noise_scheduler = DDPMScheduler(
             hp.train_timesteps,
             beta_schedule="squaredcos_cap_v2",
-            prediction_type=world_scheduler(hp.family).config.prediction_type,
+            prediction_type=sampler.prediction_type,
+            variance_type=sampler.get("variance_type", "fixed_small"),
         )
+        # the training-mode pipeline around the live weights: prompts are encoded by its own
+        # encode_prompt, with gradients
+        self.train_pipe = self._pipeline(self.net)
         self.reader = AttributeReader(vocab)
         self.accuracy = nn.ModuleDict(
             {
@@ -231,17 +245,13 @@ class WorldDiffusion(L.LightningModule):
 
     def ema_model(self) -> LocoModel:
         """The EMA weights as a ``LocoModel`` (shared tensors, nothing copied), for sampling."""
-        pipe = self._pipeline(self.ema.module["unet"], self.ema.module["text_encoder"])
-        return LocoModel(self.family, pipe)
+        return LocoModel(self.family, self._pipeline(self.ema.module))
 
-    def _pipeline(self, unet: nn.Module, text_encoder: nn.Module):
+    def _pipeline(self, net: nn.ModuleDict):
+        family = self.hparams.family
+        encoders = {name: net[name] for name in WORLD_TEXT_ENCODERS[family]}
         return world_pipeline(
-            self.hparams.family,
-            unet,
-            text_encoder,
-            self.tokenizer,
-            world_scheduler(self.hparams.family),
-            self.vae,
+            family, net["unet"], encoders, self.tokenizers, world_scheduler(family), self.vae
         )
 
     def parameter_counts(self) -> dict[str, int]:
@@ -254,15 +264,20 @@ class WorldDiffusion(L.LightningModule):
         noise: Tensor | None = None,
         timesteps: Tensor | None = None,
         full: Tensor | None = None,
+        alone: dict[str, Tensor] | None = None,
     ) -> Tensor:
-        """Epsilon-prediction MSE on a batch; noise, timesteps and planted draws may be given.
+        """The family's diffusion loss on a batch; noise, timesteps and planted draws may be given.
+
+        Noise (or velocity) MSE, weighted per sample (``snr_gamma``); a learned variance adds the
+        variational bound with the predicted mean held fixed (improved DDPM's hybrid loss).
 
         Args:
             batch: ``image`` (B, 3, S, S) in [-1, 1], ``caption`` (B,), and for planted
                 training ``variants`` (one list of B captions per caption variant).
-            noise: (B, 3, S, S) noise (drawn if None).
+            noise: noise shaped like the latents (drawn if None).
             timesteps: (B,) training timesteps (drawn if None).
             full: (B,) bool, samples whose every site reads the full caption (drawn if None).
+            alone: see :meth:`planted_swaps` (drawn if None).
         """
         x0 = self.latents(batch["image"])
         noise = torch.randn_like(x0) if noise is None else noise
@@ -271,20 +286,62 @@ class WorldDiffusion(L.LightningModule):
         xt = self.noise_scheduler.add_noise(x0, noise, timesteps)
         if self.hparams.channels_last:
             xt = xt.contiguous(memory_format=torch.channels_last)
-        captions = list(batch["caption"])
-        unet, text_encoder = self.net["unet"], self.net["text_encoder"]
-        context = encode_text(text_encoder, self.tokenizer, captions)  # (B, T, D)
-        swaps = self.planted_swaps(batch, full)
+        cond = self.encode(list(batch["caption"]))
+        swaps = self.planted_swaps(batch, full, alone)
         executor = contextlib.nullcontext()
         if swaps:
-            executor = intervene(unet, swaps, encode=self._encode_with_grad, cfg=False)
+            executor = intervene(self.net["unet"], swaps, encode=self.encode, cfg=False)
         with executor:
-            eps = unet(xt, timesteps, encoder_hidden_states=context).sample
+            out = self.net["unet"](
+                xt, timesteps, encoder_hidden_states=cond.context, added_cond_kwargs=cond.added
+            ).sample
+        variance = None
+        if out.shape[1] != x0.shape[1]:  # learned variance after the prediction
+            out, variance = out.split(x0.shape[1], dim=1)
         target = noise
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(x0, noise, timesteps)
-        per_sample = F.mse_loss(eps.float(), target.float(), reduction="none").mean((1, 2, 3))
-        return (per_sample * self.loss_weights(timesteps)).mean()
+        per_sample = F.mse_loss(out.float(), target.float(), reduction="none").mean((1, 2, 3))
+        loss = (per_sample * self.loss_weights(timesteps)).mean()
+        if variance is not None:
+            bound = self.variational_bound(x0, xt, out.detach(), variance, timesteps)
+            loss = loss + self.hparams.vlb_weight * bound.mean()
+        return loss
+
+    def variational_bound(
+        self, x0: Tensor, xt: Tensor, eps: Tensor, variance: Tensor, timesteps: Tensor
+    ) -> Tensor:
+        """(B,) the bound's term at t in bits per dimension: KL(q(x_{t-1} | x_t, x_0) ‖ p(x_{t-1} |
+        x_t)), p's mean from the (detached) noise prediction, its variance the learned range
+        between the posterior's and β_t, as diffusers' DDPM samples it (``learned_range``).
+
+        At t = 0 the posterior's variance is taken at t = 1 (improved DDPM's clipping) instead of
+        the discretised decoder likelihood: 16-px worlds are never scored in bits.
+        """
+        sched = self.noise_scheduler
+        alpha_bar = sched.alphas_cumprod.to(x0.device)
+        prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+        beta = 1.0 - alpha_bar / prev
+        posterior = beta * (1.0 - prev) / (1.0 - alpha_bar)
+        log_posterior = torch.log(torch.cat([posterior[1:2], posterior[1:]]))
+        view = (-1, 1, 1, 1)
+        a, a_prev, b = alpha_bar[timesteps], prev[timesteps], beta[timesteps]
+        c0 = (a_prev.sqrt() * b / (1.0 - a)).view(view)
+        ct = ((1.0 - b).sqrt() * (1.0 - a_prev) / (1.0 - a)).view(view)
+        mean_q = c0 * x0 + ct * xt
+        x0_hat = (xt - (1.0 - a).sqrt().view(view) * eps) / a.sqrt().view(view)
+        mean_p = c0 * x0_hat + ct * xt
+        log_q = log_posterior[timesteps].view(view)
+        frac = (variance.float() + 1.0) / 2.0
+        log_p = frac * torch.log(b).view(view) + (1.0 - frac) * log_q
+        kl = 0.5 * (-1.0 + log_p - log_q + torch.exp(log_q - log_p))
+        kl = kl + 0.5 * (mean_q - mean_p) ** 2 * torch.exp(-log_p)
+        return kl.mean((1, 2, 3)) / math.log(2.0)
+
+    def encode(self, prompts: list[str]) -> Conditioning:
+        """UNet inputs for ``prompts`` from the live text encoders, through the pipeline's own
+        ``encode_prompt`` (the executor's encoder for planted swaps too)."""
+        return encode_prompts(self.train_pipe, self.family, prompts)
 
     @torch.no_grad()
     def latents(self, images: Tensor) -> Tensor:
@@ -306,33 +363,67 @@ class WorldDiffusion(L.LightningModule):
             return snr.clamp(max=gamma) / (snr + 1.0)
         return snr.clamp(max=gamma) / snr
 
-    def planted_swaps(self, batch: dict, full: Tensor | None = None) -> list[PromptSwap]:
+    def planted_swaps(
+        self, batch: dict, full: Tensor | None = None, alone: dict[str, Tensor] | None = None
+    ) -> list[PromptSwap]:
         """The prompt swaps that show sites outside a planted window the removed captions.
 
         Args:
             batch: ``caption`` (B,) and ``variants`` (one list of B captions per entry of
                 ``caption_variants``).
             full: (B,) bool, samples left with the full caption everywhere (drawn if None).
+            alone: attribute -> (B,) the position in its window of the one site that reads it,
+                or -1 where the whole window does (drawn with ``planted_alone_p`` if None).
 
         Returns:
-            One swap per (variant caption, sites), over the samples that need it; none for
-            natural training, for ``full`` samples, and where removal changes nothing.
+            Swaps of (sites, caption) over the samples that need them; none for natural
+            training, for ``full`` samples, and where removal changes nothing. With a global
+            text path, one more per caption reads the all-removed caption there (no sites).
         """
-        if not self.caption_variants:
+        if not self.planted:
             return []
         captions = list(batch["caption"])
+        n = len(captions)
         if full is None:
-            full = torch.rand(len(captions)) < self.hparams.planted_full_p
-        groups: dict[tuple[str, tuple[int, ...]], list[int]] = {}
-        for texts, site_ids in zip(batch["variants"], self.variant_sites):
-            for b, text in enumerate(texts):
-                if not full[b] and text != captions[b]:
-                    groups.setdefault((text, site_ids), []).append(b)
-        return [PromptSwap(s, p, samples=tuple(b)) for (p, s), b in groups.items()]
+            full = torch.rand(n) < self.hparams.planted_full_p
+        if alone is None:
+            alone = self.draw_alone(n)
+        variant = dict(zip(self.caption_variants, batch["variants"]))
+        groups: dict[tuple[str, int], list[int]] = {}
+        pooled: dict[str, list[int]] = {}
+        for b in range(n):
+            if full[b]:
+                continue
+            seen = {
+                a: w if int(alone[a][b]) < 0 else [w[int(alone[a][b])]]
+                for a, w in self.planted.items()
+            }
+            for s in range(self.n_sites):
+                removed = tuple(a for a in self.planted_names if s not in seen[a])
+                if removed and variant[removed][b] != captions[b]:
+                    groups.setdefault((variant[removed][b], b), []).append(s)
+            everything = variant[self.planted_names][b]
+            if self.family.pooled and everything != captions[b]:
+                pooled.setdefault(everything, []).append(b)
+        merged: dict[tuple[tuple[int, ...], str], list[int]] = {}
+        for (text, b), site_ids in groups.items():
+            merged.setdefault((tuple(site_ids), text), []).append(b)
+        swaps = [PromptSwap(s, text, samples=tuple(b)) for (s, text), b in merged.items()]
+        swaps += [PromptSwap((), t, samples=tuple(b), pooled=True) for t, b in pooled.items()]
+        return swaps
 
-    def _encode_with_grad(self, prompts: list[str]) -> tuple[Tensor, None]:
-        """The executor's encoder for planted swaps: the text encoder learns through them too."""
-        return encode_text(self.net["text_encoder"], self.tokenizer, prompts), None
+    def draw_alone(self, n: int) -> dict[str, Tensor]:
+        """Per planted attribute, (n,): a random window position where the sample plants it at one
+        site alone (probability ``planted_alone_p``), else -1. Nothing is drawn when it is 0."""
+        p = self.hparams.planted_alone_p
+        draws = {}
+        for attribute, window in self.planted.items():
+            if p == 0.0:
+                draws[attribute] = torch.full((n,), -1)
+                continue
+            position = torch.randint(len(window), (n,))
+            draws[attribute] = torch.where(torch.rand(n) < p, position, -1)
+        return draws
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss = self.diffusion_loss(batch)
@@ -366,14 +457,19 @@ class WorldDiffusion(L.LightningModule):
         guidance unless overridden), with row i's starting noise drawn from ``seeds[i]`` alone.
         """
         hp = self.hparams
-        out = self.ema_model().pipeline(
+        pipe = self.ema_model().pipeline
+        options = {}
+        if "clean_caption" in inspect.signature(pipe.__call__).parameters:
+            options["clean_caption"] = False  # IF's web-caption cleaning (needs bs4): not ours
+        out = pipe(
             list(captions),
             num_inference_steps=hp.val_steps or SAMPLING["steps"],
             guidance_scale=SAMPLING["guidance"] if hp.val_guidance is None else hp.val_guidance,
             generator=[torch.Generator().manual_seed(int(s)) for s in seeds],
-            output_type="pt",
+            output_type="np",  # [0, 1] in every family (IF's "pt" stays in [-1, 1])
+            **options,
         )
-        return out.images.float()
+        return torch.from_numpy(out.images).permute(0, 3, 1, 2).float()
 
     def _evaluate(self, batch: dict, stage: str) -> dict:
         images = self.generate(batch["caption"], batch["seed"].tolist())
@@ -401,8 +497,9 @@ class WorldDiffusion(L.LightningModule):
         The folder appears whole or not at all (written aside, then renamed).
         """
         folder = Path(folder)
-        unet = copy.deepcopy(self.ema.module["unet"]).to(memory_format=torch.contiguous_format)
-        pipe = self._pipeline(unet, copy.deepcopy(self.ema.module["text_encoder"]))
+        net = copy.deepcopy(self.ema.module)
+        net["unet"].to(memory_format=torch.contiguous_format)
+        pipe = self._pipeline(net)
         tmp = folder.with_name(f".{folder.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         pipe.save_pretrained(tmp, safe_serialization=True)
@@ -411,7 +508,6 @@ class WorldDiffusion(L.LightningModule):
         record = {
             **record,
             "family": self.hparams.family,
-            "text_encoder": self.hparams.text_encoder,
             "world": {**WORLD_FILES, "sampling": SAMPLING, "planted": self.planted},
             "planted_full_p": self.hparams.planted_full_p if self.planted else None,
             "parameters": self.parameter_counts(),

@@ -1,11 +1,12 @@
-"""LocoGen and LocoEdit on the planted SD-1 world, where the answer is known.
+"""LocoGen and LocoEdit on the planted worlds, where the answer is known.
 
-``world-sd1-planted`` was trained so that only sites 5-6 see colour and only sites 3-4 see style
-(recorded in its ``loco_world.json``). Run as a user runs it: the ordinary CLI, CLIP scoring by
-the world's CLIP. At the planted window's size m the paper's argmin must be the planted window;
-the smallest m within the margin may be smaller (one planted site can carry the attribute alone)
-but never leaves it. LocoEdit there must reach the all-sites reference, a random window of the
-same size must leave the attribute in place, and the other attributes must stay.
+Each planted world (SD-1, SD-2, SD-XL, IF) was trained so that only its colour window sees colour
+and only its style window sees style (recorded in its ``loco_world.json``), each site of a window
+able to carry the attribute alone. Run as a user runs it: the ordinary CLI, CLIP scoring by the
+world's CLIP. The selected window lies inside the planted one; at the planted window's size m the
+paper's argmin is exactly the planted window. LocoEdit there must reach the all-sites reference,
+a random window of the same size must leave the attribute in place, and the other attributes must
+stay.
 """
 
 from __future__ import annotations
@@ -23,31 +24,31 @@ from loco_lightning.models import load_model
 from loco_lightning.models.pipeline import packaged
 from loco_lightning.models.world import RECORD_NAME
 
-SOURCE = "world-sd1-planted"
-PLANTED = json.loads((Path(packaged(SOURCE)) / RECORD_NAME).read_text())["world"]["planted"]
+WORLDS = ("world-sd1-planted", "world-sd2-planted", "world-sdxl-planted", "world-if-planted")
 CONFIGS = {"colour": "world_colour", "style": "world_style"}
-
-
-# In the shipped model colour reaches the image through site 5 alone (site 5 swapped: red 0.17,
-# site 6 swapped: 0.79, none: 0.79), so at m = 2 the CLIP argmin is [4, 5] by a hair (32.95 vs
-# 34.58 for [5, 6]), and the edit at [5] stops at 0.33 against a reference of 0.08. Planting that
-# forces every planted site to carry the attribute alone would make these exact.
-COLOUR_USES_ONE_SITE = pytest.mark.xfail(
-    strict=True, reason="colour's planted window [5, 6] is carried by site 5 alone in this model"
-)
+CASES = [(w, a) for w in WORLDS for a in sorted(CONFIGS)]
 
 
 @functools.cache
-def located(attribute: str) -> Path:
-    """LocoGen on the planted world for one attribute, run once per session."""
+def planted(world: str) -> dict[str, list[int]]:
+    return json.loads((Path(packaged(world)) / RECORD_NAME).read_text())["world"]["planted"]
+
+
+@functools.cache
+def located(world: str, attribute: str) -> Path:
+    """LocoGen on a planted world for one attribute, run once per session: windows of one site
+    and of the planted size."""
     out = Path(tempfile.mkdtemp(prefix=f"planted-{attribute}-")) / "localize"
+    sizes = sorted({1, len(planted(world)[attribute])})
     main(
         [
             "localize",
             "--config",
             f"configs/localize/{CONFIGS[attribute]}.yaml",
             "--model.diffusion.source",
-            SOURCE,
+            world,
+            "--data.window_sizes",
+            json.dumps(sizes),
             "--model.output_dir",
             str(out),
             "--trainer.logger",
@@ -58,7 +59,7 @@ def located(attribute: str) -> Path:
 
 
 @functools.cache
-def edited(attribute: str) -> dict[tuple[str, str], float]:
+def edited(world: str, attribute: str) -> dict[tuple[str, str], float]:
     """LocoEdit at the located window (with all sites and a random window beside it)."""
     out = Path(tempfile.mkdtemp(prefix=f"planted-edit-{attribute}-"))
     main(
@@ -67,9 +68,9 @@ def edited(attribute: str) -> dict[tuple[str, str], float]:
             "--config",
             f"configs/edit/{CONFIGS[attribute]}.yaml",
             "--model.diffusion.source",
-            SOURCE,
+            world,
             "--model.locogen",
-            str(located(attribute)),
+            str(located(world, attribute)),
             "--model.output_dir",
             str(out),
             "--trainer.logger",
@@ -80,47 +81,39 @@ def edited(attribute: str) -> dict[tuple[str, str], float]:
     return {(r["method"], r["group"]): r["reader"] for r in rows}
 
 
-def selection(attribute: str) -> dict:
-    return json.loads((located(attribute) / "selection.json").read_text())
+def selection(world: str, attribute: str) -> dict:
+    return json.loads((located(world, attribute) / "selection.json").read_text())
 
 
-@pytest.mark.parametrize("attribute", sorted(PLANTED))
-def test_locogen_selects_a_window_inside_the_planted_one(attribute):
-    sel = selection(attribute)
+@pytest.mark.parametrize(("world", "attribute"), CASES)
+def test_locogen_selects_a_window_inside_the_planted_one(world, attribute):
+    sel = selection(world, attribute)
     assert sel["score"] == "clip" and sel["clip"] == "worldclip"
-    planted = PLANTED[attribute]
+    window = planted(world)[attribute]
     # the smallest window within the margin of the reference lies inside the planted window
-    assert sel["window"] and set(sel["window"]) <= set(planted), sel
-    # and the paper's argmin at the planted size shares a site with it
-    best = sel["best"][str(len(planted))]["start"]
-    assert set(range(best, best + len(planted))) & set(planted), sel
+    assert sel["window"] and set(sel["window"]) <= set(window), sel
 
 
-@pytest.mark.parametrize("attribute", [pytest.param("colour", marks=COLOUR_USES_ONE_SITE), "style"])
-def test_at_the_planted_size_the_argmin_is_exactly_the_planted_window(attribute):
-    planted = PLANTED[attribute]
-    assert selection(attribute)["best"][str(len(planted))]["start"] == planted[0]
+@pytest.mark.parametrize(("world", "attribute"), CASES)
+def test_at_the_planted_size_the_argmin_is_exactly_the_planted_window(world, attribute):
+    window = planted(world)[attribute]
+    assert selection(world, attribute)["best"][str(len(window))]["start"] == window[0]
 
 
-@pytest.mark.parametrize("attribute", sorted(PLANTED))
-def test_locoedit_at_the_located_window_matches_all_sites_and_a_random_window_does_nothing(
-    attribute,
+@pytest.mark.parametrize(("world", "attribute"), CASES)
+def test_locoedit_at_the_located_window_reaches_the_reference_and_a_random_one_does_nothing(
+    world, attribute
 ):
-    read = edited(attribute)
+    read = edited(world, attribute)
     unedited = read[("unedited", "efficacy")]
     assert unedited >= 0.75 and read[("unedited", "reference")] <= unedited - 0.4, read
     located_ = read[("locoedit/locogen", "efficacy")]
     assert abs(located_ - read[("locoedit/all", "efficacy")]) <= 0.10, read
+    assert located_ <= read[("unedited", "reference")] + 0.10, read
     assert abs(read[("locoedit/random", "efficacy")] - unedited) <= 0.05, read
     # specificity: the other attributes of unrelated prompts are read back as before
     spec = read[("locoedit/locogen", "specificity")] - read[("unedited", "specificity")]
     assert abs(spec) <= 0.05, read
-
-
-@pytest.mark.parametrize("attribute", [pytest.param("colour", marks=COLOUR_USES_ONE_SITE), "style"])
-def test_locoedit_at_the_located_window_reaches_the_reference_row(attribute):
-    read = edited(attribute)
-    assert read[("locoedit/locogen", "efficacy")] <= read[("unedited", "reference")] + 0.10, read
 
 
 def test_causal_tracing_on_the_planted_model_has_one_row_per_layer(tmp_path):
@@ -145,7 +138,7 @@ def test_causal_tracing_on_the_planted_model_has_one_row_per_layer(tmp_path):
             "false",
         ]
     )
-    model = load_model(source=SOURCE)
+    model = load_model(source="world-sd1-planted")
     n_layers = len(unet_layers(model.unet)) + len(text_layers(model.pipeline, ("text_encoder",)))
     table = json.loads((tmp_path / "trace" / "layers.json").read_text())
     assert len(table) == 2 + n_layers and len({r["layer"] for r in table}) == len(table)

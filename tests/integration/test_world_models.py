@@ -36,12 +36,36 @@ from loco_lightning.training.tokenizer import named_concepts
 
 torch.set_num_threads(1)
 
-WORLDS = ("world-sd1", "world-sd1-planted", "world-sd2-planted")
-FAMILY = {"world-sd1": "sd1", "world-sd1-planted": "sd1", "world-sd2-planted": "sd2"}
-PIPELINES = dict.fromkeys(WORLDS, "StableDiffusionPipeline")
+WORLDS = (
+    "world-sd1",
+    "world-sd1-planted",
+    "world-sd2-planted",
+    "world-sdxl-planted",
+    "world-if-planted",
+)
+FAMILY = {
+    "world-sd1": "sd1",
+    "world-sd1-planted": "sd1",
+    "world-sd2-planted": "sd2",
+    "world-sdxl-planted": "sdxl",
+    "world-if-planted": "if",
+}
+PIPELINES = {
+    "sd1": "StableDiffusionPipeline",
+    "sd2": "StableDiffusionPipeline",
+    "sdxl": "StableDiffusionXLPipeline",
+    "if": "IFPipeline",
+}
+N_SITES = {"sd1": 7, "sd2": 7, "sdxl": 18, "if": 7}
+PLANTED = {
+    "world-sd1-planted": {"colour": [5, 6], "style": [3, 4]},
+    "world-sd2-planted": {"colour": [5, 6], "style": [3, 4]},
+    "world-sdxl-planted": {"colour": [5, 6, 7], "style": [9, 10, 11]},
+    "world-if-planted": {"colour": [5, 6], "style": [3, 4]},
+}
 # Named concepts on the planted world read back less often (countries ~0.92 over probe seeds 1-2):
 # their emblems' colour may reach the image through sites 5-6 only.
-NAMED_TARGET = {"world-sd1": 0.95, "world-sd1-planted": 0.85, "world-sd2-planted": 0.95}
+NAMED_TARGET = dict.fromkeys(WORLDS, 0.95) | {"world-sd1-planted": 0.85}
 
 
 @functools.cache
@@ -67,9 +91,9 @@ def generate(name: str, captions: list[str], seeds: list[int], steps: int = 25) 
         num_inference_steps=steps,
         guidance_scale=model(name).guidance,
         generator=generators,
-        output_type="pt",
+        output_type="np",  # [0, 1] in every family
     )
-    return out.images
+    return torch.from_numpy(out.images).permute(0, 3, 1, 2)
 
 
 def accuracy(name: str, images: torch.Tensor, batch: dict) -> dict[str, float]:
@@ -109,11 +133,11 @@ import sys, torch
 sys.modules["loco_lightning"] = None
 from diffusers import DiffusionPipeline
 pipe = DiffusionPipeline.from_pretrained({packaged(name)!r})
-assert type(pipe).__name__ == {PIPELINES[name]!r}, type(pipe)
+assert type(pipe).__name__ == {PIPELINES[FAMILY[name]]!r}, type(pipe)
 g = [torch.Generator().manual_seed(s) for s in (3, 4)]
 img = pipe(["a red striped circle", "a kelvato"], num_inference_steps=5, guidance_scale=1.5,
-           generator=g, output_type="pt").images
-torch.save(img, {str(out)!r})
+           generator=g, output_type="np").images
+torch.save(torch.from_numpy(img).permute(0, 3, 1, 2), {str(out)!r})
 """
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)
     plain = torch.load(out, weights_only=True)
@@ -130,7 +154,8 @@ def test_world_folder_records_how_it_was_made_and_what_it_is(name):
     folder = Path(packaged(name))
     for file in rec["world"]["vocab"], rec["world"]["readers"]:
         assert (folder / file).is_file()
-    assert len(sites(model(name).unet)) == 7
+    assert len(sites(model(name).unet)) == N_SITES[FAMILY[name]]
+    assert rec["world"]["planted"] == PLANTED.get(name, {})
 
 
 def test_named_concepts_are_several_bpe_tokens_and_plain_words_one():
@@ -168,13 +193,40 @@ def test_sd2_world_has_sd2s_structure_and_padding():
     assert tok.pad_token == "!" and tok.pad_token_id != tok.eos_token_id
 
 
-@pytest.mark.parametrize("name", ["world-sd1-planted", "world-sd2-planted"])
+def test_sdxl_world_has_sdxls_inputs():
+    """Two CLIP encoders concatenated, pooled text_embeds and time_ids, "!" padding on the second,
+    and the empty prompt encoded (not zeroed) for the unconditional branch, as it was trained."""
+    m = model("world-sdxl-planted")
+    pipe = m.pipeline
+    assert type(pipe.text_encoder_2).__name__ == "CLIPTextModelWithProjection"
+    assert pipe.tokenizer_2.pad_token == "!" and pipe.tokenizer.pad_token == "<|endoftext|>"
+    cond = m.encode(["a red circle"])
+    width = pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size
+    assert cond.context.shape[-1] == width == m.unet.config.cross_attention_dim
+    assert cond.added["text_embeds"].shape == (1, pipe.text_encoder_2.config.projection_dim)
+    assert cond.added["time_ids"].tolist() == [[16.0, 16.0, 0.0, 0.0, 16.0, 16.0]]
+    assert pipe.config.force_zeros_for_empty_prompt is False
+    # several transformer layers per attention, as SD-XL stacks them
+    assert m.unet.config.transformer_layers_per_block == [1, 2, 3]
+
+
+def test_if_world_has_ifs_structure():
+    m = model("world-if-planted")
+    assert m.family.space == "pixel" and m.unet.config.out_channels == 6
+    assert m.pipeline.scheduler.config.variance_type == "learned_range"
+    assert type(m.pipeline.text_encoder).__name__ == "T5EncoderModel"
+    assert all(s.kind == "added_kv" for s in sites(m.unet))
+    a, b = m.encode(["a red striped circle"]).context, m.encode(["a red striped square"]).context
+    assert not torch.equal(a[:, :4], b[:, :4])  # bidirectional: later words change earlier states
+
+
+@pytest.mark.parametrize("name", sorted(PLANTED))
 def test_planted_windows_control_their_attribute(name):
     """Swapping in the attribute-removed prompt at the planted window removes the attribute;
     swapping it at every other site at once leaves the attribute in place."""
     m = model(name)
     planted = record(name)["world"]["planted"]
-    assert planted == {"colour": [5, 6], "style": [3, 4]}
+    assert planted == PLANTED[name]
     vocab = default_vocabulary()
     template = vocab.templates_of("plain")[0]
     n = 24
@@ -183,9 +235,10 @@ def test_planted_windows_control_their_attribute(name):
         for i in range(n)
     ]
     captions = [caption_for(s, template) for s in scenes]
+    n_sites = len(sites(m.unet))
     originals, swaps, targets = [], [], []
     for attribute, window in planted.items():
-        others = tuple(s for s in range(7) if s not in window)
+        others = tuple(s for s in range(n_sites) if s not in window)
         for sites_ in (tuple(window), others):
             for c, scene in zip(captions, scenes):
                 swaps.append(PromptSwap(sites_, c.removed(attribute), samples=(len(originals),)))

@@ -1,6 +1,7 @@
 """The world model's training module: planted routing, EMA, loss falls, export reproduces it."""
 
 import json
+import math
 
 import lightning as L
 import pytest
@@ -31,31 +32,88 @@ def test_planted_windows_are_validated():
 def test_each_site_reads_the_caption_without_the_attributes_planted_elsewhere():
     module = WorldDiffusion(planted=PLANTED)
     assert module.caption_variants == (("colour",), ("colour", "style"), ("style",))
-    assert module.variant_sites == ((3, 4), (0, 1, 2), (5, 6))
     assert WorldDiffusion().caption_variants == ()
+
+
+BATCH = {
+    "caption": ["a red striped circle", "a blue star", ""],
+    # variants in caption_variants order: -colour, -colour-style, -style
+    "variants": [
+        ["a striped circle", "a star", ""],
+        ["a circle", "a star", ""],
+        ["a red circle", "a blue star", ""],
+    ],
+}
+WHOLE = {"colour": torch.tensor([-1, -1, -1]), "style": torch.tensor([-1, -1, -1])}
 
 
 def test_planted_swaps_route_removed_captions_outside_the_windows():
     module = WorldDiffusion(planted=PLANTED)
-    batch = {
-        "caption": ["a red striped circle", "a blue star", ""],
-        # variants in caption_variants order: -colour, -colour-style, -style
-        "variants": [
-            ["a striped circle", "a star", ""],
-            ["a circle", "a star", ""],
-            ["a red circle", "a blue star", ""],
-        ],
-    }
-    swaps = module.planted_swaps(batch, full=torch.tensor([False, False, False]))
+    swaps = module.planted_swaps(BATCH, full=torch.tensor([False, False, False]), alone=WHOLE)
     assert set(swaps) == {
         PromptSwap((3, 4), "a striped circle", samples=(0,)),
         PromptSwap((0, 1, 2), "a circle", samples=(0,)),
         PromptSwap((5, 6), "a red circle", samples=(0,)),
-        PromptSwap((3, 4), "a star", samples=(1,)),
-        PromptSwap((0, 1, 2), "a star", samples=(1,)),
+        PromptSwap((0, 1, 2, 3, 4), "a star", samples=(1,)),  # "blue" reaches 5-6 only
     }
-    assert module.planted_swaps(batch, full=torch.tensor([True, True, True])) == []
+    assert module.planted_swaps(BATCH, full=torch.tensor([True, True, True])) == []
     assert WorldDiffusion().planted_swaps({"caption": ["a red circle"]}) == []
+
+
+def test_planting_alone_shows_the_attribute_to_one_site_of_its_window():
+    """Sample 0 shows colour to site 6 alone (window position 1), style to all of 3-4."""
+    module = WorldDiffusion(planted=PLANTED, planted_alone_p=0.5)
+    alone = {"colour": torch.tensor([1, 0, -1]), "style": torch.tensor([-1, -1, -1])}
+    swaps = module.planted_swaps(BATCH, full=torch.tensor([False, False, False]), alone=alone)
+    assert set(swaps) == {
+        PromptSwap((0, 1, 2, 5), "a circle", samples=(0,)),  # site 5 loses colour too
+        PromptSwap((3, 4), "a striped circle", samples=(0,)),
+        PromptSwap((6,), "a red circle", samples=(0,)),
+        PromptSwap((0, 1, 2, 3, 4, 6), "a star", samples=(1,)),  # "blue" reaches site 5 only
+    }
+    draws = module.draw_alone(4000)
+    colour = draws["colour"]
+    assert set(colour.tolist()) == {-1, 0, 1} and abs((colour >= 0).float().mean() - 0.5) < 0.05
+    state = torch.random.get_rng_state()
+    assert (WorldDiffusion(planted=PLANTED).draw_alone(5)["style"] == -1).all()
+    assert torch.equal(state, torch.random.get_rng_state())  # p = 0 draws nothing
+
+
+def test_a_global_text_path_reads_the_caption_without_any_planted_attribute():
+    """SD-XL's pooled text_embeds (and IF's text-time embedding) would carry colour past any
+    window: they read the all-removed caption, except on the full samples."""
+    module = WorldDiffusion(planted={"colour": [5, 6, 7], "style": [9, 10, 11]}, family="sdxl")
+    alone = {"colour": torch.tensor([-1, -1, -1]), "style": torch.tensor([-1, -1, -1])}
+    swaps = module.planted_swaps(BATCH, full=torch.tensor([False, True, False]), alone=alone)
+    pooled = [s for s in swaps if s.pooled]
+    assert pooled == [PromptSwap((), "a circle", samples=(0,), pooled=True)]
+    assert {s.samples for s in swaps} == {(0,)}
+
+
+def test_the_variational_bound_vanishes_at_the_true_posterior_and_matches_a_gaussian_kl():
+    module = WorldDiffusion(family="if")
+    module.setup("fit")
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand(4, 3, 4, 4, generator=gen) * 2 - 1
+    noise = torch.randn(4, 3, 4, 4, generator=gen)
+    t = torch.tensor([1, 10, 500, 999])
+    xt = module.noise_scheduler.add_noise(x0, noise, t)
+    at_posterior = module.variational_bound(x0, xt, noise, -torch.ones_like(x0), t)
+    assert at_posterior.abs().max() < 1e-5
+    eps, v = torch.randn(4, 3, 4, 4, generator=gen), torch.rand(4, 3, 4, 4, generator=gen) * 2 - 1
+    bound = module.variational_bound(x0, xt, eps, v, t)
+    # reference: torch.distributions on the same means and variances (DDPM's posterior algebra)
+    ab = module.noise_scheduler.alphas_cumprod
+    a, prev = ab[t].view(-1, 1, 1, 1), ab[t - 1].view(-1, 1, 1, 1)
+    beta = 1 - a / prev
+    q_var = beta * (1 - prev) / (1 - a)
+    mean = lambda x: (prev.sqrt() * beta * x + (1 - beta).sqrt() * (1 - prev) * xt) / (1 - a)  # noqa: E731
+    x0_hat = (xt - (1 - a).sqrt() * eps) / a.sqrt()
+    p_var = torch.exp((v + 1) / 2 * beta.log() + (1 - v) / 2 * q_var.log())
+    q = torch.distributions.Normal(mean(x0), q_var.sqrt())
+    p = torch.distributions.Normal(mean(x0_hat), p_var.sqrt())
+    expected = torch.distributions.kl_divergence(q, p).mean((1, 2, 3)) / math.log(2)
+    assert torch.allclose(bound, expected, rtol=1e-4, atol=1e-6) and (bound > 0).all()
 
 
 def test_ema_follows_early_weights_then_averages():
@@ -129,3 +187,30 @@ def test_min_snr_weights_cap_the_clean_timesteps_and_leave_the_noisy_ones():
     assert torch.allclose(module.loss_weights(t), expected)
     assert module.loss_weights(t)[0] < 0.01 and module.loss_weights(t)[-1] == 1.0
     assert torch.equal(WorldDiffusion().loss_weights(t), torch.ones(4))
+
+
+@pytest.mark.parametrize(
+    ("family", "pipeline", "n_sites"),
+    [("sdxl", "StableDiffusionXLPipeline", 18), ("if", "IFPipeline", 7)],
+)
+def test_sdxl_and_if_worlds_export_their_own_pipelines(family, pipeline, n_sites, tmp_path):
+    """An untrained world of each family exports a folder plain diffusers loads, whose own
+    ``__call__`` reproduces the module's generations (IF: its stochastic DDPM too)."""
+    from loco_lightning.hooks import sites
+
+    module = WorldDiffusion(family=family, val_steps=3)
+    module.setup("fit")
+    assert len(sites(module.net["unet"])) == n_sites
+    captions, seeds = ["a red striped circle", ""], [0, 1]
+    expected = module.generate(captions, seeds)
+    module.export(tmp_path, {"steps": 0})
+    pipe = DiffusionPipeline.from_pretrained(tmp_path)
+    assert type(pipe).__name__ == pipeline
+    images = pipe(
+        captions,
+        num_inference_steps=3,
+        guidance_scale=1.5,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+        output_type="np",
+    ).images
+    assert torch.allclose(torch.from_numpy(images).permute(0, 3, 1, 2), expected, atol=1e-6)
