@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 from lightning.pytorch.utilities import rank_zero_info
+from matplotlib.figure import Figure
 
 from loco_lightning.baselines.plots import efficacy_specificity, time_to_edit
 from loco_lightning.baselines.quickfix import CLIP_LAYER0_OUT, QuickFixParams, timed_quickfix
@@ -106,7 +106,7 @@ class CompareModule(ClosedFormEditModule):
                 f"{metadata.get('steps', '?')} steps, {metadata.get('seconds', float('nan')):.1f} s"
             )
 
-    def figures(self) -> dict[str, plt.Figure]:
+    def figures(self) -> dict[str, Figure]:
         """The comparison's figures, by file name."""
         if not self.table:
             return {}

@@ -5,9 +5,7 @@ from __future__ import annotations
 import math
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 
 def _score(table: list[dict]) -> str:
@@ -15,17 +13,18 @@ def _score(table: list[dict]) -> str:
     return "reader" if any("reader" in r for r in table) else "clip"
 
 
-def efficacy_specificity(table: list[dict]) -> plt.Figure:
+def efficacy_specificity(table: list[dict]) -> Figure:
     """Each method's concept score on efficacy (filled) and generality (hollow) prompts against
     its score on specificity prompts: a good edit sits low (concept gone) and right (the rest
     kept). The unedited model's reference row, the model's prior, is the dashed line."""
     score = _score(table)
     rows = {(r["method"], r["group"]): r for r in table}
     methods = list(dict.fromkeys(r["method"] for r in table))
-    fig, ax = plt.subplots(figsize=(5.2, 4))
+    fig = Figure(figsize=(5.2, 4))
+    ax = fig.subplots()
     for i, method in enumerate(methods):
         spec = rows.get((method, "specificity"), {}).get(score, math.nan)
-        colour = plt.cm.tab10(i % 10)
+        colour = matplotlib.colormaps["tab10"](i % 10)
         for group, face in (("efficacy", colour), ("generality", "none")):
             value = rows.get((method, group), {}).get(score, math.nan)
             ax.scatter(spec, value, s=60, facecolors=face, edgecolors=colour, zorder=3)
@@ -49,13 +48,14 @@ def efficacy_specificity(table: list[dict]) -> plt.Figure:
     return fig
 
 
-def time_to_edit(table: list[dict]) -> plt.Figure:
+def time_to_edit(table: list[dict]) -> Figure:
     """Seconds to make each edit (log scale): closed forms against fine-tuning."""
     seconds = {}
     for r in table:
         if not math.isnan(r.get("seconds_to_edit", math.nan)):
             seconds[r["method"]] = r["seconds_to_edit"]
-    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(seconds) + 1.5), 3.2))
+    fig = Figure(figsize=(max(4, 0.9 * len(seconds) + 1.5), 3.2))
+    ax = fig.subplots()
     bars = ax.bar(range(len(seconds)), list(seconds.values()), color="tab:blue")
     ax.set_xticks(range(len(seconds)), list(seconds), rotation=20, fontsize=7)
     ax.bar_label(bars, [f"{s:.3g} s" for s in seconds.values()], fontsize=7)

@@ -37,7 +37,7 @@ def _encode_bank(unet, prompts: list[str], encode: Encoder | None) -> tuple[Tens
     if encode is None:
         raise ValueError(
             f"Prompt swaps to {prompts!r} need an encoder: pass encode=... to intervene() "
-            "(loco_lightning.models.encoder_for(pipeline) builds one)."
+            "(a LocoModel's encode does: intervene(model.unet, specs, encode=model.encode))."
         )
     context, added = encode(prompts)
     width = context_width(unet)

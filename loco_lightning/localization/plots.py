@@ -5,19 +5,18 @@ from __future__ import annotations
 import math
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 
-def heatmap(table: list[dict], n_sites: int, value: str, title: str) -> plt.Figure:
+def heatmap(table: list[dict], n_sites: int, value: str, title: str) -> Figure:
     """Window start (x) by window size m (y), coloured by the mean ``value`` score."""
     sizes = sorted({r["m"] for r in table if 0 < r["m"] < n_sites})
     grid = [[math.nan] * n_sites for _ in sizes]
     for r in table:
         if r["m"] in sizes and f"{value}_mean" in r:
             grid[sizes.index(r["m"])][r["start"]] = r[f"{value}_mean"]
-    fig, ax = plt.subplots(figsize=(max(4, 0.45 * n_sites + 2), 0.5 * len(sizes) + 1.6))
+    fig = Figure(figsize=(max(4, 0.45 * n_sites + 2), 0.5 * len(sizes) + 1.6))
+    ax = fig.subplots()
     image = ax.imshow(grid, aspect="auto", cmap="viridis")
     ax.set_xticks(range(n_sites))
     ax.set_yticks(range(len(sizes)), [f"m={m}" for m in sizes])
@@ -32,12 +31,13 @@ def heatmap(table: list[dict], n_sites: int, value: str, title: str) -> plt.Figu
     return fig
 
 
-def layer_bars(table: list[dict], value: str, title: str) -> plt.Figure:
+def layer_bars(table: list[dict], value: str, title: str) -> Figure:
     """One bar per layer (execution order), coloured by layer kind."""
     kinds = sorted({r["kind"] for r in table})
-    colours = {k: plt.cm.tab10(i) for i, k in enumerate(kinds)}
+    colours = {k: matplotlib.colormaps["tab10"](i) for i, k in enumerate(kinds)}
     rows = [r for r in table if f"{value}_mean" in r]
-    fig, ax = plt.subplots(figsize=(max(6, 0.12 * len(rows) + 2), 3.2))
+    fig = Figure(figsize=(max(6, 0.12 * len(rows) + 2), 3.2))
+    ax = fig.subplots()
     ax.bar(
         range(len(rows)),
         [r[f"{value}_mean"] for r in rows],

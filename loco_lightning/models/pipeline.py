@@ -320,7 +320,7 @@ def _from_pretrained(cls, fam: Family, source: str, dtype: torch.dtype):
         if not (local / "model_index.json").exists():
             raise WeightsNotFoundError(
                 f"{local} exists but is not a diffusers pipeline folder (no model_index.json). "
-                "Point model.source at the folder that holds model_index.json."
+                "Point model.diffusion.source at the folder that holds model_index.json."
             )
         return cls.from_pretrained(local, torch_dtype=dtype)
     kwargs = {"torch_dtype": dtype}
@@ -337,5 +337,5 @@ def _from_pretrained(cls, fam: Family, source: str, dtype: torch.dtype):
             f"Cannot load {fam.name!r} weights from {source!r}: it is not a local folder, not in "
             f"the Hugging Face cache, and could not be downloaded ({type(err).__name__}). Either "
             f"download it once where there is network (`hf download {source}`) or set "
-            "model.source to a local diffusers folder (the one holding model_index.json)."
+            "model.diffusion.source to a local diffusers folder (the one holding model_index.json)."
         ) from None

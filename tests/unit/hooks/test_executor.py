@@ -244,9 +244,14 @@ def test_context_of_the_wrong_width_is_refused(sd1):
 
 def test_swap_without_encoder_says_how_to_get_one(sd1):
     with (
-        pytest.raises(ValueError, match="need an encoder"),
+        pytest.raises(ValueError, match="need an encoder") as err,
         intervene(sd1.unet, [PromptSwap((0,), "x")]),
     ):
+        pass
+    # the fix it names works as written
+    assert "encode=model.encode" in str(err.value)
+    model = sd1
+    with intervene(model.unet, [PromptSwap((0,), "x")], encode=model.encode):
         pass
 
 
