@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -34,6 +35,8 @@ class LocoEditParams:
         preserve_scale: weight of the preserve term (see ``edit_factor``).
         edit_k: edit the key projections.
         edit_v: edit the value projections.
+        solve_dtype: dtype of the closed-form solve (``float64`` for exactness; see
+            ``edit_factor``).
     """
 
     sites: tuple[int, ...]
@@ -44,6 +47,7 @@ class LocoEditParams:
     preserve_scale: float = 1.0
     edit_k: bool = True
     edit_v: bool = True
+    solve_dtype: Literal["float32", "float64"] = "float32"
 
 
 @dataclass
@@ -173,12 +177,14 @@ def apply_locoedit(
                 continue
             key = (where, lam)
             if key not in factors:
-                factors[key] = edit_factor(x, y, lam, p, params.preserve_scale)
+                dtype = getattr(torch, params.solve_dtype)
+                factors[key] = edit_factor(x, y, lam, p, params.preserve_scale, dtype)
             weight = getattr(attn, proj).weight
             name = f"{site.path}.{proj}.weight"
             originals[name] = weight.detach().clone()
             new = edited_weight(weight, factors[key])
-            deltas[name] = (new.float() - weight.float()).to(weight.dtype)
+            exact = factors[key].dtype
+            deltas[name] = (new.to(exact) - weight.to(exact)).to(weight.dtype)
             weight.copy_(new)
     metadata = {
         "family": model.family.name,

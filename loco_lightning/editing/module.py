@@ -64,6 +64,7 @@ class ClosedFormEditModule(EditEvaluation):
         edit_k: edit key projections.
         edit_v: edit value projections.
         random_seed: seed of the ``random`` window.
+        solve_dtype: dtype of the closed-form solve (``float64``: no float32 rounding).
     """
 
     def __init__(
@@ -84,6 +85,7 @@ class ClosedFormEditModule(EditEvaluation):
         clip: str = "worldclip",
         fid_weights: str | None = None,
         output_dir: str = "lightning_logs/edit/run",
+        solve_dtype: Literal["float32", "float64"] = "float32",
     ) -> None:
         super().__init__(diffusion, clip, fid_weights, output_dir)
         self.save_hyperparameters()
@@ -125,6 +127,7 @@ class ClosedFormEditModule(EditEvaluation):
                 preserve_scale=hp.preserve_scale,
                 edit_k=hp.edit_k,
                 edit_v=hp.edit_v,
+                solve_dtype=hp.get("solve_dtype", "float32"),
             )
             start = time.perf_counter()
             result = apply_locoedit(self.model, self.requests, params)

@@ -67,3 +67,24 @@ def test_bad_shapes_and_lambda_are_refused():
         edit_factor(torch.zeros(3, 4), torch.zeros(2, 4), 0.1)
     with pytest.raises(ValueError, match="lambda must be > 0"):
         edit_factor(torch.zeros(3, 4), torch.zeros(3, 4), 0.0)
+
+
+def test_a_float64_solve_is_exact_and_works_under_a_float64_default_dtype():
+    rng = np.random.default_rng(1)
+    d, out, n = 12, 7, 5
+    w_hat = rng.normal(size=(out, d))
+    x, y, p = rng.normal(size=(n, d)), rng.normal(size=(n, d)), rng.normal(size=(9, d))
+    expected = numpy_solution(w_hat, x, y, 0.01, p, 0.5)
+    t = torch.from_numpy
+    factor = edit_factor(t(x).float(), t(y).float(), 0.01, t(p).float(), 0.5, torch.float64)
+    assert factor.dtype == torch.float64
+    ours = edited_weight(t(w_hat), factor).numpy()
+    assert np.abs(ours - expected).max() < 1e-6  # float32 inputs are the only rounding left
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:  # torch.eye follows the default dtype: the solve must not mix it with float32 inputs
+        factor = edit_factor(t(x).float(), t(y).float(), 0.01, t(p).float(), 0.5)
+    finally:
+        torch.set_default_dtype(previous)
+    assert factor.dtype == torch.float32
+    assert np.abs(edited_weight(t(w_hat).float(), factor).double().numpy() - expected).max() < 5e-4
