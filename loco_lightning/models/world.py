@@ -29,6 +29,7 @@ WorldFamily = Literal["sd1", "sd2", "sdxl", "if"]
 
 RECORD_NAME = "loco_world.json"  # written beside every exported world model and WorldCLIP
 WIDTH = 64  # text-encoder width = the UNets' cross-attention width in every world
+CAPTION_TOKENS = 16  # the world tokenizer's length: every world caption fits, with BOS and EOS
 
 # The world-size UNet of each family: the family's block types at LocoWorld's scale (8×8×4
 # latents from the world autoencoder, or 16-px pixels). Cross-attention sits at 8×8, 4×4 and the
@@ -199,7 +200,7 @@ def world_text_encoder(
             num_layers=layers,
             num_heads=heads,
             relative_attention_num_buckets=8,
-            relative_attention_max_distance=length,
+            relative_attention_max_distance=CAPTION_TOKENS,  # IF pads to 77: beyond, one bucket
             dropout_rate=0.0,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,

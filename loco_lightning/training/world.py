@@ -73,10 +73,17 @@ PADDING = {
 }
 
 
+# IF's encode_prompt pads every prompt to 77 tokens whatever the tokenizer says; its world's
+# tokenizer says so too, so that token positions (edits' key tokens) cover the whole context.
+MAX_LENGTH = {"if": 77}
+
+
 def world_tokenizer(family: str = "sd1", name: str = "tokenizer") -> CLIPTokenizer:
     """The worlds' BPE tokenizer (``world-tokenizer``), padded as ``family``'s ``name`` pads."""
-    pad = PADDING[family][name]
-    return CLIPTokenizer.from_pretrained(packaged("world-tokenizer"), pad_token=pad)
+    options = {"pad_token": PADDING[family][name]}
+    if family in MAX_LENGTH:
+        options["model_max_length"] = MAX_LENGTH[family]
+    return CLIPTokenizer.from_pretrained(packaged("world-tokenizer"), **options)
 
 
 def world_tokenizers(family: str) -> dict[str, CLIPTokenizer]:
