@@ -24,6 +24,7 @@ def make_scheduler(model: LocoModel, name: str | None = None):
 
 
 NoiseMode = Literal["per_prompt", "shared"]
+LEARNED_VARIANCE = ("learned", "learned_range")  # samplers that read a model's predicted variance
 PROMPT_STRIDE = 1_000_003  # per_prompt: noise seed = seed * PROMPT_STRIDE + prompt index
 
 
@@ -32,6 +33,12 @@ def noise_seed(seed: int, index: int, noise: NoiseMode) -> int:
     for every prompt (the reference scripts), ``per_prompt`` gives every prompt its own noise, so
     one seed's noise cannot bias a whole set of prompts the same way."""
     return seed if noise == "shared" else seed * PROMPT_STRIDE + index
+
+
+def reads_variance(scheduler) -> bool:
+    """Whether ``scheduler`` samples with the model's predicted variance (IF's DDPM)."""
+    takes = "variance_type" in inspect.signature(type(scheduler).__init__).parameters
+    return takes and scheduler.config.variance_type in LEARNED_VARIANCE
 
 
 def row_generators(seeds: Sequence[int]) -> list[torch.Generator]:
@@ -116,8 +123,8 @@ def denoise(
             out_u, out_c = out.chunk(2)
             out = out_u + guidance * (out_c - out_u)
             variance = None if variance is None else variance.chunk(2)[1]
-        if variance is not None:
-            out = torch.cat([out, variance], dim=1)
+        if variance is not None and reads_variance(sched):
+            out = torch.cat([out, variance], dim=1)  # else the sampler's own variance is used
         x = sched.step(out, t, x, **step_kwargs).prev_sample
     if fam.space == "latent":
         vae = pipe.vae

@@ -42,3 +42,27 @@ def test_another_scheduler_is_built_from_the_pipelines_config(sd1):
     assert images.shape == (1, 3, 16, 16)
     with pytest.raises(ValueError, match="no scheduler class 'Nope'"):
         make_scheduler(sd1, "Nope")
+
+
+def test_if_samples_with_its_own_ddpm_as_its_pipeline_does_and_with_a_fixed_variance_sampler():
+    """IF's learned variance goes to a sampler that reads it (its DDPM, stochastic: each row's
+    generator continues from its starting noise, as in ``IFPipeline.__call__``) and is dropped
+    for one that does not (DDIM), instead of failing on six channels."""
+    from loco_lightning.models.sampling import make_scheduler
+    from tests.helpers import mini_model
+
+    model = mini_model("if")
+    prompts, seeds = ["a red circle", "a blue square"], [3, 4]
+    ours = denoise(model, model.encode(prompts), seeds, steps=3, guidance=2.0)
+    theirs = model.pipeline(
+        prompts,
+        num_inference_steps=3,
+        guidance_scale=2.0,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+        output_type="np",
+        clean_caption=False,
+    ).images
+    assert torch.allclose(ours, torch.from_numpy(theirs).permute(0, 3, 1, 2), atol=1e-5)
+    ddim = make_scheduler(model, "DDIMScheduler")
+    images = denoise(model, model.encode(prompts), seeds, steps=3, scheduler=ddim)
+    assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
