@@ -94,7 +94,25 @@ def test_locogen_selects_a_window_inside_the_planted_one(world, attribute):
     assert sel["window"] and set(sel["window"]) <= set(window), sel
 
 
-@pytest.mark.parametrize(("world", "attribute"), CASES)
+# world-sd1-planted was trained before planting alone existed: its colour reaches the image
+# through site 5 alone (site 5 swapped: red 0.17, site 6 swapped: 0.79, none: 0.79), so at m = 2
+# the CLIP argmin is [4, 5] by a hair (32.95 against 34.58 for [5, 6]), and the edit at [5]
+# stops at 0.33 against a reference of 0.08. Retrained with planted_alone_p 0.5 (5,000 steps) it
+# localizes exactly ([5, 6]; m = 1 best 40.5 against the reference's 28.7) but reads colour back
+# only 0.88 / 0.90 on the probe seeds 1 / 2, below the 0.95 every world must meet: not shipped.
+SD1_COLOUR_USES_ONE_SITE = pytest.mark.xfail(
+    strict=True, reason="world-sd1-planted's colour window [5, 6] is carried by site 5 alone"
+)
+
+
+def marked(cases, marks: dict):
+    return [pytest.param(*c, marks=marks[c]) if c in marks else c for c in cases]
+
+
+@pytest.mark.parametrize(
+    ("world", "attribute"),
+    marked(CASES, {("world-sd1-planted", "colour"): SD1_COLOUR_USES_ONE_SITE}),
+)
 def test_at_the_planted_size_the_argmin_is_exactly_the_planted_window(world, attribute):
     window = planted(world)[attribute]
     assert selection(world, attribute)["best"][str(len(window))]["start"] == window[0]
@@ -125,10 +143,13 @@ SDXL_COLOUR_EDIT = pytest.mark.xfail(
 
 @pytest.mark.parametrize(
     ("world", "attribute"),
-    [
-        pytest.param(*c, marks=SDXL_COLOUR_EDIT) if c == ("world-sdxl-planted", "colour") else c
-        for c in CASES
-    ],
+    marked(
+        CASES,
+        {
+            ("world-sd1-planted", "colour"): SD1_COLOUR_USES_ONE_SITE,
+            ("world-sdxl-planted", "colour"): SDXL_COLOUR_EDIT,
+        },
+    ),
 )
 def test_locoedit_at_the_located_window_reaches_the_reference_and_all_sites(world, attribute):
     read = edited(world, attribute)
