@@ -155,7 +155,9 @@ def test_locoedit_at_the_located_window_reaches_the_reference_and_all_sites(worl
     read = edited(world, attribute)
     located_ = read[("locoedit/locogen", "efficacy")]
     assert located_ <= read[("unedited", "reference")] + 0.10, read
-    assert abs(located_ - read[("locoedit/all", "efficacy")]) <= 0.10, read
+    # and is no weaker than the same closed form on every site (it may be stronger: SD-2's style
+    # edit at 3-4 leaves 0.25 where all sites leave 0.375, as the reference does)
+    assert located_ <= read[("locoedit/all", "efficacy")] + 0.10, read
 
 
 def test_causal_tracing_on_the_planted_model_has_one_row_per_layer(tmp_path):
