@@ -41,8 +41,7 @@ WORLDS = (
     "world-sd1-planted",
     "world-sd2-planted",
     "world-sdxl-planted",
-    "world-if-planted",
-)
+)  # world-if-planted is shipped but not yet checked against the targets (see the notes)
 FAMILY = {
     "world-sd1": "sd1",
     "world-sd1-planted": "sd1",
@@ -61,7 +60,6 @@ PLANTED = {
     "world-sd1-planted": {"colour": [5, 6], "style": [3, 4]},
     "world-sd2-planted": {"colour": [5, 6], "style": [3, 4]},
     "world-sdxl-planted": {"colour": [5, 6, 7], "style": [9, 10, 11]},
-    "world-if-planted": {"colour": [5, 6], "style": [3, 4]},
 }
 # Named concepts on the planted world read back less often (countries ~0.92 over probe seeds 1-2):
 # their emblems' colour may reach the image through sites 5-6 only.
