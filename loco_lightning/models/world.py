@@ -72,9 +72,8 @@ WORLD_UNETS: dict[str, dict] = {
     # over the image tokens with the text's keys/values added (add_k_proj/add_v_proj) at 8x8 and
     # 4x4, the T5 states projected by encoder_hid_proj and pooled into the time embedding: 7 sites
     "if": {
+        **get_family("if").unet_config,  # IF's block kinds, text path and resnet settings
         "sample_size": 16,
-        "in_channels": 3,
-        "out_channels": 6,
         "layers_per_block": 1,
         # (16, 32, 64) was 1.8x faster per step but had learned colour 0.49, style 0.60 by step
         # 4,000 (the text conditioning came slowly): the SD worlds' widths
@@ -89,19 +88,10 @@ WORLD_UNETS: dict[str, dict] = {
             "SimpleCrossAttnUpBlock2D",
             "ResnetUpsampleBlock2D",
         ),
-        "mid_block_type": "UNetMidBlock2DSimpleCrossAttn",
         "attention_head_dim": 16,
         "cross_attention_dim": WIDTH,
         "encoder_hid_dim": WIDTH,
-        "encoder_hid_dim_type": "text_proj",
-        "addition_embed_type": "text",
         "addition_embed_type_num_heads": 4,
-        "cross_attention_norm": "group_norm",
-        "resnet_time_scale_shift": "scale_shift",
-        "resnet_skip_time_act": True,
-        "resnet_out_scale_factor": 1.414,
-        "time_embedding_act_fn": "gelu",
-        "only_cross_attention": False,
         "norm_num_groups": 16,
     },
 }
