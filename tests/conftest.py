@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 
 from loco_lightning.models import FAMILIES, LocoModel
 from tests.helpers import mini_model
 
 ALL_FAMILIES = list(FAMILIES)
+
+
+def pytest_configure(config) -> None:
+    """One torch process, so it takes both cores (``LOCO_TEST_THREADS`` to change). Subprocess
+    tests run while this process waits, and DDP tests give each rank one thread."""
+    torch.set_num_threads(int(os.environ.get("LOCO_TEST_THREADS", "2")))
 
 
 @pytest.fixture(params=ALL_FAMILIES)

@@ -57,7 +57,9 @@ def test_compare_writes_one_row_per_method_and_group_with_the_triad_filled(tmp_p
         assert all(isinstance(row.get(c), float) and math.isfinite(row[c]) for c in filled), row
         assert row.get("reader") is None  # a miniature carries no readers: only worlds do
     seconds = {r["method"]: r.get("seconds_to_edit") for r in table}
-    assert seconds["esd"] > seconds["locoedit/given"]  # the training time travels with the delta
+    for job in ("esd", "ablate"):  # the training time travels with the delta
+        _, metadata, _ = read_delta(tmp_path / job / f"{job}.safetensors")
+        assert metadata["seconds"] > 0 and seconds[job] == metadata["seconds"]
     # the preserve set given as a file reaches both closed forms as its prompts
     preserve = yaml.safe_load(Path(EDIT).read_text())["preserve"]
     for method in ("locoedit_all", "quickfix"):

@@ -14,8 +14,6 @@ from loco_lightning.models import load_model
 from loco_lightning.models.world import RECORD_NAME
 from loco_lightning.models.worldclip import load_worldclip
 
-torch.set_num_threads(1)
-
 SMOKE = "configs/world/smoke.yaml"
 
 

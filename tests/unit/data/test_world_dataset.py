@@ -15,8 +15,6 @@ from loco_lightning.data.world import (
     render,
 )
 
-torch.set_num_threads(1)
-
 
 def test_item_is_a_pure_function_of_seed_and_index():
     ds = WorldDataset(length=100, seed=3)

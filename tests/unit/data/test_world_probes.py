@@ -19,8 +19,6 @@ from loco_lightning.data.world import (
 from loco_lightning.data.world.datamodule import WorldDataModule
 from loco_lightning.data.world.probes import collate_probes
 
-torch.set_num_threads(1)
-
 
 def test_probe_set_is_fixed_and_covers_every_combination():
     vocab = default_vocabulary()

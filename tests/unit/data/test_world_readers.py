@@ -25,8 +25,6 @@ from loco_lightning.data.world.reader_training import (
 )
 from loco_lightning.data.world.readers import READER_WEIGHTS
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def reader():

@@ -6,8 +6,6 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from loco_lightning.models.worldclip import WorldCLIP, build_worldclip
 from loco_lightning.training.world import world_tokenizer
 
-torch.set_num_threads(1)
-
 
 def tiny() -> WorldCLIP:
     torch.manual_seed(0)

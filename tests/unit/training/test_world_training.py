@@ -15,8 +15,6 @@ from loco_lightning.hooks import PromptSwap
 from loco_lightning.models.world import RECORD_NAME
 from loco_lightning.training.world import EMAWarmup, WorldDiffusion
 
-torch.set_num_threads(1)
-
 PLANTED = {"colour": [5, 6], "style": [3, 4]}
 
 

@@ -9,8 +9,6 @@ from loco_lightning.data.world.datamodule import WorldDataModule
 from loco_lightning.data.world.probes import collate_probes
 from loco_lightning.training.worldclip import WorldCLIPModule, compatible, soft_cross_entropy
 
-torch.set_num_threads(1)
-
 
 def test_captions_fit_every_image_that_has_their_attributes():
     batch = {
