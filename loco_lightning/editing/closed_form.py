@@ -13,15 +13,22 @@ def edit_factor(
     preserve: Tensor | None = None,
     preserve_scale: float = 1.0,
     dtype: torch.dtype = torch.float32,
+    keep: Tensor | None = None,
 ) -> Tensor:
     """The right factor M of the edit, so that the edited weight is ``W = Ŵ M``.
 
     Solves, for every weight Ŵ at once (M depends only on the text embeddings):
 
         min_W  Σ_i ‖W x_i − Ŵ y_i‖² + α Σ_j ‖W p_j − Ŵ p_j‖² + λ ‖W − Ŵ‖²_F
-        ⇒  W = Ŵ (λI + Σ y xᵀ + α Σ p pᵀ)(λI + Σ x xᵀ + α Σ p pᵀ)⁻¹
+        ⇒  W = Ŵ (λI + Σ y xᵀ + α Σ p pᵀ)(λI + Σ x xᵀ + α Σ p pᵀ)⁻¹ = Ŵ (I + C A⁻¹)
 
-    in ``dtype`` (float32 unless asked; float64 removes float32's ~3e-4 rounding for the same
+    with C = Σ (y − x) xᵀ and A the second factor. With ``keep``, subject to W k = Ŵ k exactly
+    for every keep input k (the empty prompt that classifier-free guidance subtracts: a soft
+    preserve term only shrinks its drift): the update is confined to the orthogonal complement
+    of their span, with U an orthonormal basis of it, M = I + C U (Uᵀ A U)⁻¹ Uᵀ (which is
+    I + C A⁻¹ when nothing is kept).
+
+    In ``dtype`` (float32 unless asked; float64 removes float32's ~3e-4 rounding for the same
     milliseconds) with ``torch.linalg.solve`` (no explicit inverse), whatever the model's dtype
     and torch's default dtype.
 
@@ -29,11 +36,11 @@ def edit_factor(
         x: (n, d) inputs the edit remaps (the concept's token embeddings at a site).
         y: (n, d) inputs whose outputs they should now produce (the target's).
         lam: ridge strength λ > 0: how strongly the weight stays where it was.
-        preserve: (k, d) inputs whose outputs must not move, or None.
+        preserve: (k, d) inputs whose outputs should not move, or None.
         preserve_scale: α, the weight of the preserve term against the edit term (a preserve set
             of many prompts otherwise outvotes a concept's few templates).
-
         dtype: the dtype of the solve.
+        keep: (m, d) inputs whose outputs must not move at all, or None.
 
     Returns:
         (d, d) factor M in ``dtype``.
@@ -50,8 +57,30 @@ def edit_factor(
         p = preserve.to(dtype)
         a = a + preserve_scale * (p.T @ p)
         b = b + preserve_scale * (p.T @ p)
-    # M = B A⁻¹  ⇔  Mᵀ = A⁻ᵀ Bᵀ = solve(A, Bᵀ) since A is symmetric
-    return torch.linalg.solve(a, b.T).T
+    if keep is None:
+        # M = B A⁻¹  ⇔  Mᵀ = A⁻ᵀ Bᵀ = solve(A, Bᵀ) since A is symmetric
+        return torch.linalg.solve(a, b.T).T
+    c = b - a  # Σ (y − x) xᵀ
+    u = complement_basis(keep.to(dtype))  # (d, d − r)
+    if u.shape[1] == 0:
+        raise ValueError(
+            f"the {keep.shape[0]} kept inputs span all {keep.shape[1]} input dimensions, so no "
+            "update can keep them; keep fewer inputs (keep_empty: false) or edit a model whose "
+            "text width exceeds its context length"
+        )
+    reduced = torch.linalg.solve(u.T @ a @ u, (c @ u).T).T  # C U (Uᵀ A U)⁻¹: (d, d − r)
+    return eye + reduced @ u.T
+
+
+def complement_basis(rows: Tensor, rtol: float | None = None) -> Tensor:
+    """(d, d − r) orthonormal basis of the orthogonal complement of the span of ``rows`` (m, d),
+    r its numerical rank (singular values above ``rtol`` times the largest; default: the dtype's
+    epsilon times max(m, d), as ``torch.linalg.matrix_rank``)."""
+    _, s, vh = torch.linalg.svd(rows, full_matrices=True)
+    if rtol is None:
+        rtol = torch.finfo(rows.dtype).eps * max(rows.shape)
+    rank = int((s > rtol * s.max()).sum()) if s.numel() and s.max() > 0 else 0
+    return vh[rank:].T
 
 
 def edited_weight(weight: Tensor, factor: Tensor) -> Tensor:

@@ -37,6 +37,9 @@ class LocoEditParams:
         edit_v: edit the value projections.
         solve_dtype: dtype of the closed-form solve (``float64`` for exactness; see
             ``edit_factor``).
+        keep_empty: keep the empty prompt's keys and values exactly (the unconditional branch
+            that classifier-free guidance subtracts): the update is confined to the complement of
+            the span of its token inputs (see ``edit_factor``'s ``keep``).
     """
 
     sites: tuple[int, ...]
@@ -48,6 +51,7 @@ class LocoEditParams:
     edit_k: bool = True
     edit_v: bool = True
     solve_dtype: Literal["float32", "float64"] = "float32"
+    keep_empty: bool = False
 
 
 @dataclass
@@ -149,9 +153,11 @@ def apply_locoedit(
     triples = [t for r in requests for t in r.pairs()]
     n = len(triples)
     # one text-encoder call for concept, target and preserve prompts (padding is to max length)
+    empty = [""] if params.keep_empty else []  # the sampler's unconditional row
     context = model.encode(
-        [s for s, _, _ in triples] + [t for _, _, t in triples] + list(params.preserve)
+        [s for s, _, _ in triples] + [t for _, _, t in triples] + list(params.preserve) + empty
     ).context
+    n_preserve = len(params.preserve)
     pos = key_positions(tok, triples, params.key_tokens)
     rows = torch.tensor([i for i, p in enumerate(pos) for _ in p], device=context.device)
     src_at = torch.tensor([a for p in pos for a, _ in p], device=context.device)
@@ -166,9 +172,10 @@ def apply_locoedit(
         where = "shared" if attn.norm_cross is None else index  # shared: same inputs everywhere
         if where not in inputs:
             ctx = site_inputs(unet, site, context)
-            keep = ctx[2 * n :].flatten(0, 1) if params.preserve else None
-            inputs[where] = (ctx[rows, src_at], ctx[n + rows, tgt_at], keep)  # (k, d) each
-        x, y, p = inputs[where]
+            kept = ctx[2 * n : 2 * n + n_preserve].flatten(0, 1) if n_preserve else None
+            exact = ctx[2 * n + n_preserve :].flatten(0, 1) if empty else None
+            inputs[where] = (ctx[rows, src_at], ctx[n + rows, tgt_at], kept, exact)  # (k, d)
+        x, y, p, e = inputs[where]
         for proj, lam, on in (
             (site.key_name, params.lambda_k, params.edit_k),
             (site.value_name, params.lambda_v, params.edit_v),
@@ -178,7 +185,7 @@ def apply_locoedit(
             key = (where, lam)
             if key not in factors:
                 dtype = getattr(torch, params.solve_dtype)
-                factors[key] = edit_factor(x, y, lam, p, params.preserve_scale, dtype)
+                factors[key] = edit_factor(x, y, lam, p, params.preserve_scale, dtype, e)
             weight = getattr(attn, proj).weight
             name = f"{site.path}.{proj}.weight"
             originals[name] = weight.detach().clone()

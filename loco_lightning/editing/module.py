@@ -65,6 +65,8 @@ class ClosedFormEditModule(EditEvaluation):
         edit_v: edit value projections.
         random_seed: seed of the ``random`` window.
         solve_dtype: dtype of the closed-form solve (``float64``: no float32 rounding).
+        keep_empty: keep the empty prompt's keys and values exactly (classifier-free guidance's
+            unconditional branch) at every edited site.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class ClosedFormEditModule(EditEvaluation):
         fid_weights: str | None = None,
         output_dir: str = "lightning_logs/edit/run",
         solve_dtype: Literal["float32", "float64"] = "float32",
+        keep_empty: bool = False,
     ) -> None:
         super().__init__(diffusion, clip, fid_weights, output_dir)
         self.save_hyperparameters()
@@ -128,6 +131,7 @@ class ClosedFormEditModule(EditEvaluation):
                 edit_k=hp.edit_k,
                 edit_v=hp.edit_v,
                 solve_dtype=hp.get("solve_dtype", "float32"),
+                keep_empty=hp.get("keep_empty", False),
             )
             start = time.perf_counter()
             result = apply_locoedit(self.model, self.requests, params)

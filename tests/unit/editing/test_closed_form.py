@@ -88,3 +88,49 @@ def test_a_float64_solve_is_exact_and_works_under_a_float64_default_dtype():
         torch.set_default_dtype(previous)
     assert factor.dtype == torch.float32
     assert np.abs(edited_weight(t(w_hat).float(), factor).double().numpy() - expected).max() < 5e-4
+
+
+def penalty_solution(w_hat, x, y, lam, keep, p=None, alpha=1.0, beta=1e8):
+    """The hard constraint W k = Ŵ k as the limit of an ever heavier preserve term (NumPy)."""
+    rows = np.vstack([p, np.sqrt(beta / alpha) * keep]) if p is not None else keep
+    return numpy_solution(w_hat, x, y, lam, rows, alpha if p is not None else beta)
+
+
+@pytest.mark.parametrize("with_preserve", [False, True])
+def test_kept_inputs_keep_their_outputs_exactly_and_the_rest_is_the_constrained_optimum(
+    with_preserve,
+):
+    rng = np.random.default_rng(3)
+    d, out, n = 12, 7, 5
+    w_hat = rng.normal(size=(out, d))
+    x, y = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+    p = rng.normal(size=(9, d)) if with_preserve else None
+    keep = rng.normal(size=(2, 4)) @ rng.normal(size=(4, d))  # 2 rows...
+    keep = np.vstack([keep, keep.sum(0, keepdims=True)])  # ...and a dependent third: rank 2
+    t = torch.from_numpy
+    factor = edit_factor(
+        t(x), t(y), 0.1, None if p is None else t(p), 0.5, torch.float64, keep=t(keep)
+    )
+    ours = edited_weight(t(w_hat), factor).numpy()
+    assert np.abs(keep @ ours.T - keep @ w_hat.T).max() < 1e-10  # exact, not approximately
+    expected = penalty_solution(w_hat, x, y, 0.1, keep, p, 0.5)
+    assert np.abs(ours - expected).max() < 1e-5
+    # the constraint costs something: the unconstrained edit moves the kept outputs
+    free = edited_weight(t(w_hat), edit_factor(t(x), t(y), 0.1, None, 0.5, torch.float64))
+    assert np.abs(keep @ free.numpy().T - keep @ w_hat.T).max() > 1e-2
+
+
+def test_keeping_inputs_orthogonal_to_the_edit_changes_nothing():
+    torch.manual_seed(4)
+    x, y = torch.zeros(3, 10, dtype=torch.float64), torch.zeros(3, 10, dtype=torch.float64)
+    x[:, :5], y[:, :5] = torch.randn(3, 5), torch.randn(3, 5)  # the edit lives in dims 0-4
+    keep = torch.zeros(4, 10, dtype=torch.float64)
+    keep[:, 5:] = torch.randn(4, 5)  # kept inputs in dims 5-9
+    free = edit_factor(x, y, 0.1, dtype=torch.float64)
+    assert torch.allclose(edit_factor(x, y, 0.1, dtype=torch.float64, keep=keep), free)
+
+
+def test_keeping_inputs_that_span_everything_is_refused():
+    x = torch.randn(3, 6)
+    with pytest.raises(ValueError, match="span all 6 input dimensions"):
+        edit_factor(x, x + 1, 0.1, keep=torch.randn(8, 6))
