@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from lightning.pytorch.cli import LightningCLI
+if TYPE_CHECKING:  # torch and Lightning load with the first job, not for `loco --help`
+    from lightning.pytorch.cli import LightningCLI
 
 
 @dataclass(frozen=True)
@@ -105,22 +107,31 @@ JOBS = {
 }
 
 
-class LocoCLI(LightningCLI):
-    """LightningCLI plus the process-wide setting a 2-core machine needs: torch's thread count."""
+@functools.cache
+def loco_cli() -> type[LightningCLI]:
+    """LightningCLI plus the process-wide setting a 2-core machine needs: torch's thread count.
 
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument(
-            "--threads",
-            type=int | None,
-            default=None,
-            help="torch CPU threads (default: torch's choice). Two torch processes sharing the "
-            "cores must split them, or both slow down many times over.",
-        )
+    Made on first use, so that `loco --help` imports neither torch nor Lightning.
+    """
+    import torch
+    from lightning.pytorch.cli import LightningCLI
 
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.get("threads"):
-            torch.set_num_threads(config.threads)
+    class LocoCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_argument(
+                "--threads",
+                type=int | None,
+                default=None,
+                help="torch CPU threads (default: torch's choice). Two torch processes sharing "
+                "the cores must split them, or both slow down many times over.",
+            )
+
+        def before_instantiate_classes(self) -> None:
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            if config.get("threads"):
+                torch.set_num_threads(config.threads)
+
+    return LocoCLI
 
 
 def usage() -> str:
@@ -130,7 +141,7 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def build(name: str, args: list[str], run: bool = True) -> LocoCLI:
+def build(name: str, args: list[str], run: bool = True) -> LightningCLI:
     """The LightningCLI of job ``name`` (configs live in ``configs/<name>/``).
 
     With ``run=False`` the classes are only instantiated from ``args`` (used to check configs).
@@ -141,7 +152,7 @@ def build(name: str, args: list[str], run: bool = True) -> LocoCLI:
     module, datamodule = job.classes()
     if run and job.run:
         args = [job.run, *args]
-    return LocoCLI(
+    return loco_cli()(
         module,
         datamodule,
         args=args,

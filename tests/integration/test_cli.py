@@ -24,6 +24,16 @@ def test_loco_help_lists_every_job():
     assert all(name in out for name in JOBS)
 
 
+def test_loco_help_imports_neither_torch_nor_lightning():
+    """`loco --help` answers at once: the heavy libraries load with the first job (8 s here)."""
+    script = (
+        "import sys; from loco_lightning.cli import main; main(['--help']); "
+        "print(sorted(m for m in ('torch', 'lightning', 'diffusers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_config_instantiates(config):
     assert config.parent.name in JOBS, f"configs/<job>/: no job named {config.parent.name!r}"
