@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -52,6 +53,19 @@ class LocoEditParams:
     edit_v: bool = True
     solve_dtype: Literal["float32", "float64"] = "float32"
     keep_empty: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("lambda_k", "lambda_v"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}={value}: the ridge strength must be finite and > 0.")
+        if not (math.isfinite(self.preserve_scale) and self.preserve_scale >= 0):
+            raise ValueError(
+                f"preserve_scale={self.preserve_scale}: the preserve weight must be finite and "
+                ">= 0 (0 turns the preserve term off)."
+            )
+        if not (self.edit_k or self.edit_v):
+            raise ValueError("edit_k and edit_v are both false: nothing would be edited.")
 
 
 @dataclass

@@ -23,7 +23,13 @@ def context_width(unet: nn.Module) -> int:
 
 
 def check_sites(all_sites: Sequence[CrossAttnSite], indices: Sequence[int], what: str) -> None:
-    """Raise a clear error for site indices the UNet does not have."""
+    """Raise a clear error for site indices the UNet does not have, or that repeat (an edit
+    would then solve a site twice and keep the once-edited weights as its "original")."""
+    repeated = sorted({i for i in indices if list(indices).count(i) > 1})
+    if repeated:
+        raise ValueError(
+            f"{what} names site(s) {repeated} more than once in {list(indices)}; list each once."
+        )
     bad = [i for i in indices if not 0 <= i < len(all_sites)]
     if bad:
         listing = "; ".join(f"{s.index}: {s.path}" for s in all_sites)

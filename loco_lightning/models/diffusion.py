@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -52,6 +53,18 @@ class Diffusion:
     steps: int | None = None
     guidance: float | None = None
     scheduler: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(
+                f"model.diffusion.steps={self.steps}: give a number of denoising steps >= 1, or "
+                "leave it out for the model's default."
+            )
+        if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise ValueError(
+                f"model.diffusion.guidance={self.guidance}: give a finite scale >= 0 (<= 1 turns "
+                "guidance off), or leave it out for the model's default."
+            )
 
     def load(self, device: str = "cpu") -> LocoModel:
         return load_model(self.family, self.source, self.dtype, device)

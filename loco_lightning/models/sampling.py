@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -89,8 +90,13 @@ def denoise(
         (B, 3, H, W) images in [0, 1], float32.
     """
     fam, pipe, unet = model.family, model.pipeline, model.unet
-    steps = steps or model.steps
+    steps = model.steps if steps is None else steps
     guidance = model.guidance if guidance is None else guidance
+    if steps < 1 or not (math.isfinite(guidance) and guidance >= 0):
+        raise ValueError(
+            f"steps={steps}, guidance={guidance}: give steps >= 1 and a finite scale >= 0 "
+            "(<= 1 turns guidance off)."
+        )
     n = cond.context.shape[0]
     if len(seeds) != n:
         raise ValueError(f"Got {len(seeds)} seeds for {n} prompts; give one seed per prompt.")
