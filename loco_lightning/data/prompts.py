@@ -24,6 +24,15 @@ class PromptPair:
     target: str
     expect: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
+    def __post_init__(self) -> None:
+        if not self.original.strip():
+            raise ValueError(f"prompt pair {self.original!r} -> {self.target!r}: empty original.")
+        if self.original.strip() == self.target.strip():
+            raise ValueError(
+                f"prompt pair original == target ({self.original!r}): the target must drop or "
+                "change the concept, or every window scores the same."
+            )
+
 
 def load_pairs(path: str | Path) -> list[PromptPair]:
     """Prompt pairs from a YAML prompt set (``pairs: [{original, target, expect?}, ...]``)."""

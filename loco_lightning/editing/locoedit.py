@@ -64,8 +64,6 @@ class LocoEditParams:
                 f"preserve_scale={self.preserve_scale}: the preserve weight must be finite and "
                 ">= 0 (0 turns the preserve term off)."
             )
-        if not (self.edit_k or self.edit_v):
-            raise ValueError("edit_k and edit_v are both false: nothing would be edited.")
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 
@@ -69,6 +69,8 @@ def key_positions(
     - ``aligned``: every position, matched to the target by sequence alignment (the concept's
       own tokens go to the target's tokens that replace them, or to the next matched one).
     """
+    if mode not in get_args(KeyTokens):
+        raise ValueError(f"key_tokens={mode!r}: choose one of {list(get_args(KeyTokens))}.")
     if mode in ("last_subject", "last_subject_eos"):
         return [_last_subject(tokenizer, *triple, mode == "last_subject_eos") for triple in triples]
     sources = _padded(tokenizer, [s for s, _, _ in triples])  # one tokenizer call per side

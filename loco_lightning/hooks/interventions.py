@@ -59,6 +59,14 @@ class NeuronAblation:
     samples: tuple[int, ...] | None = None
     uncond: bool = False
 
+    def __post_init__(self) -> None:
+        negative = [n for n in self.neurons if n < 0]
+        if not self.neurons or negative:
+            raise ValueError(
+                f"NeuronAblation neurons={list(self.neurons)}: give output channel indices >= 0 "
+                "(a negative index would wrap around to the last channels)."
+            )
+
 
 @dataclass(frozen=True)
 class Record:

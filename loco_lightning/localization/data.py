@@ -58,6 +58,8 @@ def sweep_items(
     """All items of a sweep, references first: the empty and the all-sites window of each pair."""
     if not pairs:
         raise ValueError("Empty prompt list: a sweep needs at least one (original, target) pair.")
+    check_list("data.window_sizes", window_sizes, 1, n_sites)
+    check_list("data.seeds", seeds, 0, None)
     items = []
     for i, pair in enumerate(pairs):
         for seed in seeds:
@@ -67,6 +69,20 @@ def sweep_items(
             for m in window_sizes:
                 items += [SweepItem(pair, seed, m, w, i, ns) for w in windows(n_sites, m)]
     return items
+
+
+def check_list(name: str, values: list[int], low: int, high: int | None) -> None:
+    """A non-empty list of distinct integers in ``low..high`` (a repeat would generate and count
+    the same images twice; an empty list would select from nothing)."""
+    if not values:
+        raise ValueError(f"{name} is empty; give at least one value, e.g. [{low}].")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{name}={values} repeats {repeated}; list each once.")
+    bad = [v for v in values if v < low or (high is not None and v > high)]
+    if bad:
+        upper = "" if high is None else f"..{high}"
+        raise ValueError(f"{name}={values}: {bad} outside {low}{upper}.")
 
 
 class WindowSweepData(L.LightningDataModule):
@@ -96,6 +112,10 @@ class WindowSweepData(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.pairs = load_pairs(pairs) if isinstance(pairs, str) else pairs
+        check_list("data.window_sizes", window_sizes, 1, None)
+        check_list("data.seeds", seeds, 0, None)
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size={batch_size}: give at least 1.")
         self.window_sizes = window_sizes
         self.seeds = seeds
         self.batch_size = batch_size

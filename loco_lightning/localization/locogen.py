@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -63,6 +64,11 @@ class LocalizationModule(Localizer):
         require_signal: bool = True,
         output_dir: str = "lightning_logs/localize/run",
     ) -> None:
+        if not (math.isfinite(margin) and margin >= 0):
+            raise ValueError(
+                f"model.margin={margin}: give a finite fraction >= 0 of the gap between the "
+                "original and the all-sites reference (0.1 is the default)."
+            )
         super().__init__(diffusion, clip, output_dir)
         self.save_hyperparameters()
         self.selection: Selection | None = None

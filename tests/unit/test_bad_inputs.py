@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from loco_lightning.cli import build
+from loco_lightning.data.prompts import PromptPair
 from loco_lightning.editing.locoedit import LocoEditParams, apply_locoedit
-from loco_lightning.editing.requests import EditRequest
-from loco_lightning.hooks import PromptSwap, intervene
+from loco_lightning.editing.requests import EditRequest, key_positions
+from loco_lightning.hooks import NeuronAblation, PromptSwap, intervene
+from loco_lightning.localization.data import WindowSweepData, sweep_items
+from loco_lightning.localization.locogen import LocalizationModule
 from loco_lightning.models.diffusion import Diffusion
 from loco_lightning.models.sampling import denoise
 from tests.helpers import mini_model
@@ -28,13 +31,11 @@ STYLE = EditRequest("Van Gogh", "a painting", ("{}", "a painting in the style of
         ("lambda_v", -1.0, "lambda_v=-1.0"),
         ("preserve_scale", math.nan, "preserve_scale=nan"),
         ("preserve_scale", -0.5, "preserve_scale=-0.5"),
-        ("edit_k", False, None),  # with edit_v false too: nothing to edit
     ],
 )
-def test_edit_parameters_that_would_make_a_nan_or_no_model_are_refused(field, value, match):
-    extra = {"edit_v": False} if field == "edit_k" else {}
-    with pytest.raises(ValueError, match=match or "nothing would be edited"):
-        LocoEditParams(sites=(1,), **{field: value}, **extra)
+def test_edit_parameters_that_would_make_a_nan_model_are_refused(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        LocoEditParams(sites=(1,), **{field: value})
 
 
 def test_a_site_named_twice_is_refused_before_any_weight_moves():
@@ -79,3 +80,58 @@ def test_the_cli_refuses_zero_steps_when_the_config_is_read():
             ["--config", "configs/localize/world_shape.yaml", "--model.diffusion.steps", "0"],
             run=False,
         )
+
+
+def test_a_key_token_mode_typo_is_refused_instead_of_running_as_another_mode():
+    tok = mini_model("sd1").pipeline.tokenizer
+    with pytest.raises(ValueError, match=r"key_tokens='last_subjct': choose one of"):
+        key_positions(tok, [("ab c", "a c", "a c")], "last_subjct")
+
+
+def test_a_negative_neuron_is_refused_instead_of_wrapping_around():
+    with pytest.raises(ValueError, match=r"neurons=\[3, -1\].*wrap around"):
+        NeuronAblation((1,), (3, -1))
+    with pytest.raises(ValueError, match=r"neurons=\[\]"):
+        NeuronAblation((1,), ())
+
+
+@pytest.mark.parametrize(
+    ("original", "target", "match"),
+    [
+        ("a red circle", "a red circle", "original == target"),
+        ("a red circle", " a red circle ", "original == target"),
+        ("  ", "a circle", "empty original"),
+    ],
+)
+def test_a_pair_that_removes_nothing_is_refused(original, target, match):
+    with pytest.raises(ValueError, match=match):
+        PromptPair(original, target)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "seeds", "match"),
+    [
+        ([], [0], r"data\.window_sizes is empty"),
+        ([1, 1], [0], r"data\.window_sizes=\[1, 1\] repeats \[1\]"),
+        ([0, 2], [0], r"data\.window_sizes=\[0, 2\]: \[0\] outside 1"),
+        ([1], [], r"data\.seeds is empty"),
+        ([1], [3, 3], r"data\.seeds=\[3, 3\] repeats \[3\]"),
+        ([1], [-1], r"data\.seeds=\[-1\]: \[-1\] outside 0"),
+    ],
+)
+def test_sweep_lists_that_would_select_from_nothing_or_count_twice_are_refused(sizes, seeds, match):
+    pairs = [PromptPair("a red circle", "a circle")]
+    with pytest.raises(ValueError, match=match):
+        WindowSweepData(pairs, window_sizes=sizes, seeds=seeds)
+
+
+def test_a_window_larger_than_the_model_is_refused_with_its_site_count():
+    pairs = [PromptPair("a red circle", "a circle")]
+    with pytest.raises(ValueError, match=r"data\.window_sizes=\[2, 9\]: \[9\] outside 1\.\.7"):
+        sweep_items(pairs, 7, [2, 9], [0])
+
+
+@pytest.mark.parametrize("margin", [-1.0, math.nan, math.inf])
+def test_a_selection_margin_that_selects_nothing_is_refused(margin):
+    with pytest.raises(ValueError, match=f"model.margin={margin}"):
+        LocalizationModule(margin=margin)
