@@ -72,13 +72,12 @@ def edit_factor(
     return eye + reduced @ u.T
 
 
-def complement_basis(rows: Tensor, rtol: float | None = None) -> Tensor:
+def complement_basis(rows: Tensor) -> Tensor:
     """(d, d − r) orthonormal basis of the orthogonal complement of the span of ``rows`` (m, d),
-    r its numerical rank (singular values above ``rtol`` times the largest; default: the dtype's
-    epsilon times max(m, d), as ``torch.linalg.matrix_rank``)."""
+    r its numerical rank (singular values above the dtype's epsilon times max(m, d) times the
+    largest, as ``torch.linalg.matrix_rank``)."""
     _, s, vh = torch.linalg.svd(rows, full_matrices=True)
-    if rtol is None:
-        rtol = torch.finfo(rows.dtype).eps * max(rows.shape)
+    rtol = torch.finfo(rows.dtype).eps * max(rows.shape)
     rank = int((s > rtol * s.max()).sum()) if s.numel() and s.max() > 0 else 0
     return vh[rank:].T
 
