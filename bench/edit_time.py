@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 
 import lightning as L
 import torch
@@ -20,9 +19,9 @@ import torch
 from loco_lightning.baselines.esd import ESDModule
 from loco_lightning.baselines.finetune import FineTune
 from loco_lightning.editing.data import EditEvalData
-from loco_lightning.editing.locoedit import LocoEditParams, apply_locoedit
-from loco_lightning.editing.requests import edit_requests, preserve_prompts
-from loco_lightning.hooks import sites
+from loco_lightning.editing.editors import run_editor
+from loco_lightning.editing.locoedit import LocoEdit
+from loco_lightning.editing.requests import edit_requests
 from loco_lightning.models.diffusion import Diffusion
 
 EDIT = "datasets/world/style_striped.edit.yaml"
@@ -93,28 +92,22 @@ def main() -> None:
     items = [it for it in data.items() if it.prompt.group == "efficacy"]
     esd.setup("fit")
     model = esd.model
-    params = LocoEditParams(
-        sites=tuple(args.sites if args.sites is not None else range(len(sites(model.unet)))),
+    editor = LocoEdit(
+        sites=tuple(args.sites) if args.sites is not None else "all",
         lambda_k=args.lam,
         lambda_v=args.lam,
         key_tokens="aligned",
-        preserve=tuple(preserve_prompts(EDIT)),
+        preserve=EDIT,
     )
     before = survival(esd, items)
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        edit = apply_locoedit(model, requests, params)
-        times.append(time.perf_counter() - start)
-        edit.undo(model.unet)
-    edit.redo(model.unet)
-    target = survival(esd, items)
-    edit.undo(model.unet)
-    loco = min(times)
+    edits = [run_editor(editor, model, requests) for _ in range(args.repeats)]
+    with edits[-1].applied(model):
+        target = survival(esd, items)
+    loco = min(e.metadata["seconds"] for e in edits)
     logging.info(
         "unedited survival %.3f; LocoEdit (sites %s) %.3f in %.2f ms",
         before,
-        list(params.sites),
+        edits[-1].metadata["sites"],
         target,
         loco * 1e3,
     )

@@ -79,8 +79,8 @@ def main() -> None:
                     + " | ".join(f"{share[k]:.2f}" for k in PARTS)
                     + f" | {keys} | "
                     f"{res['window']} | {read[('unedited', 'efficacy')]:.3f} | "
-                    f"{read[('locoedit/locogen', 'efficacy')]:.3f} | "
-                    f"{read[('locoedit/all', 'efficacy')]:.3f} | "
+                    f"{read[('locoedit', 'efficacy')]:.3f} | "
+                    f"{read[('locoedit_all', 'efficacy')]:.3f} | "
                     f"{read[('unedited', 'reference')]:.3f} |"
                 )
     text = "\n".join(lines)

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import torch
+import yaml
 
 from loco_lightning.cli import main as loco
 
@@ -33,9 +34,15 @@ def run(concept: str, out: Path, source, score: str, key_tokens, extra: list[str
         + ["--model.score", score, "--model.output_dir", str(located), *common]
     )
     edited = out / concept / "edit"
-    keys = ["--model.key_tokens", key_tokens] if key_tokens else []
+    config = f"configs/edit/world_{concept}.yaml"
+    keys = []
+    if key_tokens:  # every editor of the config with these key tokens
+        editors = yaml.safe_load(Path(config).read_text())["model"]["editors"]
+        for editor in editors.values():
+            editor["init_args"]["key_tokens"] = key_tokens
+        keys = ["--model.editors", json.dumps(editors)]
     loco(
-        ["edit", "--config", f"configs/edit/world_{concept}.yaml", *keys]
+        ["edit", "--config", config, *keys]
         + ["--model.locogen", str(located), "--model.output_dir", str(edited), *common]
     )
     selection = json.loads((located / "selection.json").read_text())

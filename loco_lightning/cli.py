@@ -45,13 +45,13 @@ JOBS = {
         "LocoGen: score every window of cross-attention sites, select where a concept lives",
     ),
     "edit": Job(
-        "loco_lightning.editing.module.ClosedFormEditModule",
+        "loco_lightning.editing.module.EditModule",
         "loco_lightning.editing.data.EditEvalData",
         "fit",
         "LocoEdit: closed-form edit of the located sites, evaluated against alternatives",
     ),
     "neurons": Job(
-        "loco_lightning.editing.module.NeuronEditModule",
+        "loco_lightning.editing.module.EditModule",
         "loco_lightning.editing.data.EditEvalData",
         "fit",
         "neuron-level editing: ablate the top-k concept neurons of the located sites, sweep k",
@@ -69,16 +69,16 @@ JOBS = {
         "Concept Ablation baseline: fine-tune K/V so the concept predicts an anchor's images",
     ),
     "quickfix": Job(
-        "loco_lightning.baselines.quickfix.QuickFixModule",
+        "loco_lightning.editing.module.EditModule",
         "loco_lightning.editing.data.EditEvalData",
         "fit",
         "Diff-QuickFix baseline: closed-form edit of the text encoder's layer-0 out_proj",
     ),
     "compare": Job(
-        "loco_lightning.baselines.compare.CompareModule",
+        "loco_lightning.editing.module.EditModule",
         "loco_lightning.editing.data.EditEvalData",
         "fit",
-        "compare LocoEdit, all-sites, Diff-QuickFix and trained baselines: one table, plots",
+        "every editor by name (LocoEdit, UCE, TIME, trained baselines, …): one table, plots",
     ),
     "trace": Job(
         "loco_lightning.localization.causal.CausalTracingModule",

@@ -4,8 +4,8 @@ ESD-x and Concept Ablation both fine-tune cross-attention weights of the UNet to
 frozen copy of the original UNet, on noised images the original model generated. They differ only
 in which images are noised and what the teacher's target is (:meth:`FineTuneEdit.image_prompt`,
 :meth:`FineTuneEdit.teacher_target`). To the evaluation harness a trained baseline is an ordinary
-:class:`EditResult` (delta = trained - original weights), so it is scored and saved exactly like
-LocoEdit.
+:class:`WeightEdit` (delta = trained - original weights), so it is scored and saved exactly like
+LocoEdit, and joins a comparison as a ``Saved`` editor.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from diffusers import DDPMScheduler
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from loco_lightning.editing.edits import WeightEdit
 from loco_lightning.editing.evaluation import EditEvaluation
-from loco_lightning.editing.locoedit import EditResult
 from loco_lightning.editing.requests import EditRequest, edit_requests
 from loco_lightning.hooks import sites as all_sites
 from loco_lightning.hooks.executor import check_sites
@@ -102,6 +102,7 @@ class FineTuneEdit(EditEvaluation):
         self.trainable: list[str] = []
         self.seconds = 0.0  # time to edit: training images + optimisation, summed over resumes
         self.strict_loading = False  # checkpoints hold the trainable weights only
+        self.automatic_optimization = True  # these do train
 
     # ---- the two things a baseline defines ------------------------------------------------------
     def image_prompt(self, pair: Pair) -> str:
@@ -258,7 +259,7 @@ class FineTuneEdit(EditEvaluation):
         self.seconds = checkpoint.get("seconds_to_edit", 0.0)
 
     # ---- evaluation: the trained weights as an edit ---------------------------------------------
-    def edit_result(self) -> EditResult:
+    def edit_result(self) -> WeightEdit:
         """The training so far as an edit: delta = trained - original weights."""
         params = dict(self.unet.named_parameters())
         deltas = {
@@ -276,15 +277,16 @@ class FineTuneEdit(EditEvaluation):
             "lr": hp.lr,
             "seconds": self.seconds,
         }
-        return EditResult(deltas, dict(self.originals), metadata, "unet")
+        return WeightEdit(deltas, metadata, "unet")
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
         params = dict(self.unet.named_parameters())
         self._trained = {n: params[n].detach().clone() for n in self.trainable}
-        edit = self.edit_result()
-        edit.undo(self.unet)  # the harness generates the unedited images first
-        self.edits = {self.method: edit}
+        self.edits = {self.method: self.edit_result()}
+        with torch.no_grad():  # the harness generates the unedited images first
+            for n in self.trainable:
+                params[n].copy_(self.originals[n])
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()

@@ -9,16 +9,17 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
+from loco_lightning.editing.edits import export_pipeline
 from loco_lightning.editing.evaluation import markdown
-from loco_lightning.editing.locoedit import EditResult, export_pipeline
 
 
 class EditReport(L.Callback):
     """After fitting: ``results.csv/.json/.md`` and, per method, ``<method>.safetensors`` (the
-    weight delta); the first method's edited pipeline is exported as a diffusers folder.
+    edit, loadable with ``load_edit``); the first weight edit's pipeline is exported as a
+    diffusers folder.
 
     Args:
-        export: also export the first method's edited pipeline to ``<output_dir>/edited``.
+        export: also export the first weight edit's pipeline to ``<output_dir>/edited``.
     """
 
     def __init__(self, export: bool = True) -> None:
@@ -37,14 +38,10 @@ class EditReport(L.Callback):
                 writer.writerows(table)
             (folder / "results.json").write_text(json.dumps(table, indent=1))
             (folder / "results.md").write_text(markdown(table) + "\n")
-        for i, (name, edit) in enumerate(pl_module.edits.items()):
-            if not isinstance(edit, EditResult):
-                continue  # activation edits live in the config, not in weights
+        exported = not self.export
+        for name, edit in pl_module.edits.items():
             edit.save(folder / f"{name.replace('/', '_')}.safetensors")
-            if self.export and i == 0:
-                root = pl_module.model.component(edit.component)
-                edit.redo(root)
-                try:
+            if not exported and edit.in_weights:
+                with edit.applied(pl_module.model):
                     export_pipeline(pl_module.model, folder / "edited")
-                finally:
-                    edit.undo(root)
+                exported = True

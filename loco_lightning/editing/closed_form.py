@@ -14,6 +14,7 @@ def edit_factor(
     preserve_scale: float = 1.0,
     dtype: torch.dtype = torch.float32,
     keep: Tensor | None = None,
+    keep_rtol: float = 0.0,
 ) -> Tensor:
     """The right factor M of the edit, so that the edited weight is ``W = Ŵ M``.
 
@@ -26,7 +27,10 @@ def edit_factor(
     for every keep input k (the empty prompt that classifier-free guidance subtracts: a soft
     preserve term only shrinks its drift): the update is confined to the orthogonal complement
     of their span, with U an orthonormal basis of it, M = I + C U (Uᵀ A U)⁻¹ Uᵀ (which is
-    I + C A⁻¹ when nothing is kept).
+    I + C A⁻¹ when nothing is kept). Directions of the kept span whose singular value is below
+    ``keep_rtol`` times the largest are left free (the kept inputs hardly reach into them), so a
+    model whose text width is below its context length (77 tokens of width 32) still has room to
+    edit.
 
     In ``dtype`` (float32 unless asked; float64 removes float32's ~3e-4 rounding for the same
     milliseconds) with ``torch.linalg.solve`` (no explicit inverse), whatever the model's dtype
@@ -41,6 +45,7 @@ def edit_factor(
             of many prompts otherwise outvotes a concept's few templates).
         dtype: the dtype of the solve.
         keep: (m, d) inputs whose outputs must not move at all, or None.
+        keep_rtol: relative singular-value threshold of the kept span (0: its numerical rank).
 
     Returns:
         (d, d) factor M in ``dtype``.
@@ -61,23 +66,23 @@ def edit_factor(
         # M = B A⁻¹  ⇔  Mᵀ = A⁻ᵀ Bᵀ = solve(A, Bᵀ) since A is symmetric
         return torch.linalg.solve(a, b.T).T
     c = b - a  # Σ (y − x) xᵀ
-    u = complement_basis(keep.to(dtype))  # (d, d − r)
+    u = complement_basis(keep.to(dtype), keep_rtol)  # (d, d − r)
     if u.shape[1] == 0:
         raise ValueError(
-            f"the {keep.shape[0]} kept inputs span all {keep.shape[1]} input dimensions, so no "
-            "update can keep them; keep fewer inputs (keep_empty: false) or edit a model whose "
-            "text width exceeds its context length"
+            f"the {keep.shape[0]} kept inputs span all {keep.shape[1]} input dimensions above "
+            f"keep_rtol={keep_rtol}, so no update can keep them; raise keep_rtol (e.g. 1e-2) or "
+            "turn keep_empty off"
         )
     reduced = torch.linalg.solve(u.T @ a @ u, (c @ u).T).T  # C U (Uᵀ A U)⁻¹: (d, d − r)
     return eye + reduced @ u.T
 
 
-def complement_basis(rows: Tensor) -> Tensor:
+def complement_basis(rows: Tensor, rtol: float = 0.0) -> Tensor:
     """(d, d − r) orthonormal basis of the orthogonal complement of the span of ``rows`` (m, d),
-    r its numerical rank (singular values above the dtype's epsilon times max(m, d) times the
-    largest, as ``torch.linalg.matrix_rank``)."""
+    r the number of singular values above ``rtol`` times the largest (at least the numerical
+    rank's threshold, the dtype's epsilon times max(m, d), as ``torch.linalg.matrix_rank``)."""
     _, s, vh = torch.linalg.svd(rows, full_matrices=True)
-    rtol = torch.finfo(rows.dtype).eps * max(rows.shape)
+    rtol = max(rtol, torch.finfo(rows.dtype).eps * max(rows.shape))
     rank = int((s > rtol * s.max()).sum()) if s.numel() and s.max() > 0 else 0
     return vh[rank:].T
 

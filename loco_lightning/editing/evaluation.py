@@ -1,9 +1,9 @@
 """The evaluation triad for any set of edits, on the same prompts and seeds.
 
-Every editing method (LocoEdit, its all-sites and random-window variants, fine-tuning baselines)
-ends as an :class:`EditResult`; this base module generates each one's images beside the unedited
-model's and scores efficacy, generality and specificity with CLIP score, FID against the unedited
-images and, on the world, the exact readers.
+Every editing method (LocoEdit, UCE, TIME, Diff-QuickFix, neurons, fine-tuning baselines) ends
+as an :class:`Edit`; this base module generates each one's images beside the unedited model's
+and scores efficacy, generality and specificity with CLIP score, FID against the unedited images
+and, on the world, the exact readers.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from loco_lightning.editing.data import EvalItem
-from loco_lightning.editing.locoedit import EditResult
+from loco_lightning.editing.edits import Edit
 from loco_lightning.metrics.clip import SampleCLIPScore, load_clip
 from loco_lightning.metrics.fid import ClipImageFeatures, fid_metric
 from loco_lightning.metrics.readers import world_match
@@ -49,7 +49,8 @@ class EditEvaluation(L.LightningModule):
         self.diffusion = diffusion
         self.model: LocoModel | None = None
         self.reader_match = None
-        self.edits: dict[str, EditResult] = {}
+        self.edits: dict[str, Edit] = {}
+        self.automatic_optimization = False  # closed forms: no optimizer, no loss to return
         self.rows: list[dict] = []
         self.table: list[dict] = []
 
@@ -67,10 +68,10 @@ class EditEvaluation(L.LightningModule):
         self.reader_match = world_match(self.model.world)
 
     def configure_optimizers(self):
-        return None  # closed-form edits take no gradient step; baselines override this
+        return []  # closed-form edits take no gradient step; the fine-tuned baselines do
 
-    def training_step(self, batch, batch_idx):
-        return None
+    def training_step(self, batch, batch_idx) -> None:
+        """Nothing to train: the edits were solved in ``on_fit_start``."""
 
     def on_validation_epoch_start(self) -> None:
         self.rows = []
@@ -90,12 +91,8 @@ class EditEvaluation(L.LightningModule):
     def validation_step(self, batch: list[EvalItem], batch_idx: int) -> None:
         images = {UNEDITED: self.generate(batch)}
         for name, edit in self.edits.items():
-            root = self.model.component(edit.component)
-            edit.redo(root)
-            try:
+            with edit.applied(self.model):
                 images[name] = self.generate(batch)
-            finally:
-                edit.undo(root)
         texts = [it.prompt.score_text or it.prompt.prompt for it in batch]
         expects = [it.prompt.expect for it in batch]
         for method, imgs in images.items():
@@ -140,7 +137,9 @@ class EditEvaluation(L.LightningModule):
                 entry["fid"] = float(self.fids[key].compute())
                 self.log(f"val/{key}/fid", entry["fid"])
             if method in self.edits:
-                entry["seconds_to_edit"] = self.edits[method].metadata.get("seconds", math.nan)
+                metadata = self.edits[method].metadata
+                entry["seconds_to_edit"] = metadata.get("seconds", math.nan)
+                entry["empty_drift"] = metadata.get("empty_drift", math.nan)
             table.append(entry)
         self.table = table
         rank_zero_info("Edit evaluation:\n" + markdown(table))

@@ -7,15 +7,16 @@ replaced at inference by their concept-free mean (through the executor) or zeroe
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from loco_lightning.editing.locoedit import EditResult, site_inputs
-from loco_lightning.hooks import NeuronAblation, intervene, sites
+from loco_lightning.editing.editors import SiteChoice, SiteEditor
+from loco_lightning.editing.edits import ActivationEdit, Edit, WeightEdit
+from loco_lightning.editing.requests import EditRequest
+from loco_lightning.hooks import NeuronAblation, site_inputs, sites
 from loco_lightning.models import LocoModel
 
 Projection = Literal["k", "v"]
@@ -42,62 +43,52 @@ def neuron_zscores(
     return z, b.mean(0)
 
 
-@dataclass
-class ActivationEdit:
-    """An edit made of executor interventions: ``redo`` installs them, ``undo`` removes them."""
+@dataclass(frozen=True)
+class Neurons(SiteEditor, name="neurons"):
+    """Ablate the k most concept-specific output neurons per site and projection (ranked by
+    :func:`neuron_zscores` between the requests' prompts with and without the concept).
 
-    specs: list
-    metadata: dict = field(default_factory=dict)
-    cfg: bool = True
-    component: str = "unet"
-    _stack: ExitStack | None = field(default=None, repr=False)
-
-    def redo(self, unet: nn.Module) -> None:
-        self._stack = ExitStack()
-        self._stack.enter_context(intervene(unet, self.specs, cfg=self.cfg))
-
-    def undo(self, unet: nn.Module) -> None:
-        if self._stack is not None:
-            self._stack.close()
-            self._stack = None
-
-
-def neuron_edit(
-    model: LocoModel,
-    site_indices: tuple[int, ...],
-    concept: list[str],
-    neutral: list[str],
-    k: int,
-    projections: tuple[Projection, ...] = ("k", "v"),
-    mode: Literal["mean", "zero"] = "mean",
-) -> ActivationEdit | EditResult:
-    """Ablate the k most concept-specific neurons per site and projection.
-
-    ``mean`` replaces their outputs with the concept-free mean through the executor; ``zero``
-    zeroes their weight rows (and bias), a weight edit that saves and loads like LocoEdit's.
+    Attributes:
+        sites: see :class:`SiteEditor` (the LocoGen window by default).
+        k: neurons per site and projection (at most the projection's width).
+        projections: ``k``, ``v`` or both.
+        mode: ``mean`` (outputs replaced by their concept-free mean, through the executor, on
+            the conditional samples) or ``zero`` (weight rows zeroed: a weight edit).
     """
-    specs, deltas, originals, chosen = [], {}, {}, {}
-    for index in site_indices:
-        s = sites(model.unet)[index]
-        attn = model.unet.get_submodule(s.path)
-        for p in projections:
-            z, mean = neuron_zscores(model, index, concept, neutral, p)
-            top = torch.topk(z.abs(), min(k, len(z))).indices.sort().values
-            chosen[f"{index}/{p}"] = top.tolist()
-            if mode == "mean":
-                values = tuple(mean[top].tolist())
-                specs.append(NeuronAblation((index,), tuple(top.tolist()), p, value=values))
-                continue
-            proj = getattr(attn, s.projection(p))
-            for name, param in (("weight", proj.weight), ("bias", proj.bias)):
-                if param is None:
+
+    sites: tuple[int, ...] | SiteChoice = "locogen"
+    k: int = 10
+    projections: tuple[Projection, ...] = ("k", "v")
+    mode: Literal["mean", "zero"] = "mean"
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k={self.k}: ablate at least one neuron per site and projection.")
+
+    def compute(self, model: LocoModel, requests: list[EditRequest]) -> Edit:
+        triples = [t for r in requests for t in r.pairs()]
+        concept, neutral = [s for s, _, _ in triples], [w for _, w, _ in triples]
+        site_indices = self.site_indices(model)
+        specs, deltas, chosen = [], {}, {}
+        for index in site_indices:
+            s = sites(model.unet)[index]
+            attn = model.unet.get_submodule(s.path)
+            for p in self.projections:
+                z, mean = neuron_zscores(model, index, concept, neutral, p)
+                top = torch.topk(z.abs(), min(self.k, len(z))).indices.sort().values
+                chosen[f"{index}/{p}"] = top.tolist()
+                if self.mode == "mean":
+                    values = tuple(mean[top].tolist())
+                    specs.append(NeuronAblation((index,), tuple(top.tolist()), p, value=values))
                     continue
-                key = f"{s.path}.{s.projection(p)}.{name}"
-                originals[key] = param.detach().clone()
-                delta = torch.zeros_like(param)
-                delta[top] = -param.detach()[top]
-                deltas[key] = delta
-    metadata = {"k": k, "mode": mode, "neurons": chosen, "sites": list(site_indices)}
-    if mode == "mean":
-        return ActivationEdit(specs, metadata)
-    return EditResult(deltas, originals, metadata)
+                proj = getattr(attn, s.projection(p))
+                for name, param in (("weight", proj.weight), ("bias", proj.bias)):
+                    if param is None:
+                        continue
+                    delta = torch.zeros_like(param)
+                    delta[top] = -param.detach()[top]
+                    deltas[f"{s.path}.{s.projection(p)}.{name}"] = delta
+        metadata = {"neurons": chosen, "sites": list(site_indices)}
+        if self.mode == "mean":
+            return ActivationEdit(specs, metadata)
+        return WeightEdit(deltas, metadata, "unet")

@@ -53,8 +53,8 @@ def _padded(tokenizer, prompts: list[str]) -> list[list[int]]:
     ).input_ids
 
 
-def _last_word(tokenizer, prompt: str) -> int:
-    """Position of the last token before end-of-text."""
+def last_token(tokenizer, prompt: str) -> int:
+    """Position of the last token before end-of-text (UCE's ``attention_mask.sum() - 2``)."""
     return len(tokenizer(prompt).input_ids) - 2
 
 
@@ -79,10 +79,10 @@ def key_positions(
 
 
 def _last_subject(tokenizer, source: str, without: str, target: str, eos: bool):
-    pairs = [(concept_positions(tokenizer, source, without)[-1], _last_word(tokenizer, target))]
+    pairs = [(concept_positions(tokenizer, source, without)[-1], last_token(tokenizer, target))]
     if eos:
         length = tokenizer.model_max_length
-        eos_s, eos_t = _last_word(tokenizer, source) + 1, _last_word(tokenizer, target) + 1
+        eos_s, eos_t = last_token(tokenizer, source) + 1, last_token(tokenizer, target) + 1
         pairs += [(eos_s + k, min(eos_t + k, length - 1)) for k in range(length - eos_s)]
     return pairs
 

@@ -3,7 +3,7 @@
 from loco_lightning.hooks.executor import intervene
 from loco_lightning.hooks.interventions import Intervention, NeuronAblation, PromptSwap, Record
 from loco_lightning.hooks.processors import Trace
-from loco_lightning.hooks.sites import CrossAttnSite, site_module, sites
+from loco_lightning.hooks.sites import CrossAttnSite, site_inputs, site_module, sites
 
 __all__ = [
     "CrossAttnSite",
@@ -13,6 +13,7 @@ __all__ = [
     "Record",
     "Trace",
     "intervene",
+    "site_inputs",
     "site_module",
     "sites",
 ]

@@ -148,3 +148,10 @@ def sites(unet: nn.Module) -> tuple[CrossAttnSite, ...]:
 def site_module(unet: nn.Module, site: CrossAttnSite) -> nn.Module:
     """The attention module of a site."""
     return unet.get_submodule(site.path)
+
+
+def site_inputs(unet: nn.Module, site: CrossAttnSite, context: torch.Tensor) -> torch.Tensor:
+    """What a site's key/value projections read for a UNet context: (N, T, d)."""
+    attn = unet.get_submodule(site.path)
+    ctx = unet.process_encoder_hidden_states(context, {})
+    return attn.norm_encoder_hidden_states(ctx) if attn.norm_cross else ctx

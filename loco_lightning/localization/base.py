@@ -60,7 +60,7 @@ class Localizer(L.LightningModule):
 
     @property
     def guidance(self) -> float:
-        return self.diffusion.guidance_for(self.model)
+        return self.model.guidance
 
     def scores(
         self, images: Tensor, texts: list[str], expects: list[dict[str, str]]

@@ -67,7 +67,10 @@ class Diffusion:
             )
 
     def load(self, device: str = "cpu") -> LocoModel:
-        return load_model(self.family, self.source, self.dtype, device)
+        """The model, carrying these steps and guidance (so every caller samples alike)."""
+        model = load_model(self.family, self.source, self.dtype, device)
+        model.sampling = {"steps": self.steps, "guidance": self.guidance}
+        return model
 
     def resolved(self, model: LocoModel) -> dict:
         """These settings with every default filled in from the family: what a result records."""
@@ -76,19 +79,16 @@ class Diffusion:
             "family": fam.name,
             "source": self.source or (DEFAULT_WORLD if self.family == AUTO else fam.default_source),
             "steps": self.steps or model.steps,
-            "guidance": self.guidance_for(model),
+            "guidance": model.guidance if self.guidance is None else self.guidance,
             "scheduler": self.scheduler or type(model.pipeline.scheduler).__name__,
             "weights": weights_digest(model.unet),
         }
-
-    def guidance_for(self, model: LocoModel) -> float:
-        return model.guidance if self.guidance is None else self.guidance
 
     def sampler(self, model: LocoModel) -> dict:
         """Keyword arguments of ``denoise``: steps, guidance and a fresh scheduler."""
         return {
             "steps": self.steps or model.steps,
-            "guidance": self.guidance_for(model),
+            "guidance": model.guidance if self.guidance is None else self.guidance,
             "scheduler": sampling.make_scheduler(model, self.scheduler),
         }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -77,16 +77,26 @@ class LocoModel:
     family: Family
     pipeline: diffusers.DiffusionPipeline
     world: dict | None = None  # a world folder's loco_world.json (+ "folder"); None otherwise
+    sampling: dict = field(default_factory=dict)  # a job's overrides: steps, guidance
 
     @property
     def steps(self) -> int:
-        """Default denoising steps: the world's own, else the family's."""
+        """Denoising steps: the job's, else the world's own, else the family's."""
+        if self.sampling.get("steps") is not None:
+            return self.sampling["steps"]
         return self.world["world"]["sampling"]["steps"] if self.world else self.family.steps
 
     @property
     def guidance(self) -> float:
-        """Default guidance scale: the world's own, else the family's."""
+        """Guidance scale: the job's, else the world's own, else the family's."""
+        if self.sampling.get("guidance") is not None:
+            return self.sampling["guidance"]
         return self.world["world"]["sampling"]["guidance"] if self.world else self.family.guidance
+
+    @property
+    def cfg(self) -> bool:
+        """Whether UNet batches are ``[unconditional; conditional]`` halves when sampling."""
+        return self.guidance > 1
 
     @property
     def unet(self) -> torch.nn.Module:

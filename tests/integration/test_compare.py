@@ -1,5 +1,5 @@
-"""`loco compare` end to end on the SD-1 miniature: trained baselines loaded from their deltas,
-closed forms solved inline, one table with every method and group, the two figures."""
+"""`loco compare` end to end on the SD-1 miniature: every registered editor by name, trained
+baselines loaded from their deltas, one table with every method and group, the two figures."""
 
 from __future__ import annotations
 
@@ -10,13 +10,34 @@ from pathlib import Path
 import yaml
 
 from loco_lightning.cli import main
-from loco_lightning.editing.locoedit import read_delta
+from loco_lightning.editing.edits import load_edit
 from tests.helpers import tiny_clip_folder
 from tests.unit.baselines.test_finetune import fit
 
-METHODS = ("unedited", "locoedit/given", "locoedit/all", "quickfix", "esd", "ablate")
+METHODS = (
+    "unedited", "locoedit", "locoedit_all", "uce", "time", "quickfix", "neurons", "esd", "ablate",
+)  # fmt: skip
 GROUPS = ("efficacy", "generality", "specificity", "reference")
 EDIT = "datasets/world/style_striped.edit.yaml"
+
+
+def editors(tmp_path) -> str:
+    """Every editor on the miniature (whose 77 tokens of width 32 leave no room to keep the
+    empty prompt: keep_empty false), the fine-tuned ones from their saved deltas."""
+    free = {"keep_empty": False}
+    closed = {"preserve": EDIT} | free
+    rows = {
+        "locoedit": ("LocoEdit", {"sites": [3, 4], "key_tokens": "aligned"} | closed),
+        "locoedit_all": ("LocoEdit", {"sites": "all", "key_tokens": "aligned"} | closed),
+        "uce": ("UCE", closed),
+        "time": ("TIME", free),
+        "quickfix": ("QuickFix", {"lam": 0.5} | closed),
+        "neurons": ("Neurons", {"sites": [3, 4], "k": 4}),
+    }
+    rows |= {
+        j: ("Saved", {"path": str(tmp_path / j / f"{j}.safetensors")}) for j in ("esd", "ablate")
+    }
+    return json.dumps({n: {"class_path": c, "init_args": a} for n, (c, a) in rows.items()})
 
 
 def test_compare_writes_one_row_per_method_and_group_with_the_triad_filled(tmp_path):
@@ -36,12 +57,8 @@ def test_compare_writes_one_row_per_method_and_group_with_the_triad_filled(tmp_p
             tiny_clip_folder(),
             "--model.diffusion.steps",
             "2",
-            "--model.site_choices",
-            "[given, all]",
-            "--model.sites",
-            "[3, 4]",
-            "--model.baselines",
-            json.dumps({j: str(tmp_path / j / f"{j}.safetensors") for j in ("esd", "ablate")}),
+            "--model.editors",
+            editors(tmp_path),
             "--model.output_dir",
             str(out),
             "--trainer.logger.init_args.save_dir",
@@ -53,17 +70,18 @@ def test_compare_writes_one_row_per_method_and_group_with_the_triad_filled(tmp_p
     table = json.loads((out / "results.json").read_text())
     assert [(r["method"], r["group"]) for r in table] == [(m, g) for g in GROUPS for m in METHODS]
     for row in table:
-        filled = ("clip",) + (() if row["method"] == "unedited" else ("fid", "seconds_to_edit"))
+        edited = ("fid", "seconds_to_edit", "empty_drift")
+        filled = ("clip",) + (() if row["method"] == "unedited" else edited)
         assert all(isinstance(row.get(c), float) and math.isfinite(row[c]) for c in filled), row
         assert row.get("reader") is None  # a miniature carries no readers: only worlds do
     seconds = {r["method"]: r.get("seconds_to_edit") for r in table}
     for job in ("esd", "ablate"):  # the training time travels with the delta
-        _, metadata, _ = read_delta(tmp_path / job / f"{job}.safetensors")
+        metadata = load_edit(tmp_path / job / f"{job}.safetensors").metadata
         assert metadata["seconds"] > 0 and seconds[job] == metadata["seconds"]
     # the preserve set given as a file reaches both closed forms as its prompts
     preserve = yaml.safe_load(Path(EDIT).read_text())["preserve"]
-    for method in ("locoedit_all", "quickfix"):
-        _, metadata, _ = read_delta(out / f"{method}.safetensors")
+    for method in ("locoedit_all", "uce", "quickfix"):
+        metadata = load_edit(out / f"{method}.safetensors").metadata
         assert metadata["params"]["preserve"] == preserve
     markdown = (out / "results.md").read_text()
     assert all(f"| {m} |" in markdown for m in METHODS) and (out / "results.csv").exists()

@@ -1,4 +1,6 @@
 """The edit job end to end on the SD-1 miniature: artifacts, a null edit, LocoGen's window."""
+# The miniature's 77 context tokens of width 32 span its whole text width, so it edits with the
+# empty prompt free (keep_empty: false); the worlds and real models keep it.
 
 from __future__ import annotations
 
@@ -9,8 +11,16 @@ import torch
 from diffusers import DiffusionPipeline
 
 from loco_lightning.cli import main
-from loco_lightning.editing.locoedit import read_delta
+from loco_lightning.editing.edits import load_edit
 from tests.helpers import tiny_clip_folder
+
+
+def editors(**rows: dict) -> str:
+    """``--model.editors`` of LocoEdit rows: name -> init_args."""
+    free = {"keep_empty": False}
+    return json.dumps(
+        {n: {"class_path": "LocoEdit", "init_args": free | a} for n, a in rows.items()}
+    )
 
 
 def edit(tmp_path, *extra) -> list[dict]:
@@ -40,35 +50,29 @@ def edit(tmp_path, *extra) -> list[dict]:
 
 
 def test_null_edit_changes_no_score_and_has_zero_fid(tmp_path):
-    table = edit(
-        tmp_path,
-        "--model.site_choices",
-        "[all]",
-        "--model.edit_k",
-        "false",
-        "--model.edit_v",
-        "false",
-    )
+    null = {"sites": "all", "edit_k": False, "edit_v": False}
+    table = edit(tmp_path, "--model.editors", editors(null=null))
     rows = {(r["method"], r["group"]): r for r in table}
     for group in ("efficacy", "generality", "specificity"):
-        same, base = rows[("locoedit/all", group)], rows[("unedited", group)]
+        same, base = rows[("null", group)], rows[("unedited", group)]
         assert same["clip"] == pytest.approx(base["clip"], abs=1e-4)
         assert same["fid"] == pytest.approx(0.0, abs=1e-2)
 
 
 def test_edit_writes_deltas_and_a_folder_plain_diffusers_loads(tmp_path):
-    table = edit(tmp_path, "--model.site_choices", "[given, all]", "--model.sites", "[5, 6]")
+    rows = editors(given={"sites": [5, 6]}, everywhere={"sites": "all"})
+    table = edit(tmp_path, "--model.editors", rows)
     assert {(r["method"], r["group"]) for r in table} == {
         (m, g)
-        for m in ("unedited", "locoedit/given", "locoedit/all")
+        for m in ("unedited", "given", "everywhere")
         for g in ("efficacy", "generality", "specificity")
     }
     out = tmp_path / "out"
-    assert (out / "locoedit_given.safetensors").exists() and (out / "results.md").exists()
+    assert (out / "given.safetensors").exists() and (out / "results.md").exists()
     pipe = DiffusionPipeline.from_pretrained(out / "edited")
     from safetensors.torch import load_file
 
-    deltas = load_file(out / "locoedit_given.safetensors")
+    deltas = load_file(out / "given.safetensors")
     assert len(deltas) == 4  # to_k and to_v at two sites
     assert all("attentions" in k and k.endswith(("to_k.weight", "to_v.weight")) for k in deltas)
     assert type(pipe).__name__ == "StableDiffusionPipeline"
@@ -78,18 +82,14 @@ def test_edit_writes_deltas_and_a_folder_plain_diffusers_loads(tmp_path):
 def test_locogen_choice_reads_the_selection_and_refuses_a_missing_one(tmp_path):
     (tmp_path / "loc").mkdir()
     (tmp_path / "loc" / "selection.json").write_text(json.dumps({"window": [7, 8], "best": {}}))
-    table = edit(
-        tmp_path,
-        "--model.site_choices",
-        "[locogen, random]",
-        "--model.locogen",
-        str(tmp_path / "loc"),
-    )
-    assert {r["method"] for r in table} >= {"locoedit/locogen", "locoedit/random"}
+    rows = editors(located={"sites": "locogen"}, control={"sites": "random"})
+    table = edit(tmp_path, "--model.editors", rows, "--model.locogen", str(tmp_path / "loc"))
+    assert {r["method"] for r in table} >= {"located", "control"}
     sites = {
-        m: read_delta(tmp_path / "out" / f"locoedit_{m}.safetensors")[1]["params"]["sites"]
-        for m in ("locogen", "random")
+        m: load_edit(tmp_path / "out" / f"{m}.safetensors").metadata["params"]["sites"]
+        for m in ("located", "control")
     }
-    assert sites["locogen"] == [7, 8] and len(sites["random"]) == 2 and sites["random"] != [7, 8]
+    assert sites["located"] == [7, 8] and len(sites["control"]) == 2
+    assert not set(sites["control"]) & {7, 8}
     with pytest.raises(FileNotFoundError, match="run `loco localize` first"):
-        edit(tmp_path, "--model.site_choices", "[locogen]", "--model.locogen", str(tmp_path))
+        edit(tmp_path, "--model.editors", rows, "--model.locogen", str(tmp_path))

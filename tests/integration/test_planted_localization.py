@@ -128,10 +128,10 @@ def test_locoedit_at_the_located_window_removes_it_and_a_random_window_does_noth
     read = edited(world, attribute)
     unedited = read[("unedited", "efficacy")]
     assert unedited >= 0.75 and read[("unedited", "reference")] <= unedited - 0.4, read
-    assert read[("locoedit/locogen", "efficacy")] <= unedited - 0.5, read
-    assert abs(read[("locoedit/random", "efficacy")] - unedited) <= 0.05, read
+    assert read[("locoedit", "efficacy")] <= unedited - 0.5, read
+    assert abs(read[("locoedit_random", "efficacy")] - unedited) <= 0.05, read
     # specificity: the other attributes of unrelated prompts are read back as before
-    spec = read[("locoedit/locogen", "specificity")] - read[("unedited", "specificity")]
+    spec = read[("locoedit", "specificity")] - read[("unedited", "specificity")]
     assert abs(spec) <= 0.05, read
 
 
@@ -156,11 +156,11 @@ SDXL_COLOUR_EDIT = pytest.mark.xfail(
 )
 def test_locoedit_at_the_located_window_reaches_the_reference_and_all_sites(world, attribute):
     read = edited(world, attribute)
-    located_ = read[("locoedit/locogen", "efficacy")]
+    located_ = read[("locoedit", "efficacy")]
     assert located_ <= read[("unedited", "reference")] + 0.10, read
     # and is no weaker than the same closed form on every site (it may be stronger: SD-2's style
     # edit at 3-4 leaves 0.25 where all sites leave 0.375, as the reference does)
-    assert located_ <= read[("locoedit/all", "efficacy")] + 0.10, read
+    assert located_ <= read[("locoedit_all", "efficacy")] + 0.10, read
 
 
 def test_causal_tracing_on_the_planted_model_has_one_row_per_layer(tmp_path):

@@ -15,7 +15,7 @@ import os
 import pytest
 
 from loco_lightning.cli import main
-from loco_lightning.editing.locoedit import read_delta
+from loco_lightning.editing.edits import load_edit
 from loco_lightning.editing.requests import preserve_prompts
 from tests.helpers import tiny_clip_folder
 
@@ -84,14 +84,13 @@ def test_editing_the_located_window_removes_shape_and_nothing_else(located, tmp_
     reference = read[("unedited", "reference")]
     assert read[("unedited", "efficacy")] >= 0.9
     for group in ("efficacy", "generality"):
-        assert read[("locoedit/locogen", group)] <= reference + 0.10, group
-    assert (
-        abs(read[("locoedit/locogen", "specificity")] - read[("unedited", "specificity")]) <= 0.05
-    )
-    assert read[("locoedit/random", "efficacy")] >= 0.8  # a wrong window changes nothing
-    assert read[("locoedit/all", "efficacy")] <= reference + 0.10
+        assert read[("locoedit", group)] <= reference + 0.10, group
+    assert abs(read[("locoedit", "specificity")] - read[("unedited", "specificity")]) <= 0.05
+    assert read[("locoedit_random", "efficacy")] >= 0.8  # a wrong window changes nothing
+    assert read[("locoedit_all", "efficacy")] <= reference + 0.10
     # the preserve set given as a file reached the solve as its prompts
-    _, metadata, _ = read_delta(tmp_path / "edit" / "locoedit_locogen.safetensors")
-    assert metadata["params"]["preserve"] == preserve_prompts(
+    edit = load_edit(tmp_path / "edit" / "locoedit.safetensors")
+    assert list(edit.metadata["params"]["preserve"]) == preserve_prompts(
         "datasets/world/shape_circle.edit.yaml"
     )
+    assert edit.metadata["empty_drift"] <= 0.01  # the unconditional branch is kept

@@ -10,7 +10,7 @@ import torch
 
 from loco_lightning.cli import build
 from loco_lightning.data.prompts import PromptPair
-from loco_lightning.editing.locoedit import LocoEditParams, apply_locoedit
+from loco_lightning.editing.locoedit import LocoEdit
 from loco_lightning.editing.requests import EditRequest, key_positions
 from loco_lightning.hooks import NeuronAblation, PromptSwap, intervene
 from loco_lightning.localization.data import WindowSweepData, sweep_items
@@ -35,14 +35,14 @@ STYLE = EditRequest("Van Gogh", "a painting", ("{}", "a painting in the style of
 )
 def test_edit_parameters_that_would_make_a_nan_model_are_refused(field, value, match):
     with pytest.raises(ValueError, match=match):
-        LocoEditParams(sites=(1,), **{field: value})
+        LocoEdit(sites=(1,), **{field: value})
 
 
 def test_a_site_named_twice_is_refused_before_any_weight_moves():
     model = mini_model("sd1")
     before = {k: v.clone() for k, v in model.unet.state_dict().items()}
     with pytest.raises(ValueError, match=r"site\(s\) \[1\] more than once in \[1, 1\]"):
-        apply_locoedit(model, [STYLE], LocoEditParams(sites=(1, 1)))
+        LocoEdit(sites=(1, 1)).compute(model, [STYLE])
     assert all(torch.equal(v, before[k]) for k, v in model.unet.state_dict().items())
 
 

@@ -1,4 +1,5 @@
-"""LocoEdit on the miniatures: the edit does what its objective says, undoes, round-trips."""
+"""LocoEdit on the miniatures: computing leaves the model alone, the applied edit does what its
+objective says, undoes bit for bit, round-trips through its file and a diffusers folder."""
 
 from __future__ import annotations
 
@@ -6,15 +7,11 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from loco_lightning.editing.locoedit import (
-    LocoEditParams,
-    apply_locoedit,
-    export_pipeline,
-    load_delta,
-    site_inputs,
-)
+from loco_lightning.editing.editors import run_editor
+from loco_lightning.editing.edits import export_pipeline, load_edit
+from loco_lightning.editing.locoedit import LocoEdit
 from loco_lightning.editing.requests import EditRequest, key_positions
-from loco_lightning.hooks import sites
+from loco_lightning.hooks import site_inputs, sites
 from loco_lightning.models import load_model
 from loco_lightning.models.sampling import denoise
 from tests.helpers import mini_model
@@ -31,8 +28,9 @@ def test_edit_maps_the_concept_key_to_the_target_key_and_undoes_bit_for_bit(fami
     model = mini_model(family)
     before = weights(model.unet)
     site = sites(model.unet)[2]
-    result = apply_locoedit(model, [STYLE], LocoEditParams(sites=(2,), lambda_k=1e-5))
-    try:
+    result = LocoEdit(sites=(2,), lambda_k=1e-5, keep_empty=False).compute(model, [STYLE])
+    assert all(torch.equal(v, before[k]) for k, v in model.unet.state_dict().items())
+    with result.applied(model):
         attn = model.unet.get_submodule(site.path)
         proj = getattr(attn, site.key_name)
         tok = model.pipeline.tokenizer
@@ -47,8 +45,8 @@ def test_edit_maps_the_concept_key_to_the_target_key_and_undoes_bit_for_bit(fami
             )
         changed = {k for k, v in model.unet.state_dict().items() if not torch.equal(v, before[k])}
         assert changed == set(result.deltas) and len(changed) == 2
-    finally:
-        result.undo(model.unet)
+        with pytest.raises(RuntimeError, match="already applied"):
+            result.apply(model)
     assert all(torch.equal(v, before[k]) for k, v in model.unet.state_dict().items())
 
 
@@ -60,24 +58,21 @@ def test_preserved_prompts_move_far_less_than_without_the_preserve_term(sd1):
     k0 = attn.to_k(inputs)
     moved = {}
     for preserve in ((), keep):
-        result = apply_locoedit(sd1, [STYLE], LocoEditParams(sites=(5,), preserve=preserve))
-        moved[preserve] = (attn.to_k(inputs) - k0).norm().item()
-        result.undo(sd1.unet)
+        edit = LocoEdit(sites=(5,), preserve=preserve, keep_empty=False).compute(sd1, [STYLE])
+        with edit.applied(sd1):
+            moved[preserve] = (attn.to_k(inputs) - k0).norm().item()
     assert moved[keep] < 0.2 * moved[()]
 
 
 def test_several_concepts_and_separate_lambdas(sd1):
     monet = EditRequest("Monet", "a painting", ("{}", "a garden in the style of {}"))
-    params = LocoEditParams(sites=(1, 2), lambda_k=0.01, lambda_v=1e5, key_tokens="aligned")
-    result = apply_locoedit(sd1, [STYLE, monet], params)
-    try:
-        k = [d.abs().max() for n, d in result.deltas.items() if n.endswith("to_k.weight")]
-        v = [d.abs().max() for n, d in result.deltas.items() if n.endswith("to_v.weight")]
-        assert min(k) > 10 * max(v)  # a large lambda_v keeps the values near the original
-        assert result.metadata["params"]["lambda_v"] == 1e5
-        assert len(result.metadata["requests"]) == 2
-    finally:
-        result.undo(sd1.unet)
+    editor = LocoEdit(sites=(1, 2), lambda_k=0.01, lambda_v=1e5, key_tokens="aligned")
+    result = run_editor(editor, sd1, [STYLE, monet])
+    k = [d.abs().max() for n, d in result.deltas.items() if n.endswith("to_k.weight")]
+    v = [d.abs().max() for n, d in result.deltas.items() if n.endswith("to_v.weight")]
+    assert min(k) > 10 * max(v)  # a large lambda_v keeps the values near the original
+    assert result.metadata["params"]["lambda_v"] == 1e5 and result.metadata["editor"] == "locoedit"
+    assert len(result.metadata["requests"]) == 2 and result.metadata["seconds"] > 0
 
 
 def test_key_positions_modes():
@@ -93,13 +88,13 @@ def test_key_positions_modes():
 def test_saved_delta_and_exported_folder_reproduce_the_edit_in_plain_diffusers(tmp_path):
     model = load_model("sd1", "miniature")
     cond = model.encode(["a house in the style of Van Gogh"])
-    result = apply_locoedit(model, [STYLE], LocoEditParams(sites=(1, 2, 3)))
-    edited = denoise(model, cond, [0], steps=2)
-    path = result.save(tmp_path / "edit.safetensors")
-    export_pipeline(model, tmp_path / "edited")
-    export_pipeline(model, tmp_path / "edited")  # replacing an existing folder works too
+    result = run_editor(LocoEdit(sites=(1, 2, 3), keep_empty=False), model, [STYLE])
+    with result.applied(model):
+        edited = denoise(model, cond, [0], steps=2)
+        path = result.save(tmp_path / "edit.safetensors")
+        export_pipeline(model, tmp_path / "edited")
+        export_pipeline(model, tmp_path / "edited")  # replacing an existing folder works too
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
-    result.undo(model.unet)
     assert (denoise(model, cond, [0], steps=2) - edited).abs().max() > 1e-4
 
     unet = UNet2DConditionModel.from_pretrained(tmp_path / "edited", subfolder="unet")
@@ -110,29 +105,30 @@ def test_saved_delta_and_exported_folder_reproduce_the_edit_in_plain_diffusers(t
         else:
             assert torch.equal(param, expected)
 
-    loaded = load_delta(model.unet, path)
+    loaded = load_edit(path)
     assert loaded.metadata["params"]["sites"] == [1, 2, 3]
-    assert (denoise(model, cond, [0], steps=2) - edited).abs().max() <= 1e-5
-    loaded.undo(model.unet)
+    with loaded.applied(model):
+        assert (denoise(model, cond, [0], steps=2) - edited).abs().max() <= 1e-5
 
 
 def test_bad_sites_and_empty_requests_are_refused(sd1):
-    with pytest.raises(IndexError, match=r"LocoEdit names site\(s\) \[40\]"):
-        apply_locoedit(sd1, [STYLE], LocoEditParams(sites=(40,)))
+    with pytest.raises(IndexError, match=r"the edit names site\(s\) \[40\]"):
+        LocoEdit(sites=(40,)).compute(sd1, [STYLE])
     with pytest.raises(ValueError, match="No edit requests"):
-        apply_locoedit(sd1, [], LocoEditParams(sites=(1,)))
+        run_editor(LocoEdit(sites=(1,)), sd1, [])
+    with pytest.raises(FileNotFoundError, match="run `loco localize` first"):
+        LocoEdit(sites="locogen").resolve(sd1, "no/such/run", 0)
 
 
 def test_keep_empty_holds_the_unconditional_keys_and_values_and_still_edits():
     """Measured on world-sd1 (16 context tokens, width 64: the empty prompt spans 16 of 64
     input dimensions): an all-sites edit moves the empty prompt's keys/values by ~13 % unless
-    they are kept; kept, they stay to float32 rounding and the concept is still remapped."""
+    they are kept; kept, they stay within 1e-4 and the concept is still remapped."""
     from loco_lightning.editing.requests import edit_requests
 
     model = load_model(source="world-sd1")
     requests = edit_requests("datasets/world/shape_circle.edit.yaml")
     all_sites = sites(model.unet)
-    empty = model.encode([""]).context
     [(source, _, target)] = requests[0].pairs()[:1]
     concept, goal = model.encode([source]).context, model.encode([target]).context
 
@@ -145,21 +141,14 @@ def test_keep_empty_holds_the_unconditional_keys_and_values_and_still_edits():
             for proj in (s.key_name, s.value_name)
         }
 
-    before, miss_before = outputs(empty), outputs(concept)
-    wanted = outputs(goal)
+    miss_before, wanted = outputs(concept), outputs(goal)
     drift, miss = {}, {}
     for keep in (False, True):
-        params = LocoEditParams(
-            sites=tuple(range(len(all_sites))),
-            lambda_k=0.5,
-            lambda_v=0.5,
-            key_tokens="aligned",
-            keep_empty=keep,
-        )
-        result = apply_locoedit(model, requests, params)
-        after, edited = outputs(empty), outputs(concept)
-        result.undo(model.unet)
-        drift[keep] = max(((after[k] - v).norm() / v.norm()).item() for k, v in before.items())
+        editor = LocoEdit("all", 0.5, 0.5, key_tokens="aligned", keep_empty=keep)
+        result = editor.compute(model, requests)
+        with result.applied(model):
+            edited = outputs(concept)
+        drift[keep] = result.empty_drift(model)
         miss[keep] = sum((edited[k] - wanted[k]).norm().item() for k in wanted) / sum(
             (miss_before[k] - wanted[k]).norm().item() for k in wanted
         )

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from loco_lightning.editing.locoedit import site_inputs
-from loco_lightning.editing.neurons import neuron_edit, neuron_zscores
-from loco_lightning.hooks import NeuronAblation, Record, intervene, sites
+from loco_lightning.editing.edits import load_edit
+from loco_lightning.editing.neurons import Neurons, neuron_zscores
+from loco_lightning.editing.requests import EditRequest
+from loco_lightning.hooks import NeuronAblation, Record, intervene, site_inputs, sites
 from loco_lightning.models.sampling import denoise
 from tests.helpers import unet_inputs
 
 CONCEPT = ["a red striped circle", "a blue striped square", "a green striped star"]
 NEUTRAL = ["a red circle", "a blue square", "a green star"]
+STRIPED = EditRequest("striped", "", ("a red {} circle", "a blue {} square", "a green {} star"))
 
 
 def test_zscore_finds_a_neuron_that_reads_the_concept(sd1):
@@ -32,23 +34,30 @@ def test_zscore_finds_a_neuron_that_reads_the_concept(sd1):
     assert mean.shape == (proj.out_features,)
 
 
-def test_mean_ablation_changes_the_output_and_undoes(sd1):
+def test_the_request_gives_the_concept_and_concept_free_prompts():
+    assert [(s, w) for s, w, _ in STRIPED.pairs()] == list(zip(CONCEPT, NEUTRAL))
+
+
+def test_mean_ablation_changes_the_output_undoes_and_round_trips(sd1, tmp_path):
     model = sd1
     cond = model.encode(CONCEPT)
     plain = denoise(model, cond, [0, 1, 2], steps=2)
-    edit = neuron_edit(model, (2, 3), CONCEPT, NEUTRAL, k=4)
+    edit = Neurons(sites=(2, 3), k=4).compute(model, [STRIPED])
     assert len(edit.specs) == 4 and all(isinstance(s, NeuronAblation) for s in edit.specs)
-    edit.redo(model.unet)
-    try:
+    assert torch.equal(denoise(model, cond, [0, 1, 2], steps=2), plain)  # compute changes nothing
+    with edit.applied(model):
         ablated = denoise(model, cond, [0, 1, 2], steps=2)
-    finally:
-        edit.undo(model.unet)
     assert (ablated - plain).abs().max() > 1e-3  # the reference code's version changed nothing
     assert torch.equal(denoise(model, cond, [0, 1, 2], steps=2), plain)
+    assert edit.empty_drift(model) == 0.0  # the unconditional half is never ablated
+    loaded = load_edit(edit.save(tmp_path / "neurons.safetensors"))
+    assert loaded.specs == edit.specs and loaded.metadata == edit.metadata
+    with loaded.applied(model):
+        assert torch.equal(denoise(model, cond, [0, 1, 2], steps=2), ablated)
 
 
 def test_zeroed_weights_equal_the_executor_setting_those_neurons_to_zero(sd1):
-    edit = neuron_edit(sd1, (4,), CONCEPT, NEUTRAL, k=3, projections=("k",), mode="zero")
+    edit = Neurons(sites=(4,), k=3, projections=("k",), mode="zero").compute(sd1, [STRIPED])
     [neurons] = edit.metadata["neurons"].values()
     inputs = unet_inputs(sd1, CONCEPT)
     with (
@@ -56,11 +65,11 @@ def test_zeroed_weights_equal_the_executor_setting_those_neurons_to_zero(sd1):
         intervene(sd1.unet, [NeuronAblation((4,), tuple(neurons), "k", 0.0)], cfg=False),
     ):
         expected = sd1.unet(**inputs).sample
-    edit.redo(sd1.unet)
-    try:
-        with torch.no_grad(), intervene(sd1.unet, [Record((4,), ("k",))], cfg=False) as trace:
-            zeroed = sd1.unet(**inputs).sample
-    finally:
-        edit.undo(sd1.unet)
+    with (
+        edit.applied(sd1),
+        torch.no_grad(),
+        intervene(sd1.unet, [Record((4,), ("k",))], cfg=False) as trace,
+    ):
+        zeroed = sd1.unet(**inputs).sample
     assert torch.all(trace.records[(4, "k")][0][..., neurons] == 0)
     assert (zeroed - expected).abs().max() <= 1e-6

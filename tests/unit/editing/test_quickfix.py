@@ -6,12 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from loco_lightning.baselines.quickfix import (
-    CLIP_LAYER0_OUT,
-    QuickFixParams,
-    apply_quickfix,
-    find_layer,
-)
+from loco_lightning.editing.quickfix import CLIP_LAYER0_OUT, QuickFix, find_layer
 from loco_lightning.editing.requests import EditRequest, key_positions
 from tests.helpers import mini_model
 from tests.unit.editing.test_closed_form import numpy_solution
@@ -52,7 +47,7 @@ def out_proj_inputs(model, prompts: list[str]) -> torch.Tensor:
 @pytest.mark.parametrize("preserve", [(), KEEP])
 def test_the_edit_is_the_least_squares_solution_of_its_objective(family, preserve):
     model = mini_model(family)
-    params = QuickFixParams(lam=0.1, preserve=preserve)
+    editor = QuickFix(lam=0.1, preserve=preserve, keep_empty=False)
     weight = find_layer(model.pipeline.text_encoder, CLIP_LAYER0_OUT)[1].weight
     before = weight.detach().clone()
     triples = STRIPED.pairs()
@@ -64,14 +59,13 @@ def test_the_edit_is_the_least_squares_solution_of_its_objective(family, preserv
     p = out_proj_inputs(model, list(preserve)).flatten(0, 1).double().numpy() if preserve else None
     expected = numpy_solution(before.double().numpy(), x, y, 0.1, p) - before.double().numpy()
 
-    result = apply_quickfix(model, [STRIPED], params)
-    try:
+    result = editor.compute(model, [STRIPED])
+    assert torch.equal(weight, before)  # computing changes nothing
+    with result.applied(model):
         [(name, delta)] = result.deltas.items()
         assert name.endswith(f"{CLIP_LAYER0_OUT}.weight") and result.component == "text_encoder"
         assert np.abs(delta.double().numpy() - expected).max() < 1e-3 * np.abs(expected).max()
         assert torch.allclose(weight, before + delta, atol=1e-6)
-    finally:
-        result.undo(model.pipeline.text_encoder)
     assert torch.equal(weight, before)
 
 
@@ -83,12 +77,10 @@ def test_a_small_lambda_makes_the_concept_token_read_as_the_target_token(sd1):
     ys = out_proj_inputs(model, [t for _, _, t in triples])
     pos = [p[0] for p in key_positions(model.pipeline.tokenizer, triples, "last_subject")]
     want = torch.stack([proj(ys[i, b]) for i, (_, b) in enumerate(pos)])
-    result = apply_quickfix(model, [STRIPED], QuickFixParams(lam=1e-6))
-    try:
+    result = QuickFix(lam=1e-6, keep_empty=False).compute(model, [STRIPED])
+    with result.applied(model):
         got = torch.stack([proj(xs[i, a]) for i, (a, _) in enumerate(pos)])
         assert torch.allclose(got, want, atol=1e-3)
         # and the text encoder's output for the concept prompt has moved
         moved = model.encode([triples[0][0]]).context
-    finally:
-        result.undo(model.pipeline.text_encoder)
     assert (moved - model.encode([triples[0][0]]).context).abs().max() > 1e-3

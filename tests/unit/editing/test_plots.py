@@ -9,7 +9,7 @@ def test_figures_render_to_png_and_leave_the_backend_alone(tmp_path):
     script = f"""
 import matplotlib
 matplotlib.use("pdf")  # the user's choice, which importing the figures must not override
-from loco_lightning.baselines.plots import efficacy_specificity, time_to_edit
+from loco_lightning.editing.plots import efficacy_specificity, time_to_edit
 from loco_lightning.localization.plots import heatmap, layer_bars
 table = [{{"m": m, "start": s, "clip_mean": float(m + s)}} for m in (1, 2) for s in range(4 - m)]
 layers = [{{"kind": k, "clip_mean": float(i)}} for i, k in enumerate(["resnet", "attn2", "mlp"])]

@@ -1,0 +1,190 @@
+"""Editors as data: frozen specs that YAML can express, each computing an :class:`Edit`.
+
+``compute(model, requests)`` reads the model and returns the edit without changing the model
+(ROME's execute); the harness applies it. :func:`run_editor` is the one place an edit is timed.
+A new editor is one subclass with a ``name`` (registered on definition) and one YAML entry.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, replace
+from importlib import import_module
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from lightning.pytorch.utilities import rank_zero_info
+
+from loco_lightning.editing.edits import Edit, load_edit
+from loco_lightning.editing.requests import EditRequest, preserve_prompts
+from loco_lightning.hooks import sites as all_sites
+from loco_lightning.models import LocoModel
+
+EDITORS: dict[str, type[Editor]] = {}  # name -> class, filled as editor modules are imported
+EDITOR_MODULES = ("locoedit", "published", "quickfix", "neurons")
+
+SiteChoice = Literal["all", "locogen", "random"]
+
+
+@dataclass(frozen=True)
+class Editor(ABC):
+    """A published or baseline editing method with its hyperparameters."""
+
+    name: ClassVar[str]
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.name = name
+            EDITORS[name] = cls
+
+    @abstractmethod
+    def compute(self, model: LocoModel, requests: list[EditRequest]) -> Edit:
+        """The edit this method makes for ``requests``; the model is left as it was."""
+
+    def resolve(self, model: LocoModel, locogen: str | None, seed: int) -> Editor:
+        """This editor with choices that depend on the run (e.g. LocoGen's window) made."""
+        return self
+
+    def check(self) -> None:
+        """Refuse what would fail only after minutes of work (a missing file), before a run."""
+        return None
+
+    def describe(self) -> dict:
+        """What a result records about the method."""
+        return {"editor": self.name, "params": asdict(self)}
+
+
+@dataclass(frozen=True)
+class SiteEditor(Editor):
+    """An editor of the UNet's cross-attention sites.
+
+    Attributes:
+        sites: site indices, or ``all`` (every site, as UCE/TIME edit), ``locogen`` (the window a
+            ``loco localize`` run selected) or ``random`` (a window of LocoGen's size that shares
+            no site with it, the control).
+    """
+
+    sites: tuple[int, ...] | SiteChoice = "all"
+
+    def resolve(self, model: LocoModel, locogen: str | None, seed: int) -> Editor:
+        if not isinstance(self.sites, str):
+            return self
+        n = len(all_sites(model.unet))
+        return replace(self, sites=choose_sites(self.sites, n, locogen, seed))
+
+    def site_indices(self, model: LocoModel) -> tuple[int, ...]:
+        """The sites to edit: every one for ``all``; other choices must be resolved first."""
+        if self.sites == "all":
+            return tuple(range(len(all_sites(model.unet))))
+        if isinstance(self.sites, str):
+            raise ValueError(
+                f"sites={self.sites!r} depends on a LocoGen run: resolve(model, locogen, seed) "
+                "first (the edit module does), or give site indices."
+            )
+        return tuple(self.sites)
+
+
+def registry() -> dict[str, type[Editor]]:
+    """Every editor by name (its module imported on first use)."""
+    for module in EDITOR_MODULES:
+        import_module(f"loco_lightning.editing.{module}")
+    return dict(EDITORS)
+
+
+def locogen_window(folder: str | None) -> tuple[int, ...]:
+    """The window a ``loco localize`` run selected (its ``selection.json``)."""
+    path = Path(folder or "") / "selection.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"LocoGen sites were asked for but {path} does not exist: run `loco localize` first "
+            "and set locogen to its output_dir, or give the site indices explicitly."
+        )
+    selection = json.loads(path.read_text())
+    if not selection["window"]:
+        best = min(selection["best"].items(), key=lambda kv: int(kv[0]))[1]  # smallest m
+        rank_zero_info(f"LocoGen found no window within its margin; using m=1 at {best}")
+        return (best["start"],)
+    return tuple(selection["window"])
+
+
+def choose_sites(choice: SiteChoice, n: int, locogen: str | None, seed: int) -> tuple[int, ...]:
+    """The site indices of a choice among ``n`` sites."""
+    if choice == "all":
+        return tuple(range(n))
+    located = locogen_window(locogen)
+    if choice == "locogen":
+        return located
+    m = len(located)
+    # a control shares no site with the located window (any other window if none is disjoint)
+    starts = [s for s in range(n - m + 1) if tuple(range(s, s + m)) != located]
+    disjoint = [s for s in starts if not set(range(s, s + m)) & set(located)]
+    start = random.Random(seed).choice(disjoint or starts or [0])
+    return tuple(range(start, start + m))
+
+
+def check_scales(editor, *names: str, zero_ok: tuple[str, ...] = ()) -> None:
+    """Refuse a non-finite, negative or (unless in ``zero_ok``) zero scale, naming it."""
+    for name in names:
+        value = getattr(editor, name)
+        bound = ">= 0" if name in zero_ok else "> 0"
+        if not (math.isfinite(value) and (value >= 0 if name in zero_ok else value > 0)):
+            raise ValueError(f"{name}={value}: {editor.name}'s {name} must be finite and {bound}.")
+
+
+def resolve_preserve(editor) -> None:
+    """A frozen editor's ``preserve`` as prompts (it may be given as an ``*.edit.yaml`` path)."""
+    object.__setattr__(editor, "preserve", tuple(preserve_prompts(editor.preserve)))
+
+
+@dataclass(frozen=True)
+class Saved(Editor, name="saved"):
+    """An edit made earlier and saved (a trained ESD-x or Concept Ablation delta, an exported
+    LocoEdit): loaded, with the time its training recorded as its time to edit.
+
+    Attributes:
+        path: the ``.safetensors`` an edit or baseline run wrote.
+    """
+
+    path: str = ""
+
+    def check(self) -> None:
+        if not Path(self.path).exists():
+            raise FileNotFoundError(
+                f"Saved edit {self.path!r} does not exist: train it first (`loco esd --config "
+                "configs/esd/world_style.yaml`, `loco ablate --config …`) or drop it."
+            )
+
+    def compute(self, model: LocoModel, requests: list[EditRequest]) -> Edit:
+        self.check()
+        edit = load_edit(self.path)
+        made_for = edit.metadata.get("family", model.family.name)
+        if made_for != model.family.name:
+            raise ValueError(
+                f"{self.path} was made on family {made_for!r}, this run edits "
+                f"{model.family.name!r}; make the edit on the same model."
+            )
+        return edit
+
+    def describe(self) -> dict:
+        return {"editor": self.name, "path": self.path}
+
+
+def run_editor(editor: Editor, model: LocoModel, requests: list[EditRequest]) -> Edit:
+    """``editor.compute`` timed: ``metadata["seconds"]`` is the time to edit (a saved edit keeps
+    the training time it recorded), beside what the method and requests were."""
+    if not requests:
+        raise ValueError("No edit requests: give at least one {concept, target}.")
+    start = time.perf_counter()
+    edit = editor.compute(model, requests)
+    seconds = time.perf_counter() - start
+    edit.metadata.setdefault("seconds", seconds)
+    edit.metadata.setdefault("family", model.family.name)
+    edit.metadata.setdefault("requests", [asdict(r) for r in requests])
+    for key, value in editor.describe().items():
+        edit.metadata.setdefault(key, value)
+    return edit

@@ -1,0 +1,225 @@
+"""The one edit contract: what every editor returns, whatever it changes.
+
+An :class:`Edit` is computed without touching the model (ROME's execute) and then applied,
+undone, saved and loaded the same way everywhere: the evaluation harness, the report, the
+export. Two kinds exist: weight deltas on one pipeline component (every closed form, trained
+baselines, zeroed neurons) and executor interventions (neurons replaced by a mean).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from loco_lightning.hooks import NeuronAblation, intervene, site_inputs, sites
+from loco_lightning.models import LocoModel
+
+
+class Edit(ABC):
+    """A change to a model that can be applied, undone bit for bit, and saved."""
+
+    metadata: dict
+    in_weights: ClassVar[bool]  # the edited model is an ordinary pipeline (it can be exported)
+
+    @abstractmethod
+    def apply(self, model: LocoModel) -> None:
+        """Make the change; refused if it is already applied."""
+
+    @abstractmethod
+    def undo(self, model: LocoModel) -> None:
+        """Restore exactly what ``apply`` found (nothing if it is not applied)."""
+
+    @abstractmethod
+    def tensors(self) -> dict[str, Tensor]:
+        """What :meth:`save` writes besides the metadata."""
+
+    @contextmanager
+    def applied(self, model: LocoModel) -> Iterator[None]:
+        """The model with this edit inside the block, without it after (also on error)."""
+        self.apply(model)
+        try:
+            yield
+        finally:
+            self.undo(model)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the edit as safetensors (metadata in the header), atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.tensors().items()}
+        header = {"loco_edit": json.dumps(self.metadata), **self.header()}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=header)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @abstractmethod
+    def header(self) -> dict[str, str]:
+        """What :func:`load_edit` needs to rebuild this edit from its file."""
+
+    @torch.no_grad()
+    def empty_drift(self, model: LocoModel) -> float:
+        """The largest relative change ‖K' − K‖ / ‖K‖ of the empty prompt's keys and values over
+        every site: how far the unconditional branch that classifier-free guidance subtracts
+        moves (0: kept)."""
+        before = empty_kv(model)
+        with self.applied(model):
+            after = empty_kv(model)
+        return max(float((a - b).norm() / b.norm()) for a, b in zip(after, before))
+
+
+@dataclass
+class WeightEdit(Edit):
+    """Deltas added to parameters of one pipeline component (``unet``, ``text_encoder``, …).
+
+    Keys are parameter names inside that component. ``apply`` keeps the weights it replaces, so
+    ``undo`` restores them bit for bit (original + delta − delta would not be exact).
+    """
+
+    deltas: dict[str, Tensor]
+    metadata: dict = field(default_factory=dict)
+    component: str = "unet"
+    in_weights: ClassVar[bool] = True
+    _originals: dict[str, Tensor] | None = field(default=None, repr=False)
+
+    def parameters(self, model: LocoModel) -> dict[str, torch.nn.Parameter]:
+        params = dict(model.component(self.component).named_parameters())
+        missing = [k for k in self.deltas if k not in params]
+        if missing:
+            raise KeyError(
+                f"This edit changes {missing[:3]} of the {self.component}, which the model "
+                "does not have; apply it to the model (and component) it was made for."
+            )
+        return params
+
+    @torch.no_grad()
+    def apply(self, model: LocoModel) -> None:
+        if self._originals is not None:
+            raise RuntimeError("This edit is already applied; undo it before applying it again.")
+        params = self.parameters(model)
+        self._originals = {k: params[k].detach().clone() for k in self.deltas}
+        for name, delta in self.deltas.items():
+            w = params[name]
+            w.copy_((w.float() + delta.to(w.device).float()).to(w.dtype))
+
+    @torch.no_grad()
+    def undo(self, model: LocoModel) -> None:
+        if self._originals is None:
+            return
+        params = self.parameters(model)
+        for name, weight in self._originals.items():
+            params[name].copy_(weight)
+        self._originals = None
+
+    def tensors(self) -> dict[str, Tensor]:
+        return self.deltas
+
+    def header(self) -> dict[str, str]:
+        return {"kind": "weights", "component": self.component}
+
+
+SPECS = {"NeuronAblation": NeuronAblation}  # interventions an activation edit may hold
+
+
+@dataclass
+class ActivationEdit(Edit):
+    """Executor interventions (e.g. neurons replaced by their concept-free mean): ``apply``
+    installs them on the UNet, laid out as the model samples (CFG halves or not)."""
+
+    specs: list
+    metadata: dict = field(default_factory=dict)
+    in_weights: ClassVar[bool] = False
+    _stack: ExitStack | None = field(default=None, repr=False)
+
+    def apply(self, model: LocoModel) -> None:
+        if self._stack is not None:
+            raise RuntimeError("This edit is already applied; undo it before applying it again.")
+        self._stack = ExitStack()
+        self._stack.enter_context(intervene(model.unet, self.specs, cfg=model.cfg))
+
+    def undo(self, model: LocoModel) -> None:
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {}
+
+    def empty_drift(self, model: LocoModel) -> float:
+        """0 when no intervention touches the unconditional half (they act on the conditional
+        samples unless ``uncond``); not measured (NaN) otherwise."""
+        return math.nan if any(s.uncond for s in self.specs) else 0.0
+
+    def header(self) -> dict[str, str]:
+        specs = [{"type": type(s).__name__, **asdict(s)} for s in self.specs]
+        return {"kind": "activations", "specs": json.dumps(specs)}
+
+
+@torch.no_grad()
+def empty_kv(model: LocoModel) -> list[Tensor]:
+    """The empty prompt's keys and values at every site, in float64: [K_0, V_0, K_1, …]."""
+    unet = model.unet
+    context = model.encode([""]).context
+    out = []
+    for site in sites(unet):
+        attn = unet.get_submodule(site.path)
+        x = site_inputs(unet, site, context)[0]
+        out += [getattr(attn, site.projection(p))(x).double() for p in ("k", "v")]
+    return out
+
+
+def load_edit(path: str | Path) -> Edit:
+    """An edit saved by :meth:`Edit.save` (or by an earlier version: weight deltas)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: give the .safetensors an edit run wrote.")
+    with safe_open(str(path), "pt") as f:
+        header = f.metadata() or {}
+    metadata = json.loads(header.get("loco_edit", "{}"))
+    if header.get("kind") == "activations":
+        specs = []
+        for raw in json.loads(header["specs"]):
+            cls = SPECS[raw.pop("type")]
+            specs.append(cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}))
+        return ActivationEdit(specs, metadata)
+    return WeightEdit(load_file(str(path)), metadata, header.get("component", "unet"))
+
+
+def export_pipeline(model: LocoModel, folder: str | Path) -> Path:
+    """Save the (edited) pipeline as an ordinary diffusers folder, replacing ``folder`` atomically.
+
+    The folder loads without loco-lightning: ``DiffusionPipeline.from_pretrained(folder)``.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    old = folder.with_name(f".{folder.name}.old")
+    try:
+        model.pipeline.save_pretrained(tmp, safe_serialization=True)
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+    return folder

@@ -1,0 +1,130 @@
+"""The closed form every cross-attention key/value editor shares (LocoEdit, UCE, TIME, …).
+
+They differ only in which text vectors they regress (token positions, preserve rows, the
+target's side) and in their scales; :class:`Regression` holds the first (encoded from prompts in
+one text-encoder call, or built from vectors an editor derives itself, as RECE does),
+:func:`kv_edit` does the rest: one solve per distinct input and ridge strength, deltas of the
+chosen sites' ``to_k``/``to_v``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from loco_lightning.editing.closed_form import edit_factor, edited_weight
+from loco_lightning.editing.edits import WeightEdit
+from loco_lightning.hooks import sites
+from loco_lightning.hooks.executor import check_sites
+from loco_lightning.hooks.sites import site_inputs
+from loco_lightning.models import LocoModel
+
+SolveDtype = Literal["float32", "float64"]
+
+
+@dataclass(frozen=True)
+class Regression:
+    """The text vectors a key/value edit regresses: text contexts and token positions.
+
+    Attributes:
+        sources: (N, T, d) contexts whose vectors the edit remaps (prompts with the concept).
+        targets: (N, T, d) contexts whose vectors give the new outputs, one per source.
+        positions: per source, (position in source, position in target) pairs.
+        preserve: (P, T, d) contexts whose outputs should not move (a soft, weighted term).
+        preserve_at: per preserve context, the positions used; None: every position.
+        keep: (K, T, d) contexts whose every vector keeps its output exactly (the empty prompt).
+    """
+
+    sources: Tensor
+    targets: Tensor
+    positions: tuple[tuple[tuple[int, int], ...], ...]
+    preserve: Tensor | None = None
+    preserve_at: tuple[tuple[int, ...], ...] | None = None
+    keep: Tensor | None = None
+
+    @classmethod
+    def of_prompts(
+        cls,
+        model: LocoModel,
+        sources: list[str],
+        targets: list[str],
+        positions,
+        preserve: tuple[str, ...] = (),
+        preserve_at: tuple[tuple[int, ...], ...] | None = None,
+        keep_empty: bool = True,
+    ) -> Regression:
+        """The regression of these prompts, encoded in one text-encoder call."""
+        empty = [""] if keep_empty else []
+        context = model.encode(list(sources) + list(targets) + list(preserve) + empty).context
+        n, n_p = len(sources), len(preserve)
+        return cls(
+            context[:n],
+            context[n : 2 * n],
+            tuple(tuple(p) for p in positions),
+            context[2 * n : 2 * n + n_p] if n_p else None,
+            preserve_at,
+            context[2 * n + n_p :] if keep_empty else None,
+        )
+
+
+@torch.no_grad()
+def kv_edit(
+    model: LocoModel,
+    site_indices: tuple[int, ...],
+    rows: Regression,
+    lambdas: dict[Literal["k", "v"], float],
+    preserve_scale: float = 1.0,
+    solve_dtype: SolveDtype = "float64",
+    keep_rtol: float = 1e-4,
+) -> WeightEdit:
+    """The edit ``W = Ŵ M`` (``edit_factor``) of the projections in ``lambdas`` (``k``: keys,
+    ``v``: values, with their ridge strengths) at each site; the model is not changed.
+
+    ``rows.keep`` (the empty prompt: the unconditional branch classifier-free guidance
+    subtracts) is kept exactly: every direction of its span above ``keep_rtol`` times its
+    largest singular value. Sites whose projections read the same inputs (no per-site
+    ``norm_cross``) share one solve.
+    """
+    unet = model.unet
+    found = sites(unet)
+    check_sites(found, site_indices, "the edit")
+    device = rows.sources.device
+    pair = torch.tensor([i for i, p in enumerate(rows.positions) for _ in p], device=device)
+    src_at = torch.tensor([a for p in rows.positions for a, _ in p], device=device)
+    tgt_at = torch.tensor([b for p in rows.positions for _, b in p], device=device)
+    if rows.preserve_at is not None:
+        p_row = [i for i, at in enumerate(rows.preserve_at) for _ in at]
+        p_pos = [a for at in rows.preserve_at for a in at]
+    dtype = getattr(torch, solve_dtype)
+
+    factors: dict[tuple, Tensor] = {}
+    inputs: dict[object, tuple] = {}
+    deltas: dict[str, Tensor] = {}
+    for index in site_indices:
+        site = found[index]
+        attn = unet.get_submodule(site.path)
+        where = "shared" if attn.norm_cross is None else index
+        if where not in inputs:
+            x = site_inputs(unet, site, rows.sources)[pair, src_at]  # (r, d)
+            y = site_inputs(unet, site, rows.targets)[pair, tgt_at]
+            kept = None
+            if rows.preserve is not None:
+                kept = site_inputs(unet, site, rows.preserve)
+                kept = kept[p_row, p_pos] if rows.preserve_at is not None else kept.flatten(0, 1)
+            exact = None if rows.keep is None else site_inputs(unet, site, rows.keep).flatten(0, 1)
+            inputs[where] = (x, y, kept, exact)
+        x, y, p, e = inputs[where]
+        for proj, lam in lambdas.items():
+            key = (where, lam)
+            if key not in factors:
+                factors[key] = edit_factor(x, y, lam, p, preserve_scale, dtype, e, keep_rtol)
+            weight = getattr(attn, site.projection(proj)).weight
+            new = edited_weight(weight, factors[key])
+            exact_dtype = factors[key].dtype
+            delta = (new.to(exact_dtype) - weight.to(exact_dtype)).to(weight.dtype)
+            deltas[f"{site.path}.{site.projection(proj)}.weight"] = delta
+    metadata = {"sites": list(site_indices), "site_paths": [found[i].path for i in site_indices]}
+    return WeightEdit(deltas, metadata, "unet")

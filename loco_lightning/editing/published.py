@@ -1,0 +1,301 @@
+"""Published closed-form editors of the cross-attention keys/values, at their own defaults.
+
+Each is the shared closed form (:func:`kv_edit`) with the token rows, projections and scales its
+public code uses; ``tests/unit/editing/test_published.py`` checks each against its formula
+written out independently. Beyond the papers, every one keeps the empty prompt's keys and values
+by default (``keep_empty``), so the unconditional branch of classifier-free guidance stays put.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from loco_lightning.editing.editors import SiteChoice, SiteEditor, check_scales, resolve_preserve
+from loco_lightning.editing.edits import WeightEdit
+from loco_lightning.editing.kv import Regression, SolveDtype, kv_edit
+from loco_lightning.editing.requests import EditRequest, last_token
+from loco_lightning.hooks import site_inputs, sites
+from loco_lightning.models import LocoModel
+
+TIME_AUGMENTATIONS = ("A photo of ", "An image of ", "A picture of ")
+
+
+@dataclass(frozen=True)
+class UCE(SiteEditor, name="uce"):
+    """Unified Concept Editing (Gandikota et al., 2024), every site's ``to_k`` and ``to_v``:
+
+        W = (λŴ + e Σ Ŵ c* cᵀ + p Σ Ŵ c_p c_pᵀ)(λI + e Σ c cᵀ + p Σ c_p c_pᵀ)⁻¹
+
+    with c the concept prompt's vector at its last token (before end-of-text), c* the guide's
+    (the request's target prompt; UCE's default guide "" gives its start token) and c_p each
+    preserve prompt's last-token vector.
+
+    Attributes:
+        sites: see :class:`SiteEditor` (UCE edits ``all``).
+        lamb: λ.
+        erase_scale: e.
+        preserve_scale: p; None: 1, or with ``variant: "2023"`` max(0.1, 1 / preserve rows).
+        preserve: prompts to preserve, or an ``*.edit.yaml`` path.
+        variant: ``current`` (its code today) or ``2023`` (its first release: every position
+            from the last subject token through the padding, aligned with the guide's tail and
+            cut to the shorter; every position of each preserve prompt; "" always preserved).
+        solve_dtype, keep_empty, keep_rtol: see :class:`~loco_lightning.editing.locoedit.LocoEdit`.
+    """
+
+    sites: tuple[int, ...] | SiteChoice = "all"
+    lamb: float = 0.5
+    erase_scale: float = 1.0
+    preserve_scale: float | None = None
+    preserve: tuple[str, ...] | str = ()
+    variant: Literal["current", "2023"] = "current"
+    solve_dtype: SolveDtype = "float64"
+    keep_empty: bool = True
+    keep_rtol: float = 1e-4
+
+    def __post_init__(self) -> None:
+        check_scales(self, "lamb", "erase_scale")
+        if self.preserve_scale is not None:
+            check_scales(self, "preserve_scale", zero_ok=("preserve_scale",))
+        resolve_preserve(self)
+
+    def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
+        tok = model.pipeline.tokenizer
+        length = tok.model_max_length
+        pairs = [(s, t) for r in requests for s, _, t in r.pairs()]
+        preserve = self.preserve
+        if self.variant == "current":
+            positions = tuple(((end(tok, s), end(tok, t)),) for s, t in pairs)
+            preserve_at = tuple((end(tok, p),) for p in preserve)
+        else:
+            positions = tuple(tail(end(tok, s), end(tok, t), length) for s, t in pairs)
+            preserve = ("",) + tuple(p for p in preserve if p)
+            preserve_at = None  # every position
+        scale = self.preserve_scale
+        if scale is None:
+            scale = 1.0 if self.variant == "current" else max(0.1, 1 / len(preserve))
+        rows = Regression.of_prompts(
+            model, [s for s, _ in pairs], [t for _, t in pairs], positions, preserve, preserve_at,
+            self.keep_empty,
+        )  # fmt: skip
+        lam = self.lamb / self.erase_scale
+        return kv_edit(
+            model, self.site_indices(model), rows, {"k": lam, "v": lam},
+            scale / self.erase_scale, self.solve_dtype, self.keep_rtol,
+        )  # fmt: skip
+
+
+def end(tokenizer, prompt: str) -> int:
+    """UCE's key position: the last token before end-of-text (the first for an empty prompt
+    under a tokenizer without a start token, such as T5's)."""
+    return max(0, last_token(tokenizer, prompt))
+
+
+def tail(source_end: int, target_end: int, length: int) -> tuple[tuple[int, int], ...]:
+    """UCE 2023's rows: from each prompt's last token to the end of the padding, offset for
+    offset, as many as the shorter tail has."""
+    n = length - max(source_end, target_end)
+    return tuple((source_end + k, target_end + k) for k in range(n))
+
+
+@dataclass(frozen=True)
+class TIME(SiteEditor, name="time"):
+    """Text-to-Image Model Editing (Orgad et al., 2023): ``to_v`` (and ``to_k`` on request) of
+    every site, every token position of the source prompt mapped to the destination's:
+
+        W = (λŴ + Σ Ŵ c*_π(i) c_iᵀ)(λI + Σ c_i c_iᵀ)⁻¹
+
+    over the positions i of each source prompt (start token, words, end-of-text, padding) and of
+    its augmentations, with π TIME's greedy token match: each source token goes to the next
+    destination position with the same id; padding keeps its offset from end-of-text. A source
+    token the destination never has (TIME's code assumes none) goes to the next unmatched
+    destination position.
+
+    Attributes:
+        sites: see :class:`SiteEditor` (TIME edits ``all``).
+        lamb: λ.
+        with_to_k: also edit ``to_k``.
+        augmentations: prefixes put before both prompts of each pair, each giving one more pair
+            (TIME's defaults; a world whose vocabulary lacks "photo" may want others).
+        solve_dtype, keep_empty, keep_rtol: see :class:`~loco_lightning.editing.locoedit.LocoEdit`.
+    """
+
+    sites: tuple[int, ...] | SiteChoice = "all"
+    lamb: float = 0.1
+    with_to_k: bool = False
+    augmentations: tuple[str, ...] = TIME_AUGMENTATIONS
+    solve_dtype: SolveDtype = "float64"
+    keep_empty: bool = True
+    keep_rtol: float = 1e-4
+
+    def __post_init__(self) -> None:
+        check_scales(self, "lamb")
+
+    def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
+        tok = model.pipeline.tokenizer
+        pairs = []
+        for r in requests:
+            for s, _, t in r.pairs():
+                pairs.append((s, t))
+                base = [lower_article(p) for p in (s, t)]
+                pairs += [(a + base[0], a + base[1]) for a in self.augmentations]
+        pairs = list(dict.fromkeys(pairs))
+        positions = tuple(
+            greedy_match(tok(s).input_ids, tok(t).input_ids, tok.model_max_length) for s, t in pairs
+        )
+        rows = Regression.of_prompts(
+            model, [s for s, _ in pairs], [t for _, t in pairs], positions,
+            keep_empty=self.keep_empty,
+        )  # fmt: skip
+        lambdas = {"k": self.lamb, "v": self.lamb} if self.with_to_k else {"v": self.lamb}
+        return kv_edit(
+            model, self.site_indices(model), rows, lambdas, 1.0, self.solve_dtype, self.keep_rtol
+        )
+
+
+def lower_article(prompt: str) -> str:
+    """TIME's base prompt for augmenting: a leading "A " becomes "a "."""
+    return "a " + prompt[2:] if prompt.startswith("A ") else prompt
+
+
+def greedy_match(src: list[int], dst: list[int], length: int) -> tuple[tuple[int, int], ...]:
+    """TIME's alignment of two unpadded id lists (start and end tokens included): source token i
+    goes to the next destination position j with the same id; after the source's last token, the
+    padding keeps its offset from it. Positions are clipped to ``length``."""
+    pairs, j = [], 0
+    for i, token in enumerate(src[:length]):
+        k = j
+        while k < len(dst) and dst[k] != token:
+            k += 1
+        if k < len(dst):
+            pairs.append((i, k))
+            j = k + 1
+        else:  # not in the rest of the destination: the next unmatched position, not consumed
+            pairs.append((i, min(j, len(dst) - 1)))
+    last_src, last_dst = pairs[-1]
+    pairs += [(i, min(length - 1, last_dst + i - last_src)) for i in range(last_src + 1, length)]
+    return tuple(pairs)
+
+
+@dataclass(frozen=True)
+class SPEED(SiteEditor, name="speed"):
+    """SPEED (Li et al., 2025): the erasing update projected onto the null space of the retain
+    set, with the empty prompt's start token and k-means centres held by a hard constraint:
+
+        M = (S_tt P + αI)⁻¹,  ΔW = Ŵ (S_at − S_tt) P [I − M K (Kᵀ P M K + λI)⁻¹ Kᵀ P] M
+
+    with t the concept prompts' last-token vectors and a the target's (S_tt = mean t tᵀ,
+    S_at = mean a tᵀ over the pairs), P the projector onto the directions where the retain
+    covariance (mean r rᵀ) is below ``null_threshold``, and K the columns held fixed. The retain
+    vectors are the preserve prompts' last tokens (the empty prompt's other tokens without
+    any), filtered to those the plain edit moves more than average (``filter``; its IPF) and
+    augmented with ``augment`` copies perturbed along the weight's weakest input direction (its
+    DPA), again kept where the plain edit moves them more than average.
+
+    Attributes:
+        sites: see :class:`SiteEditor` (SPEED edits ``all``).
+        projections: ``v`` (its default), ``k`` or both.
+        preserve: the retain prompts, or an ``*.edit.yaml`` path.
+        retain_scale: α.
+        lamb: λ of the constraint (0: held exactly).
+        null_threshold: eigenvalue below which a retain direction counts as free (absolute).
+        centres: k-means centres of the empty prompt's non-start vectors held fixed.
+        filter: keep only retain vectors the plain edit moves more than average.
+        augment: perturbed copies of each kept retain vector (0: none).
+        seed: seed of the k-means initialisation and of the perturbations.
+        keep_empty: hold every direction of the empty prompt's span (above ``keep_rtol``) too,
+            not only its start token and centres.
+        keep_rtol: see :class:`~loco_lightning.editing.locoedit.LocoEdit`.
+    """
+
+    sites: tuple[int, ...] | SiteChoice = "all"
+    projections: tuple[Literal["k", "v"], ...] = ("v",)
+    preserve: tuple[str, ...] | str = ()
+    retain_scale: float = 1.0
+    lamb: float = 0.0
+    null_threshold: float = 0.1
+    centres: int = 3
+    filter: bool = True
+    augment: int = 10
+    seed: int = 0
+    keep_empty: bool = True
+    keep_rtol: float = 1e-4
+
+    def __post_init__(self) -> None:
+        check_scales(self, "retain_scale", "null_threshold")
+        check_scales(self, "lamb", zero_ok=("lamb",))
+        resolve_preserve(self)
+
+    @torch.no_grad()
+    def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
+        tok = model.pipeline.tokenizer
+        pairs = [(s, t) for r in requests for s, _, t in r.pairs()]
+        n, retain = len(pairs), list(self.preserve)
+        prompts = [s for s, _ in pairs] + [t for _, t in pairs] + retain
+        context = model.encode([*prompts, ""]).context
+        at = [end(tok, p) for p in prompts]
+        unet, found = model.unet, sites(model.unet)
+        deltas, g = {}, torch.Generator().manual_seed(self.seed)
+        for index in self.site_indices(model):
+            site = found[index]
+            vec = site_inputs(unet, site, context).double()  # (N, T, d)
+            last = vec[torch.arange(len(at)), at]  # (2n + |retain|, d)
+            t, a = last[:n], last[n : 2 * n]
+            empty = vec[-1]  # (T, d)
+            r = last[2 * n :] if retain else empty[1:]
+            hold = self.held(empty, g)
+            attn = unet.get_submodule(site.path)
+            for proj in self.projections:
+                name = f"{site.path}.{site.projection(proj)}.weight"
+                w = getattr(attn, site.projection(proj)).weight
+                delta = self.update(w.double(), t, a, r, hold, g)
+                deltas[name] = delta.to(w.dtype)
+        return WeightEdit(deltas, {"sites": list(self.site_indices(model))}, "unet")
+
+    def held(self, empty: Tensor, g: torch.Generator) -> Tensor:
+        """(d, c) columns the update must not move: the start token and the centres, or with
+        ``keep_empty`` a basis of the empty prompt's whole span."""
+        if self.keep_empty:
+            _, s, vh = torch.linalg.svd(empty, full_matrices=False)
+            return vh[s > self.keep_rtol * s.max()].T
+        return torch.cat([empty[:1], kmeans(empty[1:], self.centres, g)]).T
+
+    def update(self, w, t, a, r, hold, g) -> Tensor:
+        """ΔW of one projection (float64)."""
+        d = w.shape[1]
+        eye = torch.eye(d, dtype=w.dtype)
+        s_tt, s_at = t.T @ t / len(t), a.T @ t / len(t)
+        erase = w @ (s_at - s_tt)  # (out, d)
+        plain = erase @ torch.linalg.inv(eye + s_tt)  # the unconstrained edit, for scoring
+        if self.filter:
+            moved = (r @ plain.T).norm(dim=1)
+            r = r[moved > moved.mean()]
+        if self.augment:
+            v = torch.linalg.svd(w, full_matrices=True).Vh[-1]  # the weakest input direction
+            noise = torch.randn(len(r), self.augment, d, generator=g, dtype=w.dtype)
+            copies = (r[:, None] + (noise @ v)[..., None] * v).flatten(0, 1)
+            moved = (copies @ plain.T).norm(dim=1)
+            r = torch.cat([r, copies[moved > moved.mean()]])
+        cov = r.T @ r / max(len(r), 1)
+        values, vectors = torch.linalg.eigh(cov)
+        free = vectors[:, values < self.null_threshold]
+        p = free @ free.T
+        m = torch.linalg.inv(s_tt @ p + self.retain_scale * eye)
+        k = hold
+        inner = k.T @ p @ m @ k + self.lamb * torch.eye(k.shape[1], dtype=w.dtype)
+        constraint = eye - m @ k @ torch.linalg.pinv(inner) @ k.T @ p
+        return erase @ p @ constraint @ m
+
+
+def kmeans(points: Tensor, k: int, g: torch.Generator, steps: int = 50) -> Tensor:
+    """(k, d) centres of Lloyd's k-means from k distinct random points."""
+    centres = points[torch.randperm(len(points), generator=g)[:k]].clone()
+    for _ in range(steps):
+        nearest = torch.cdist(points, centres).argmin(1)
+        for j in range(len(centres)):
+            if (nearest == j).any():
+                centres[j] = points[nearest == j].mean(0)
+    return centres
