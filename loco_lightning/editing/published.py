@@ -299,3 +299,164 @@ def kmeans(points: Tensor, k: int, g: torch.Generator, steps: int = 50) -> Tenso
             if (nearest == j).any():
                 centres[j] = points[nearest == j].mean(0)
     return centres
+
+
+@dataclass(frozen=True)
+class RECE(SiteEditor, name="rece"):
+    """RECE (Gong et al., 2024): UCE (its 2023 form), then rounds that find, in closed form, the
+    text embedding that best regenerates the erased concept through the edited projections and
+    erase that one too:
+
+        c = (μI + Σ_l W_lᵀ W_l)⁻¹ (Σ_l W_lᵀ Ŵ_l) e
+
+    over every edited projection l (W the edited weights, Ŵ the original ones, e every vector of
+    the bare concept's context), then UCE's closed form on the current weights with keys c,
+    values W·(the bare target's vectors), position for position, and the empty prompt preserved.
+    Needs sites that read the text context unchanged (SD-1/2, SD-XL), where one c serves all.
+
+    Attributes:
+        sites: see :class:`SiteEditor` (RECE edits ``all``).
+        rounds: adversarial rounds after the UCE start.
+        mu: μ, the embedding's ridge strength.
+        lamb: λ of each round's solve (UCE's start keeps UCE's 0.5).
+        erase_scale: weight of each round's erase term.
+        preserve_scale: weight of the empty prompt's preserve term in each round.
+        preserve: prompts UCE's start preserves (with ""), or an ``*.edit.yaml`` path.
+        solve_dtype, keep_empty, keep_rtol: see :class:`~loco_lightning.editing.locoedit.LocoEdit`.
+    """
+
+    sites: tuple[int, ...] | SiteChoice = "all"
+    rounds: int = 3
+    mu: float = 0.1
+    lamb: float = 0.1
+    erase_scale: float = 1.0
+    preserve_scale: float = 0.1
+    preserve: tuple[str, ...] | str = ()
+    solve_dtype: SolveDtype = "float64"
+    keep_empty: bool = True
+    keep_rtol: float = 1e-4
+
+    def __post_init__(self) -> None:
+        check_scales(self, "mu", "lamb", "erase_scale", "preserve_scale")
+        if self.rounds < 0:
+            raise ValueError(f"rounds={self.rounds}: give 0 (UCE alone) or more rounds.")
+        resolve_preserve(self)
+
+    @torch.no_grad()
+    def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
+        unet = model.unet
+        chosen = self.site_indices(model)
+        found = [sites(unet)[i] for i in chosen]
+        reshaped = [s.path for s in found if unet.get_submodule(s.path).norm_cross is not None]
+        if reshaped or unet.encoder_hid_proj is not None:
+            raise ValueError(
+                "RECE's closed-form embedding needs sites that read the text context unchanged "
+                f"(SD-1/2, SD-XL); this {model.family.name} UNet projects or normalises it first "
+                f"({reshaped[:2] or 'encoder_hid_proj'}). Use uce or locoedit on it."
+            )
+        start = UCE(
+            sites=chosen, variant="2023", preserve=self.preserve, solve_dtype=self.solve_dtype,
+            keep_empty=self.keep_empty, keep_rtol=self.keep_rtol,
+        )  # fmt: skip
+        total = start.compute(model, requests)
+        names = [f"{s.path}.{s.projection(p)}.weight" for s in found for p in ("k", "v")]
+        original = {n: unet.get_parameter(n).detach().double() for n in names}
+        context = model.encode([r.concept for r in requests] + [r.target for r in requests] + [""])
+        concept, guide = context.context[: len(requests)], context.context[len(requests) : -1]
+        empty = context.context[-1:]
+        length = concept.shape[1]
+        lam = self.lamb / self.erase_scale
+        for _ in range(self.rounds):
+            with total.applied(model):
+                adversarial = self.embedding(model, names, original, concept)
+                rows = Regression(
+                    adversarial.to(concept.dtype),
+                    guide,
+                    tuple(tuple((i, i) for i in range(length)) for _ in requests),
+                    preserve=empty,
+                    keep=empty if self.keep_empty else None,
+                )
+                step = kv_edit(
+                    model, chosen, rows, {"k": lam, "v": lam},
+                    self.preserve_scale / self.erase_scale, self.solve_dtype, self.keep_rtol,
+                )  # fmt: skip
+            total = WeightEdit(
+                {n: d + step.deltas[n] for n, d in total.deltas.items()}, total.metadata
+            )
+        return total
+
+    def embedding(self, model: LocoModel, names, original, concept: Tensor) -> Tensor:
+        """(R, T, d) the contexts that the edited projections map closest to where the original
+        ones map the concept's."""
+        d = concept.shape[-1]
+        a = self.mu * torch.eye(d, dtype=torch.float64)
+        b = torch.zeros(d, d, dtype=torch.float64)
+        for n in names:
+            w = model.unet.get_parameter(n).detach().double()
+            a, b = a + w.T @ w, b + w.T @ original[n]
+        return (concept.double() @ torch.linalg.solve(a, b).T).to(concept.device)
+
+
+@dataclass(frozen=True)
+class MACE(SiteEditor, name="mace_cfr"):
+    """MACE's closed-form refinement (Lu et al., 2024; stage 1 of 3), every site's ``to_k`` and
+    ``to_v``:
+
+        W = (λŴ + Σ Ŵ a oᵀ + s Σ Ŵ p pᵀ)(λI + Σ o oᵀ + s Σ p pᵀ)⁻¹
+
+    with o the concept prompt's vectors at the positions it shares with the target prompt (the
+    common start, the common end and the padding after it, shifted to match: the concept's own
+    words are left out, since the vectors after them carry it in a causal encoder), a the
+    target's vectors there, and p every vector of the preserve prompts (MACE's cached COCO and
+    domain priors; without such a cache its configs use λ = 10 to 1000, here 10).
+
+    Attributes:
+        sites: see :class:`SiteEditor` (MACE refines ``all``).
+        lamb: λ.
+        preserve_scale: s.
+        preserve: the prior prompts, or an ``*.edit.yaml`` path.
+        solve_dtype, keep_empty, keep_rtol: see :class:`~loco_lightning.editing.locoedit.LocoEdit`.
+    """
+
+    sites: tuple[int, ...] | SiteChoice = "all"
+    lamb: float = 10.0
+    preserve_scale: float = 1.0
+    preserve: tuple[str, ...] | str = ()
+    solve_dtype: SolveDtype = "float64"
+    keep_empty: bool = True
+    keep_rtol: float = 1e-4
+
+    def __post_init__(self) -> None:
+        check_scales(self, "lamb", "preserve_scale", zero_ok=("preserve_scale",))
+        resolve_preserve(self)
+
+    def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
+        tok = model.pipeline.tokenizer
+        pairs = [(s, t) for r in requests for s, _, t in r.pairs()]
+        positions = [
+            shared_positions(tok(s).input_ids, tok(t).input_ids, tok.model_max_length)
+            for s, t in pairs
+        ]
+        rows = Regression.of_prompts(
+            model, [s for s, _ in pairs], [t for _, t in pairs], positions, self.preserve,
+            keep_empty=self.keep_empty,
+        )  # fmt: skip
+        return kv_edit(
+            model, self.site_indices(model), rows, {"k": self.lamb, "v": self.lamb},
+            self.preserve_scale, self.solve_dtype, self.keep_rtol,
+        )  # fmt: skip
+
+
+def shared_positions(src: list[int], dst: list[int], length: int) -> tuple[tuple[int, int], ...]:
+    """MACE's rows: the two id lists' common start and common end (end-of-text included), then
+    the padding after each, offset for offset, as far as the shorter reaches."""
+    start = 0
+    while start < min(len(src), len(dst)) and src[start] == dst[start]:
+        start += 1
+    tail = 0
+    while tail < min(len(src), len(dst)) - start and src[-1 - tail] == dst[-1 - tail]:
+        tail += 1
+    pairs = [(i, i) for i in range(start)]
+    pairs += [(len(src) - tail + k, len(dst) - tail + k) for k in range(tail)]
+    pairs += [(len(src) + k, len(dst) + k) for k in range(length - max(len(src), len(dst)))]
+    return tuple(pairs)

@@ -15,7 +15,8 @@ from tests.helpers import tiny_clip_folder
 from tests.unit.baselines.test_finetune import fit
 
 METHODS = (
-    "unedited", "locoedit", "locoedit_all", "uce", "time", "quickfix", "neurons", "esd", "ablate",
+    "unedited", "locoedit", "locoedit_all", "uce", "time", "rece", "speed", "mace_cfr", "quickfix",
+    "neurons", "esd", "ablate",
 )  # fmt: skip
 GROUPS = ("efficacy", "generality", "specificity", "reference")
 EDIT = "datasets/world/style_striped.edit.yaml"
@@ -31,6 +32,9 @@ def editors(tmp_path) -> str:
         "locoedit_all": ("LocoEdit", {"sites": "all", "key_tokens": "aligned"} | closed),
         "uce": ("UCE", closed),
         "time": ("TIME", free),
+        "rece": ("RECE", {"rounds": 1} | closed),
+        "speed": ("SPEED", closed),
+        "mace_cfr": ("MACE", closed),
         "quickfix": ("QuickFix", {"lam": 0.5} | closed),
         "neurons": ("Neurons", {"sites": [3, 4], "k": 4}),
     }
