@@ -33,7 +33,7 @@ def survival(module, items) -> float:
     model = module.model
     cond = model.encode([it.prompt.prompt for it in items])
     images = module.diffusion.denoise(model, cond, [it.noise_seed for it in items])
-    hits = module.reader_match.per_sample(images, [it.prompt.expect for it in items])
+    hits = module.reader_match.scores(images, [it.prompt.expect for it in items])
     return float(hits.mean())
 
 

@@ -34,7 +34,7 @@ class ConceptAblationModule(FineTuneEdit):
         requests: list[EditRequest] | str,
         diffusion: Diffusion = Diffusion(),  # noqa: B008 (frozen)
         tuning: FineTune = FineTune(train="kv", lr=2e-6),  # noqa: B008 (frozen)
-        clip: str = "worldclip",
+        clip: str | None = None,
         fid_weights: str | None = None,
         output_dir: str = "lightning_logs/ablate/run",
     ) -> None:

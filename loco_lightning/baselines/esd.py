@@ -41,7 +41,7 @@ class ESDModule(FineTuneEdit):
         tuning: FineTune = FineTune(),  # noqa: B008 (frozen)
         eta: float = 1.0,
         negative: Literal["empty", "without"] = "empty",
-        clip: str = "worldclip",
+        clip: str | None = None,
         fid_weights: str | None = None,
         output_dir: str = "lightning_logs/esd/run",
     ) -> None:

@@ -89,7 +89,7 @@ class FineTuneEdit(EditEvaluation):
         requests: list[EditRequest] | str,
         diffusion: Diffusion = Diffusion(),  # noqa: B008 (frozen)
         tuning: FineTune = FineTune(),  # noqa: B008 (frozen)
-        clip: str = "worldclip",
+        clip: str | None = None,
         fid_weights: str | None = None,
         output_dir: str = "lightning_logs/edit/run",
     ) -> None:
@@ -280,10 +280,10 @@ class FineTuneEdit(EditEvaluation):
         return WeightEdit(deltas, metadata, "unet")
 
     def on_validation_epoch_start(self) -> None:
-        super().on_validation_epoch_start()
         params = dict(self.unet.named_parameters())
         self._trained = {n: params[n].detach().clone() for n in self.trainable}
         self.edits = {self.method: self.edit_result()}
+        super().on_validation_epoch_start()  # metrics for every edit
         with torch.no_grad():  # the harness generates the unedited images first
             for n in self.trainable:
                 params[n].copy_(self.originals[n])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import lightning as L
 import yaml
@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from loco_lightning.models.sampling import NoiseMode, noise_seed
 
 Group = Literal["efficacy", "generality", "specificity", "reference"]
+GROUPS: tuple[Group, ...] = get_args(Group)  # the triad's order, the reference row last
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def load_eval_prompts(path: str | Path) -> list[EvalPrompt]:
     where an entry is a prompt string or ``{prompt, score_text?, expect?}``."""
     raw = yaml.safe_load(Path(path).read_text())
     out = []
-    for group in ("efficacy", "generality", "specificity", "reference"):
+    for group in GROUPS:
         for entry in raw.get(group, []):
             entry = {"prompt": entry} if isinstance(entry, str) else entry
             out.append(EvalPrompt(group=group, **entry))
@@ -94,6 +95,12 @@ class EditEvalData(L.LightningDataModule):
         self.batch_size = batch_size
         self.train_steps = train_steps
         self.noise = noise
+
+    @property
+    def groups(self) -> list[str]:
+        """The prompt groups present, in the triad's order (efficacy, generality, …)."""
+        present = {p.group for p in self.prompts}
+        return [g for g in GROUPS if g in present]
 
     def items(self) -> list[EvalItem]:
         position: dict[str, int] = {}

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, SumMetric
 
 from loco_lightning.editing.data import EvalItem
 from loco_lightning.editing.edits import Edit
@@ -32,8 +32,9 @@ class EditEvaluation(L.LightningModule):
 
     Args:
         diffusion: the model and its sampler settings.
-        clip: CLIP scorer (hub id, local folder, ``worldclip``); its image tower is also the FID
-            feature extractor unless ``fid_weights`` is given.
+        clip: CLIP scorer (hub id, local folder, ``worldclip``; None: the model's own, its
+            world's CLIP or the family's ``openai/clip-vit-large-patch14``); its image tower is
+            also the FID feature extractor unless ``fid_weights`` is given.
         fid_weights: local Inception weights for FID on real models (None: CLIP features).
         output_dir: where tables and edit artifacts go.
     """
@@ -41,7 +42,7 @@ class EditEvaluation(L.LightningModule):
     def __init__(
         self,
         diffusion: Diffusion = Diffusion(),  # noqa: B008 (frozen)
-        clip: str = "worldclip",
+        clip: str | None = None,
         fid_weights: str | None = None,
         output_dir: str = "lightning_logs/edit/run",
     ) -> None:
@@ -60,12 +61,17 @@ class EditEvaluation(L.LightningModule):
             return
         self.model = self.diffusion.load(str(self.device))
         self.model.unet.requires_grad_(False)
-        self.clip_score = SampleCLIPScore(packaged(hp.clip))
+        self.scorer = hp.clip or self.model.scorer
+        self.clip_score = SampleCLIPScore(packaged(self.scorer))
         self.fid_features = (
-            None if hp.fid_weights else ClipImageFeatures(*load_clip(packaged(hp.clip)))
+            None if hp.fid_weights else ClipImageFeatures(*load_clip(packaged(self.scorer)))
         )
-        self.fids = torch.nn.ModuleDict()
+        self.fids = nn.ModuleDict()
+        self.triad = nn.ModuleDict()
         self.reader_match = world_match(self.model.world)
+        for scorer in (self.clip_score, self.fid_features, self.reader_match):
+            if scorer is not None:
+                scorer.requires_grad_(False)  # scorers are never trained
 
     def configure_optimizers(self):
         return []  # closed-form edits take no gradient step; the fine-tuned baselines do
@@ -74,15 +80,24 @@ class EditEvaluation(L.LightningModule):
         """Nothing to train: the edits were solved in ``on_fit_start``."""
 
     def on_validation_epoch_start(self) -> None:
+        """Fresh metrics for every (method, group): made on every rank alike, so DDP syncs them."""
         self.rows = []
-        for fid in self.fids.values():
-            fid.reset()
-
-    def _fid(self, method: str, group: str):
-        key = f"{method}/{group}"
-        if key not in self.fids:
-            self.fids[key] = fid_metric(self.fid_features, self.hparams.fid_weights).to(self.device)
-        return self.fids[key]
+        self.groups = list(self.trainer.datamodule.groups)
+        methods = [UNEDITED, *self.edits]
+        scores = ["clip"] + ([] if self.reader_match is None else ["reader"])
+        triad = {
+            metric_key(m, g, s): MeanMetric() for m in methods for g in self.groups for s in scores
+        }
+        triad |= {metric_key(m, g, "n"): SumMetric() for m in methods for g in self.groups}
+        self.triad = nn.ModuleDict(triad).to(self.device)
+        fid = self.hparams.fid_weights
+        self.fids = nn.ModuleDict(
+            {
+                metric_key(m, g): fid_metric(self.fid_features, fid)
+                for m in self.edits
+                for g in self.groups
+            }
+        ).to(self.device)
 
     def generate(self, items: list[EvalItem]) -> Tensor:
         cond = self.model.encode([it.prompt.prompt for it in items])
@@ -95,12 +110,24 @@ class EditEvaluation(L.LightningModule):
                 images[name] = self.generate(batch)
         texts = [it.prompt.score_text or it.prompt.prompt for it in batch]
         expects = [it.prompt.expect for it in batch]
+        judged = self.reader_match is not None and all(expects)
+        groups = {g: [i for i, it in enumerate(batch) if it.prompt.group == g] for g in self.groups}
         for method, imgs in images.items():
-            clip = self.clip_score.per_sample(imgs, texts).tolist()
-            reader = [None] * len(batch)
-            if self.reader_match is not None and all(expects):
-                reader = self.reader_match.per_sample(imgs, expects).tolist()
-            for it, c, r in zip(batch, clip, reader):
+            scores = {"clip": self.clip_score.scores(imgs, texts)}
+            if judged:
+                scores["reader"] = self.reader_match.scores(imgs, expects)
+            for group, idx in groups.items():
+                if not idx:
+                    continue
+                for name, values in scores.items():
+                    self.triad[metric_key(method, group, name)].update(values[idx])
+                self.triad[metric_key(method, group, "n")].update(len(idx))
+                if method != UNEDITED:
+                    fid = self.fids[metric_key(method, group)]
+                    fid.update(images[UNEDITED][idx], real=True)
+                    fid.update(imgs[idx], real=False)
+            reader = scores["reader"].tolist() if judged else [None] * len(batch)
+            for it, c, r in zip(batch, scores["clip"].tolist(), reader):
                 self.rows.append(
                     {
                         "method": method,
@@ -111,38 +138,35 @@ class EditEvaluation(L.LightningModule):
                         "reader": r,
                     }
                 )
-            if method != UNEDITED:
-                for group in {it.prompt.group for it in batch}:
-                    idx = [i for i, it in enumerate(batch) if it.prompt.group == group]
-                    fid = self._fid(method, group)
-                    fid.update(images[UNEDITED][idx], real=True)
-                    fid.update(imgs[idx], real=False)
 
     def on_validation_epoch_end(self) -> None:
-        groups: dict[tuple[str, str], list[dict]] = {}
-        for row in self.rows:
-            groups.setdefault((row["method"], row["group"]), []).append(row)
         table = []
-        order = {"efficacy": 0, "generality": 1, "specificity": 2, "reference": 3}
-        for (method, group), rows in sorted(groups.items(), key=lambda kv: order[kv[0][1]]):
-            entry = {"method": method, "group": group, "n": len(rows)}
-            for score in ("clip", "reader"):
-                values = [r[score] for r in rows if r[score] is not None]
-                if values:
-                    mean = sum(values) / len(values)
-                    entry[score] = mean
-                    self.log(f"val/{method}/{group}/{score}", mean)
-            key = f"{method}/{group}"
-            if key in self.fids and len(rows) > 1:
-                entry["fid"] = float(self.fids[key].compute())
-                self.log(f"val/{key}/fid", entry["fid"])
-            if method in self.edits:
-                metadata = self.edits[method].metadata
-                entry["seconds_to_edit"] = metadata.get("seconds", math.nan)
-                entry["empty_drift"] = metadata.get("empty_drift", math.nan)
-            table.append(entry)
+        for group in self.groups:
+            for method in [UNEDITED, *self.edits]:
+                n = int(self.triad[metric_key(method, group, "n")].compute())
+                if n == 0:
+                    continue
+                entry = {"method": method, "group": group, "n": n}
+                for score in ("clip", "reader"):
+                    key = metric_key(method, group, score)
+                    if key in self.triad and self.triad[key].update_called:
+                        entry[score] = float(self.triad[key].compute())
+                        self.log(f"val/{method}/{group}/{score}", entry[score])
+                if method != UNEDITED and n > 1:
+                    entry["fid"] = float(self.fids[metric_key(method, group)].compute())
+                    self.log(f"val/{method}/{group}/fid", entry["fid"])
+                if method in self.edits:
+                    metadata = self.edits[method].metadata
+                    entry["seconds_to_edit"] = metadata.get("seconds", math.nan)
+                    entry["empty_drift"] = metadata.get("empty_drift", math.nan)
+                table.append(entry)
         self.table = table
         rank_zero_info("Edit evaluation:\n" + markdown(table))
+
+
+def metric_key(method: str, group: str, score: str = "fid") -> str:
+    """A metric's name in its ``ModuleDict`` (module names take no dots)."""
+    return f"{method}|{group}|{score}".replace(".", "_")
 
 
 def markdown(table: list[dict]) -> str:

@@ -37,7 +37,7 @@ class EditModule(EditEvaluation):
         diffusion: Diffusion = Diffusion(),  # noqa: B008 (frozen)
         locogen: str | None = None,
         random_seed: int = 0,
-        clip: str = "worldclip",
+        clip: str | None = None,
         fid_weights: str | None = None,
         output_dir: str = "lightning_logs/edit/run",
     ) -> None:

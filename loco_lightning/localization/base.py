@@ -18,14 +18,15 @@ class Localizer(L.LightningModule):
 
     Args:
         diffusion: the model and its sampler settings.
-        clip: CLIP scorer: hub id, local folder, or ``worldclip`` (packaged) for the world.
+        clip: CLIP scorer: hub id, local folder, or ``worldclip`` (packaged); None: the model's
+            own (its world's CLIP, else the family's ``openai/clip-vit-large-patch14``).
         output_dir: results folder; stable, so that a rerun with the same config resumes.
     """
 
     def __init__(
         self,
         diffusion: Diffusion,
-        clip: str = "worldclip",
+        clip: str | None = None,
         output_dir: str = "lightning_logs/localize/run",
     ) -> None:
         super().__init__()
@@ -40,7 +41,8 @@ class Localizer(L.LightningModule):
         hp = self.hparams
         if self.model is None:
             self.model = self.diffusion.load(str(self.device))
-            self.clip_score = SampleCLIPScore(packaged(hp.clip))
+            self.scorer = hp.clip or self.model.scorer
+            self.clip_score = SampleCLIPScore(packaged(self.scorer))
             self.reader_match = world_match(self.model.world)
         self.store = ResultStore(hp.output_dir, self.fingerprint(self.trainer.datamodule))
         self.store.open()
@@ -50,6 +52,7 @@ class Localizer(L.LightningModule):
         return (
             dict(self.hparams)
             | {
+                "clip": self.scorer,
                 "diffusion": self.diffusion.resolved(self.model),
                 "pairs": [[p.original, p.target, p.expect] for p in data.pairs],
                 "seeds": list(data.seeds),
@@ -66,10 +69,10 @@ class Localizer(L.LightningModule):
         self, images: Tensor, texts: list[str], expects: list[dict[str, str]]
     ) -> tuple[list[float], list[float | None]]:
         """CLIP score of each image against its text, and (world) the exact-reader match."""
-        clip = self.clip_score.per_sample(images, texts).tolist()
+        clip = self.clip_score.scores(images, texts).tolist()
         reader: list[float | None] = [None] * len(texts)
         if self.reader_match is not None and all(expects):
-            reader = self.reader_match.per_sample(images, expects).tolist()
+            reader = self.reader_match.scores(images, expects).tolist()
         return clip, reader
 
     def figures(self) -> dict:

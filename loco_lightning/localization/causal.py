@@ -70,7 +70,7 @@ class CausalTracingModule(Localizer):
     def __init__(
         self,
         diffusion: Diffusion = Diffusion(),  # noqa: B008 (frozen)
-        clip: str = "worldclip",
+        clip: str | None = None,
         noise_scale: float = 3.0,
         noise_seed: int = 0,
         chunk: int = 16,

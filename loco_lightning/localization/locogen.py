@@ -40,7 +40,8 @@ class LocalizationModule(Localizer):
         pooled: the window also swaps the global text path (SD-XL pooled embeds, IF text-time).
         objective: ``remove`` (style, object: argmin of the score against the original prompt) or
             ``update`` (fact: argmax against the target prompt).
-        clip: CLIP scorer: hub id, local folder, or ``worldclip`` (packaged) for the world.
+        clip: CLIP scorer: hub id, local folder, or ``worldclip`` (packaged); None: the model's
+            own (its world's CLIP, else the family's).
         score: which score selects windows: ``clip`` (the paper) or ``reader`` (models that
             carry exact readers, i.e. LocoWorld folders: attribute readers against ``expect``).
         margin: how close to the all-sites reference the smallest m must come, as a fraction of
@@ -58,7 +59,7 @@ class LocalizationModule(Localizer):
         cache_kv: bool = True,
         pooled: bool = False,
         objective: Objective = "remove",
-        clip: str = "worldclip",
+        clip: str | None = None,
         score: Literal["clip", "reader"] = "clip",
         margin: float = 0.1,
         require_signal: bool = True,
@@ -160,7 +161,7 @@ class LocalizationModule(Localizer):
             "score": self.hparams.score,
             "objective": self.hparams.objective,
             "margin": self.hparams.margin,
-            "clip": self.hparams.clip,
+            "clip": self.scorer,
             "diffusion": self.store.fingerprint["diffusion"],  # model, steps, guidance, sampler
             "seeds": list(self.trainer.datamodule.seeds),
         }

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.functional.multimodal.clip_score import _clip_score_update
 from torchmetrics.multimodal.clip_score import CLIPScore
 
 log = logging.getLogger(__name__)
@@ -62,13 +61,13 @@ class TensorClipProcessor:
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
 
-    def __call__(self, text=None, images=None, return_tensors="pt", padding=True) -> dict:
+    def __call__(self, text=None, images=None, return_tensors="pt", padding=True, **kwargs) -> dict:
         if images is not None:
             x = torch.stack([i.float() for i in images]) / 255.0  # uint8 (3, H, W) -> [0, 1]
             if x.shape[-1] != self.image_size:
                 x = F.interpolate(x, size=self.image_size, mode="bilinear", antialias=True)
             return {"pixel_values": (x - self.mean) / self.std}
-        return dict(self.tokenizer(list(text), return_tensors="pt", padding=padding))
+        return dict(self.tokenizer(list(text), return_tensors="pt", padding=padding, **kwargs))
 
 
 @functools.cache
@@ -103,7 +102,11 @@ def load_clip(source: str) -> tuple[ClipFeatures, object]:
 
 
 class SampleCLIPScore(CLIPScore):
-    """torchmetrics ``CLIPScore`` that also returns each sample's score (for mean and spread).
+    """torchmetrics ``CLIPScore`` on float images, that can also give each sample's score.
+
+    ``scores`` is a pure function (per-image 100·cos(image, text), not clamped at 0, so weak
+    scorers keep their ranking); ``update`` accumulates the same into the metric's states, which
+    ``compute`` reduces across DDP ranks.
 
     Args:
         source: CLIP backbone, see :func:`load_clip`; recorded in every result.
@@ -114,18 +117,30 @@ class SampleCLIPScore(CLIPScore):
         self.source = source
 
     @torch.no_grad()
-    def per_sample(self, images: Tensor, texts: list[str]) -> Tensor:
-        """Per-image CLIP score, 100·cos(image, text), (B,); also accumulated into the metric.
-
-        Not clamped at 0 per image (torchmetrics clamps only its running mean), so weak scorers
-        keep their ranking.
+    def scores(self, images: Tensor, texts: list[str]) -> Tensor:
+        """(B,) CLIP score of each image against its caption.
 
         Args:
             images: (B, 3, H, W) in [0, 1].
-            texts: B captions.
+            texts: B captions (cut at the text tower's length).
         """
-        pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8)
-        scores, n = _clip_score_update(list(pixels), list(texts), self.model, self.processor)
-        self.score += scores.sum(0).to(self.score.device)
-        self.n_samples += n
-        return scores
+        if len(images) != len(texts):
+            raise ValueError(f"{len(images)} images but {len(texts)} captions; give one each.")
+        pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+        device = next(self.model.parameters()).device
+        image = self.processor(images=list(pixels), return_tensors="pt")["pixel_values"]
+        limit = self.model.config.text_config.max_position_embeddings
+        text = self.processor(
+            text=list(texts), return_tensors="pt", padding=True, truncation=True, max_length=limit
+        )
+        a = self.model.get_image_features(image.to(device))
+        b = self.model.get_text_features(
+            text["input_ids"].to(device), text["attention_mask"].to(device)
+        )
+        return 100 * F.cosine_similarity(a.float(), b.float(), dim=-1)
+
+    def update(self, images: Tensor, texts: list[str]) -> None:  # type: ignore[override]
+        """Accumulate :meth:`scores` (images in [0, 1])."""
+        scores = self.scores(images, texts)
+        self.score += scores.sum().to(self.score.device)
+        self.n_samples += len(scores)

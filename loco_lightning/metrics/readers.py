@@ -26,8 +26,8 @@ class AttributeMatch(Metric):
         self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
 
     @torch.no_grad()
-    def per_sample(self, images: Tensor, expects: list[dict[str, str]]) -> Tensor:
-        """(B,) 1.0 where every expected attribute is read back, else 0.0; also accumulated.
+    def scores(self, images: Tensor, expects: list[dict[str, str]]) -> Tensor:
+        """(B,) 1.0 where every expected attribute is read back, else 0.0 (no state changes).
 
         Args:
             images: (B, 3, H, W) in [0, 1].
@@ -46,12 +46,12 @@ class AttributeMatch(Metric):
                     raise KeyError(f"{value!r} is not a {attribute}; known: {known}")
                 if self.values[attribute][int(read[attribute][b])] != value:
                     hits[b] = 0.0
-        self.hits += hits.sum()
-        self.total += len(expects)
         return hits
 
     def update(self, images: Tensor, expects: list[dict[str, str]]) -> None:
-        self.per_sample(images, expects)
+        hits = self.scores(images, expects)
+        self.hits += hits.sum()
+        self.total += len(expects)
 
     def compute(self) -> Tensor:
         return self.hits / self.total.clamp(min=1)

@@ -38,6 +38,7 @@ class Family:
         guidance: default classifier-free guidance scale.
         steps: default denoising steps.
         max_tokens: tokenizer limit of the text encoder(s).
+        scorer: the CLIP that scores its images unless a job names another (the paper's).
         unet_config: the full-size UNet config (diffusers ``UNet2DConditionModel``), for counting
             sites on the meta device.
         miniature: overrides that turn ``unet_config`` into a tiny random-weight test model with the
@@ -59,6 +60,7 @@ class Family:
     guidance: float
     steps: int
     max_tokens: int
+    scorer: str = "openai/clip-vit-large-patch14"
     scheduler_config: dict = field(default_factory=dict, compare=False)
     unet_config: dict = field(default_factory=dict, compare=False)
     miniature: dict = field(default_factory=dict, compare=False)

@@ -94,6 +94,16 @@ class LocoModel:
         return self.world["world"]["sampling"]["guidance"] if self.world else self.family.guidance
 
     @property
+    def scorer(self) -> str:
+        """The CLIP that scores this model's images: its world's own (``worldclip``), else the
+        family's."""
+        return (
+            self.world["world"].get("scorer", self.family.scorer)
+            if self.world
+            else self.family.scorer
+        )
+
+    @property
     def cfg(self) -> bool:
         """Whether UNet batches are ``[unconditional; conditional]`` halves when sampling."""
         return self.guidance > 1

@@ -133,6 +133,7 @@ WORLD_SCHEDULERS: dict[str, tuple[str, dict]] = {
 # world is trained (10% empty captions) and as the project's sampler builds it, not zeros.
 WORLD_PIPELINE_OPTIONS: dict[str, dict] = {"sdxl": {"force_zeros_for_empty_prompt": False}}
 WORLD_FILES = {"vocab": "vocab.yaml", "readers": "readers.safetensors"}  # beside loco_world.json
+WORLD_SCORER = "worldclip"  # the CLIP trained on the world's captions scores its images
 SAMPLING = {"steps": 25, "guidance": 1.5}  # WORLD.md: guidance 3 is bad, 7.5 ruins these models
 
 

@@ -47,6 +47,7 @@ from loco_lightning.models.world import (
     RECORD_NAME,
     SAMPLING,
     WORLD_FILES,
+    WORLD_SCORER,
     WORLD_TEXT_ENCODERS,
     WorldFamily,
     world_pipeline,
@@ -515,7 +516,12 @@ class WorldDiffusion(L.LightningModule):
         record = {
             **record,
             "family": self.hparams.family,
-            "world": {**WORLD_FILES, "sampling": SAMPLING, "planted": self.planted},
+            "world": {
+                **WORLD_FILES,
+                "sampling": SAMPLING,
+                "planted": self.planted,
+                "scorer": WORLD_SCORER,
+            },
             "planted_full_p": self.hparams.planted_full_p if self.planted else None,
             "parameters": self.parameter_counts(),
             "module": {k: v for k, v in self.hparams.items() if not k.startswith("_")},

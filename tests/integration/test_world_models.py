@@ -296,6 +296,6 @@ def test_worldclip_is_a_torchmetrics_clip_score_backbone(tmp_path):
     score = SampleCLIPScore(str(tmp_path))
     probes = probe_set(per_concept=0, seed=3)[::7]
     images = torch.stack([p["image"] for p in probes]) / 2 + 0.5  # [0, 1]
-    true = score.per_sample(images, [p["caption"] for p in probes])
-    wrong = score.per_sample(images, [p["alternatives"][0] for p in probes])
+    true = score.scores(images, [p["caption"] for p in probes])
+    wrong = score.scores(images, [p["alternatives"][0] for p in probes])
     assert (true > wrong).float().mean() >= 0.9
