@@ -16,8 +16,7 @@ import logging
 import lightning as L
 import torch
 
-from loco_lightning.baselines.esd import ESDModule
-from loco_lightning.baselines.finetune import FineTune
+from loco_lightning.baselines import ESD, FineTune, FineTuneModule
 from loco_lightning.editing.data import EditEvalData
 from loco_lightning.editing.editors import run_editor
 from loco_lightning.editing.locoedit import LocoEdit
@@ -81,11 +80,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     requests = edit_requests(EDIT)
-    esd = ESDModule(
+    esd = FineTuneModule(
         requests,
+        ESD(negative=args.negative),
         diffusion=Diffusion(source=args.source),
         tuning=FineTune(lr=args.lr, batch_size=args.batch_size),
-        negative=args.negative,
         clip=args.clip,
     )
     data = EditEvalData(EVAL, seeds=args.seeds, train_steps=args.max_steps)

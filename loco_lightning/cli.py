@@ -57,13 +57,13 @@ JOBS = {
         "neuron-level editing: ablate the top-k concept neurons of the located sites, sweep k",
     ),
     "esd": Job(
-        "loco_lightning.baselines.esd.ESDModule",
+        "loco_lightning.baselines.finetune.FineTuneModule",
         "loco_lightning.editing.data.EditEvalData",
         "fit",
         "ESD-x baseline: fine-tune cross-attention with negative guidance away from a concept",
     ),
     "ablate": Job(
-        "loco_lightning.baselines.ablation.ConceptAblationModule",
+        "loco_lightning.baselines.finetune.FineTuneModule",
         "loco_lightning.editing.data.EditEvalData",
         "fit",
         "Concept Ablation baseline: fine-tune K/V so the concept predicts an anchor's images",

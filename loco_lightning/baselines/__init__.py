@@ -1,8 +1,9 @@
-"""Fine-tuning baselines to compare the closed-form editors against (ESD-x, Concept Ablation),
-trained with ``fit``; their saved deltas join a comparison as ``Saved`` editors."""
+"""Fine-tuning baselines to compare the closed-form editors against: one module trained with
+``fit``, given its objective (ESD-x, Concept Ablation) as data; their saved deltas join a
+comparison as ``Saved`` editors."""
 
-from loco_lightning.baselines.ablation import ConceptAblationModule
-from loco_lightning.baselines.esd import ESDModule
-from loco_lightning.baselines.finetune import FineTuneEdit
+from loco_lightning.baselines.ablation import ConceptAblation
+from loco_lightning.baselines.esd import ESD
+from loco_lightning.baselines.finetune import FineTune, FineTuneModule, Objective
 
-__all__ = ["ConceptAblationModule", "ESDModule", "FineTuneEdit"]
+__all__ = ["ESD", "ConceptAblation", "FineTune", "FineTuneModule", "Objective"]

@@ -2,8 +2,8 @@
 
 ESD-x and Concept Ablation both fine-tune cross-attention weights of the UNet towards outputs of a
 frozen copy of the original UNet, on noised images the original model generated. They differ only
-in which images are noised and what the teacher's target is (:meth:`FineTuneEdit.image_prompt`,
-:meth:`FineTuneEdit.teacher_target`). To the evaluation harness a trained baseline is an ordinary
+in which images are noised and what the teacher's target is: an :class:`Objective`, given to the
+one :class:`FineTuneModule` as data. To the evaluation harness a trained baseline is an ordinary
 :class:`WeightEdit` (delta = trained - original weights), so it is scored and saved exactly like
 LocoEdit, and joins a comparison as a ``Saved`` editor.
 """
@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import copy
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -67,8 +68,33 @@ class FineTune:
     seed: int = 0
 
 
-class FineTuneEdit(EditEvaluation):
-    """Base of the fine-tuning baselines, trained with ``fit`` and evaluated like any edit.
+class Objective(ABC):
+    """What a fine-tuning baseline trains towards (ESD-x, Concept Ablation, …), as data.
+
+    Subclasses are frozen dataclasses with a ``name`` (the row and file name of the edit).
+    """
+
+    name: ClassVar[str]
+    tuning: ClassVar[FineTune] = FineTune()  # what is trained, unless a config says
+
+    @abstractmethod
+    def image_prompt(self, pair: Pair) -> str:
+        """The prompt whose original-model images are noised for ``pair``'s training samples."""
+
+    @abstractmethod
+    def teacher_target(
+        self, module: FineTuneModule, x_t: Tensor, t: Tensor, pairs: list[Pair]
+    ) -> Tensor:
+        """What the trained UNet should output for ``x_t`` under the concept prompts (no grad;
+        ``module.teacher_predict`` gives the frozen original's predictions)."""
+
+    def describe(self) -> dict:
+        """What the trained edit records about the objective."""
+        return asdict(self)
+
+
+class FineTuneModule(EditEvaluation):
+    """A fine-tuning baseline, trained with ``fit`` and evaluated like any edit.
 
     The UNet being trained is registered as ``self.unet`` so its trained weights are in the
     checkpoint (only the trainable ones are kept there: the rest is the original model); the
@@ -78,23 +104,26 @@ class FineTuneEdit(EditEvaluation):
     Args:
         requests: what to remove, inline or the path of an ``*.edit.yaml`` prompt set; each
             template gives a (concept prompt, anchor/target prompt) pair, as for LocoEdit.
+        objective: what it trains towards (``ESD``, ``ConceptAblation``).
         diffusion, clip, fid_weights, output_dir: see :class:`EditEvaluation`.
-        tuning: what is trained and how (:class:`FineTune`).
+        tuning: what is trained and how (:class:`FineTune`; None: the objective's default).
     """
-
-    method = "finetune"
 
     def __init__(
         self,
         requests: list[EditRequest] | str,
+        objective: Objective,
         diffusion: Diffusion = Diffusion(),  # noqa: B008 (frozen)
-        tuning: FineTune = FineTune(),  # noqa: B008 (frozen)
+        tuning: FineTune | None = None,
         clip: str | None = None,
         fid_weights: str | None = None,
-        output_dir: str = "lightning_logs/edit/run",
+        output_dir: str = "lightning_logs/finetune/run",
     ) -> None:
         super().__init__(diffusion, clip, fid_weights, output_dir)
-        self.tuning = tuning
+        self.save_hyperparameters(ignore=["objective"])
+        self.objective = objective
+        self.method = objective.name
+        self.tuning = tuning or objective.tuning
         self.requests = edit_requests(requests)
         if not self.requests:
             raise ValueError("No edit requests: give at least one {concept, target}.")
@@ -103,15 +132,6 @@ class FineTuneEdit(EditEvaluation):
         self.seconds = 0.0  # time to edit: training images + optimisation, summed over resumes
         self.strict_loading = False  # checkpoints hold the trainable weights only
         self.automatic_optimization = True  # these do train
-
-    # ---- the two things a baseline defines ------------------------------------------------------
-    def image_prompt(self, pair: Pair) -> str:
-        """The prompt whose original-model images are noised for ``pair``'s training samples."""
-        raise NotImplementedError
-
-    def teacher_target(self, x_t: Tensor, t: Tensor, pairs: list[Pair]) -> Tensor:
-        """What the trained UNet should output for ``x_t`` under the concept prompts (no grad)."""
-        raise NotImplementedError
 
     # ---- construction ---------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -157,8 +177,9 @@ class FineTuneEdit(EditEvaluation):
         self.bank = self.model.encode(prompts)  # the text encoder is not trained
         self.bank_rows = {p: i for i, p in enumerate(prompts)}
         self.noise = DDPMScheduler.from_config(self.model.pipeline.scheduler.config)
-        shown = list(dict.fromkeys(self.image_prompt(p) for p in self.pairs))
-        self.image_rows = torch.tensor([shown.index(self.image_prompt(p)) for p in self.pairs])
+        prompts_of = [self.objective.image_prompt(p) for p in self.pairs]
+        shown = list(dict.fromkeys(prompts_of))
+        self.image_rows = torch.tensor([shown.index(p) for p in prompts_of])
         with self.original_weights():
             self.x0 = self.clean_samples(shown)  # (len(shown) * images_per_prompt, C, H, W)
         self.seconds += time.perf_counter() - start
@@ -215,6 +236,10 @@ class FineTuneEdit(EditEvaluation):
         out = unet(x_t, t, encoder_hidden_states=cond.context, added_cond_kwargs=cond.added)
         return out.sample[:, : x_t.shape[1]]
 
+    def teacher_predict(self, x_t: Tensor, t: Tensor, prompts: list[str]) -> Tensor:
+        """The frozen original's prediction for ``x_t`` under precomputed ``prompts``."""
+        return self.predict(self.teacher.module, x_t, t, self.conditioning(prompts))
+
     def batch(self, step: int) -> tuple[Tensor, Tensor, list[Pair]]:
         """(x_t, t, pairs) of optimisation step ``step``, drawn from ``seed + step`` alone."""
         hp = self.tuning
@@ -232,7 +257,7 @@ class FineTuneEdit(EditEvaluation):
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x_t, t, pairs = self.batch(self.global_step)
         with torch.no_grad():
-            target = self.teacher_target(x_t, t, pairs)
+            target = self.objective.teacher_target(self, x_t, t, pairs)
         pred = self.predict(self.unet, x_t, t, self.conditioning([p[0] for p in pairs]))
         loss = F.mse_loss(pred.float(), target.float())
         self.log("train/loss", loss, prog_bar=True)
@@ -269,6 +294,7 @@ class FineTuneEdit(EditEvaluation):
         hp = self.tuning
         metadata = {
             "method": self.method,
+            "objective": self.objective.describe(),
             "family": self.model.family.name,
             "requests": [asdict(r) for r in self.requests],
             "sites": hp.sites,

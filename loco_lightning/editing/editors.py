@@ -59,6 +59,27 @@ class Editor(ABC):
         return {"editor": self.name, "params": asdict(self)}
 
 
+@dataclass(frozen=True, kw_only=True)
+class ClosedForm(Editor):
+    """What every closed-form editor shares (keyword-only, after its own settings).
+
+    Attributes:
+        solve_dtype: dtype of the solve (``float64``: no float32 rounding, for milliseconds).
+        keep_empty: keep the empty prompt's outputs at every edited weight (classifier-free
+            guidance's unconditional branch; see ``edit_factor``'s ``keep``).
+        keep_rtol: directions of the empty prompt's span below this fraction of its largest
+            singular value are left free (a model whose text width is below its context length
+            still has room to edit).
+    """
+
+    solve_dtype: Literal["float32", "float64"] = "float64"
+    keep_empty: bool = True
+    keep_rtol: float = 1e-4
+
+    def __post_init__(self) -> None:
+        check_scales(self, "keep_rtol", zero_ok=("keep_rtol",))
+
+
 @dataclass(frozen=True)
 class SiteEditor(Editor):
     """An editor of the UNet's cross-attention sites.

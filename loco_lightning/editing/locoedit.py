@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loco_lightning.editing.editors import SiteChoice, SiteEditor, check_scales, resolve_preserve
+from loco_lightning.editing.editors import (
+    ClosedForm,
+    SiteChoice,
+    SiteEditor,
+    check_scales,
+    resolve_preserve,
+)
 from loco_lightning.editing.edits import WeightEdit
-from loco_lightning.editing.kv import Regression, SolveDtype, kv_edit
+from loco_lightning.editing.kv import Regression, kv_edit
 from loco_lightning.editing.requests import EditRequest, KeyTokens, key_positions
 from loco_lightning.models import LocoModel
 
 
 @dataclass(frozen=True)
-class LocoEdit(SiteEditor, name="locoedit"):
+class LocoEdit(SiteEditor, ClosedForm, name="locoedit"):
     """LocoEdit (Basu et al., 2024): remap the concept's key-token vectors to the target's at
     the chosen sites (the LocoGen window), keys and values, in closed form (``edit_factor``).
 
@@ -27,11 +33,7 @@ class LocoEdit(SiteEditor, name="locoedit"):
         preserve_scale: weight of the preserve term against the edit term.
         edit_k: edit the key projections.
         edit_v: edit the value projections.
-        solve_dtype: dtype of the solve (``float64``: no float32 rounding).
-        keep_empty: keep the empty prompt's keys and values (classifier-free guidance's
-            unconditional branch) at every edited site.
-        keep_rtol: directions of the empty prompt's span below this fraction of its largest
-            singular value are left free (see ``edit_factor``).
+        solve_dtype, keep_empty, keep_rtol: see :class:`ClosedForm`.
     """
 
     sites: tuple[int, ...] | SiteChoice = "locogen"
@@ -42,11 +44,9 @@ class LocoEdit(SiteEditor, name="locoedit"):
     preserve_scale: float = 1.0
     edit_k: bool = True
     edit_v: bool = True
-    solve_dtype: SolveDtype = "float64"
-    keep_empty: bool = True
-    keep_rtol: float = 1e-4
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_scales(self, "lambda_k", "lambda_v", "preserve_scale", zero_ok=("preserve_scale",))
         resolve_preserve(self)
 

@@ -14,9 +14,15 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from loco_lightning.editing.editors import SiteChoice, SiteEditor, check_scales, resolve_preserve
+from loco_lightning.editing.editors import (
+    ClosedForm,
+    SiteChoice,
+    SiteEditor,
+    check_scales,
+    resolve_preserve,
+)
 from loco_lightning.editing.edits import WeightEdit
-from loco_lightning.editing.kv import Regression, SolveDtype, kv_edit
+from loco_lightning.editing.kv import Regression, kv_edit
 from loco_lightning.editing.requests import EditRequest, last_token
 from loco_lightning.hooks import site_inputs, sites
 from loco_lightning.models import LocoModel
@@ -25,7 +31,7 @@ TIME_AUGMENTATIONS = ("A photo of ", "An image of ", "A picture of ")
 
 
 @dataclass(frozen=True)
-class UCE(SiteEditor, name="uce"):
+class UCE(SiteEditor, ClosedForm, name="uce"):
     """Unified Concept Editing (Gandikota et al., 2024), every site's ``to_k`` and ``to_v``:
 
         W = (λŴ + e Σ Ŵ c* cᵀ + p Σ Ŵ c_p c_pᵀ)(λI + e Σ c cᵀ + p Σ c_p c_pᵀ)⁻¹
@@ -43,7 +49,7 @@ class UCE(SiteEditor, name="uce"):
         variant: ``current`` (its code today) or ``2023`` (its first release: every position
             from the last subject token through the padding, aligned with the guide's tail and
             cut to the shorter; every position of each preserve prompt; "" always preserved).
-        solve_dtype, keep_empty, keep_rtol: see :class:`~loco_lightning.editing.locoedit.LocoEdit`.
+        solve_dtype, keep_empty, keep_rtol: see :class:`ClosedForm`.
     """
 
     sites: tuple[int, ...] | SiteChoice = "all"
@@ -52,11 +58,9 @@ class UCE(SiteEditor, name="uce"):
     preserve_scale: float | None = None
     preserve: tuple[str, ...] | str = ()
     variant: Literal["current", "2023"] = "current"
-    solve_dtype: SolveDtype = "float64"
-    keep_empty: bool = True
-    keep_rtol: float = 1e-4
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_scales(self, "lamb", "erase_scale")
         if self.preserve_scale is not None:
             check_scales(self, "preserve_scale", zero_ok=("preserve_scale",))
@@ -102,7 +106,7 @@ def tail(source_end: int, target_end: int, length: int) -> tuple[tuple[int, int]
 
 
 @dataclass(frozen=True)
-class TIME(SiteEditor, name="time"):
+class TIME(SiteEditor, ClosedForm, name="time"):
     """Text-to-Image Model Editing (Orgad et al., 2023): ``to_v`` (and ``to_k`` on request) of
     every site, every token position of the source prompt mapped to the destination's:
 
@@ -120,18 +124,16 @@ class TIME(SiteEditor, name="time"):
         with_to_k: also edit ``to_k``.
         augmentations: prefixes put before both prompts of each pair, each giving one more pair
             (TIME's defaults; a world whose vocabulary lacks "photo" may want others).
-        solve_dtype, keep_empty, keep_rtol: see :class:`~loco_lightning.editing.locoedit.LocoEdit`.
+        solve_dtype, keep_empty, keep_rtol: see :class:`ClosedForm`.
     """
 
     sites: tuple[int, ...] | SiteChoice = "all"
     lamb: float = 0.1
     with_to_k: bool = False
     augmentations: tuple[str, ...] = TIME_AUGMENTATIONS
-    solve_dtype: SolveDtype = "float64"
-    keep_empty: bool = True
-    keep_rtol: float = 1e-4
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_scales(self, "lamb")
 
     def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
@@ -181,7 +183,7 @@ def greedy_match(src: list[int], dst: list[int], length: int) -> tuple[tuple[int
 
 
 @dataclass(frozen=True)
-class SPEED(SiteEditor, name="speed"):
+class SPEED(SiteEditor, ClosedForm, name="speed"):
     """SPEED (Li et al., 2025): the erasing update projected onto the null space of the retain
     set, with the empty prompt's start token and k-means centres held by a hard constraint:
 
@@ -206,9 +208,8 @@ class SPEED(SiteEditor, name="speed"):
         filter: keep only retain vectors the plain edit moves more than average.
         augment: perturbed copies of each kept retain vector (0: none).
         seed: seed of the k-means initialisation and of the perturbations.
-        keep_empty: hold every direction of the empty prompt's span (above ``keep_rtol``) too,
-            not only its start token and centres.
-        keep_rtol: see :class:`~loco_lightning.editing.locoedit.LocoEdit`.
+        solve_dtype, keep_empty, keep_rtol: see :class:`ClosedForm` (``keep_empty`` holds every
+            direction of the empty prompt's span, not only its start token and centres).
     """
 
     sites: tuple[int, ...] | SiteChoice = "all"
@@ -221,10 +222,9 @@ class SPEED(SiteEditor, name="speed"):
     filter: bool = True
     augment: int = 10
     seed: int = 0
-    keep_empty: bool = True
-    keep_rtol: float = 1e-4
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_scales(self, "retain_scale", "null_threshold")
         check_scales(self, "lamb", zero_ok=("lamb",))
         resolve_preserve(self)
@@ -239,9 +239,10 @@ class SPEED(SiteEditor, name="speed"):
         at = [end(tok, p) for p in prompts]
         unet, found = model.unet, sites(model.unet)
         deltas, g = {}, torch.Generator().manual_seed(self.seed)
+        dtype = getattr(torch, self.solve_dtype)
         for index in self.site_indices(model):
             site = found[index]
-            vec = site_inputs(unet, site, context).double()  # (N, T, d)
+            vec = site_inputs(unet, site, context).to(dtype)  # (N, T, d)
             last = vec[torch.arange(len(at)), at]  # (2n + |retain|, d)
             t, a = last[:n], last[n : 2 * n]
             empty = vec[-1]  # (T, d)
@@ -251,7 +252,7 @@ class SPEED(SiteEditor, name="speed"):
             for proj in self.projections:
                 name = f"{site.path}.{site.projection(proj)}.weight"
                 w = getattr(attn, site.projection(proj)).weight
-                delta = self.update(w.double(), t, a, r, hold, g)
+                delta = self.update(w.to(dtype), t, a, r, hold, g)
                 deltas[name] = delta.to(w.dtype)
         return WeightEdit(deltas, {"sites": list(self.site_indices(model))}, "unet")
 
@@ -264,9 +265,9 @@ class SPEED(SiteEditor, name="speed"):
         return torch.cat([empty[:1], kmeans(empty[1:], self.centres, g)]).T
 
     def update(self, w, t, a, r, hold, g) -> Tensor:
-        """ΔW of one projection (float64)."""
+        """ΔW of one projection (in the solve's dtype)."""
         d = w.shape[1]
-        eye = torch.eye(d, dtype=w.dtype)
+        eye = torch.eye(d, dtype=w.dtype, device=w.device)
         s_tt, s_at = t.T @ t / len(t), a.T @ t / len(t)
         erase = w @ (s_at - s_tt)  # (out, d)
         plain = erase @ torch.linalg.inv(eye + s_tt)  # the unconstrained edit, for scoring
@@ -275,7 +276,7 @@ class SPEED(SiteEditor, name="speed"):
             r = r[moved > moved.mean()]
         if self.augment:
             v = torch.linalg.svd(w, full_matrices=True).Vh[-1]  # the weakest input direction
-            noise = torch.randn(len(r), self.augment, d, generator=g, dtype=w.dtype)
+            noise = torch.randn(len(r), self.augment, d, generator=g, dtype=w.dtype).to(w.device)
             copies = (r[:, None] + (noise @ v)[..., None] * v).flatten(0, 1)
             moved = (copies @ plain.T).norm(dim=1)
             r = torch.cat([r, copies[moved > moved.mean()]])
@@ -285,7 +286,7 @@ class SPEED(SiteEditor, name="speed"):
         p = free @ free.T
         m = torch.linalg.inv(s_tt @ p + self.retain_scale * eye)
         k = hold
-        inner = k.T @ p @ m @ k + self.lamb * torch.eye(k.shape[1], dtype=w.dtype)
+        inner = k.T @ p @ m @ k + self.lamb * torch.eye(k.shape[1], dtype=w.dtype, device=w.device)
         constraint = eye - m @ k @ torch.linalg.pinv(inner) @ k.T @ p
         return erase @ p @ constraint @ m
 
@@ -302,7 +303,7 @@ def kmeans(points: Tensor, k: int, g: torch.Generator, steps: int = 50) -> Tenso
 
 
 @dataclass(frozen=True)
-class RECE(SiteEditor, name="rece"):
+class RECE(SiteEditor, ClosedForm, name="rece"):
     """RECE (Gong et al., 2024): UCE (its 2023 form), then rounds that find, in closed form, the
     text embedding that best regenerates the erased concept through the edited projections and
     erase that one too:
@@ -322,7 +323,7 @@ class RECE(SiteEditor, name="rece"):
         erase_scale: weight of each round's erase term.
         preserve_scale: weight of the empty prompt's preserve term in each round.
         preserve: prompts UCE's start preserves (with ""), or an ``*.edit.yaml`` path.
-        solve_dtype, keep_empty, keep_rtol: see :class:`~loco_lightning.editing.locoedit.LocoEdit`.
+        solve_dtype, keep_empty, keep_rtol: see :class:`ClosedForm`.
     """
 
     sites: tuple[int, ...] | SiteChoice = "all"
@@ -332,11 +333,9 @@ class RECE(SiteEditor, name="rece"):
     erase_scale: float = 1.0
     preserve_scale: float = 0.1
     preserve: tuple[str, ...] | str = ()
-    solve_dtype: SolveDtype = "float64"
-    keep_empty: bool = True
-    keep_rtol: float = 1e-4
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_scales(self, "mu", "lamb", "erase_scale", "preserve_scale")
         if self.rounds < 0:
             raise ValueError(f"rounds={self.rounds}: give 0 (UCE alone) or more rounds.")
@@ -360,7 +359,8 @@ class RECE(SiteEditor, name="rece"):
         )  # fmt: skip
         total = start.compute(model, requests)
         names = [f"{s.path}.{s.projection(p)}.weight" for s in found for p in ("k", "v")]
-        original = {n: unet.get_parameter(n).detach().double() for n in names}
+        dtype = getattr(torch, self.solve_dtype)
+        original = {n: unet.get_parameter(n).detach().to(dtype) for n in names}
         context = model.encode([r.concept for r in requests] + [r.target for r in requests] + [""])
         concept, guide = context.context[: len(requests)], context.context[len(requests) : -1]
         empty = context.context[-1:]
@@ -388,17 +388,17 @@ class RECE(SiteEditor, name="rece"):
     def embedding(self, model: LocoModel, names, original, concept: Tensor) -> Tensor:
         """(R, T, d) the contexts that the edited projections map closest to where the original
         ones map the concept's."""
-        d = concept.shape[-1]
-        a = self.mu * torch.eye(d, dtype=torch.float64)
-        b = torch.zeros(d, d, dtype=torch.float64)
+        d, dtype = concept.shape[-1], next(iter(original.values())).dtype
+        a = self.mu * torch.eye(d, dtype=dtype, device=concept.device)
+        b = torch.zeros(d, d, dtype=dtype, device=concept.device)
         for n in names:
-            w = model.unet.get_parameter(n).detach().double()
+            w = model.unet.get_parameter(n).detach().to(dtype)
             a, b = a + w.T @ w, b + w.T @ original[n]
-        return (concept.double() @ torch.linalg.solve(a, b).T).to(concept.device)
+        return concept.to(dtype) @ torch.linalg.solve(a, b).T
 
 
 @dataclass(frozen=True)
-class MACE(SiteEditor, name="mace_cfr"):
+class MACE(SiteEditor, ClosedForm, name="mace_cfr"):
     """MACE's closed-form refinement (Lu et al., 2024; stage 1 of 3), every site's ``to_k`` and
     ``to_v``:
 
@@ -415,18 +415,16 @@ class MACE(SiteEditor, name="mace_cfr"):
         lamb: λ.
         preserve_scale: s.
         preserve: the prior prompts, or an ``*.edit.yaml`` path.
-        solve_dtype, keep_empty, keep_rtol: see :class:`~loco_lightning.editing.locoedit.LocoEdit`.
+        solve_dtype, keep_empty, keep_rtol: see :class:`ClosedForm`.
     """
 
     sites: tuple[int, ...] | SiteChoice = "all"
     lamb: float = 10.0
     preserve_scale: float = 1.0
     preserve: tuple[str, ...] | str = ()
-    solve_dtype: SolveDtype = "float64"
-    keep_empty: bool = True
-    keep_rtol: float = 1e-4
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_scales(self, "lamb", "preserve_scale", zero_ok=("preserve_scale",))
         resolve_preserve(self)
 

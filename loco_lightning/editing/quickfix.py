@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from loco_lightning.editing.closed_form import edit_factor, edited_weight
-from loco_lightning.editing.editors import Editor, check_scales, resolve_preserve
+from loco_lightning.editing.editors import ClosedForm, check_scales, resolve_preserve
 from loco_lightning.editing.edits import WeightEdit
 from loco_lightning.editing.requests import EditRequest, KeyTokens, key_positions
 from loco_lightning.models import LocoModel
@@ -23,7 +23,7 @@ CLIP_LAYER0_OUT = "encoder.layers.0.self_attn.out_proj"  # transformers 4 prefix
 
 
 @dataclass(frozen=True)
-class QuickFix(Editor, name="quickfix"):
+class QuickFix(ClosedForm, name="quickfix"):
     """Diff-QuickFix: ``W = Ŵ M`` (``edit_factor``) of one text-encoder linear layer, with x the
     layer's inputs at the concept prompts' key positions and y its inputs at the matching
     positions of the target prompts, so that W x = Ŵ y (the bias is added on both sides).
@@ -36,9 +36,8 @@ class QuickFix(Editor, name="quickfix"):
         preserve: prompts whose inputs to the layer keep their outputs (every position), or an
             ``*.edit.yaml`` path.
         component: the pipeline's text encoder to edit.
-        keep_empty: keep the layer's outputs for the empty prompt (so the unconditional branch
-            of classifier-free guidance is encoded as before).
-        keep_rtol: see :func:`~loco_lightning.editing.closed_form.edit_factor`.
+        solve_dtype, keep_empty, keep_rtol: see :class:`ClosedForm` (``keep_empty`` keeps the
+            layer's outputs for the empty prompt, so the unconditional branch is encoded as before).
     """
 
     layer: str = CLIP_LAYER0_OUT
@@ -46,10 +45,9 @@ class QuickFix(Editor, name="quickfix"):
     key_tokens: KeyTokens = "last_subject"
     preserve: tuple[str, ...] | str = ()
     component: str = "text_encoder"
-    keep_empty: bool = True
-    keep_rtol: float = 1e-4
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_scales(self, "lam")
         resolve_preserve(self)
 
@@ -69,7 +67,8 @@ class QuickFix(Editor, name="quickfix"):
             preserve = layer_inputs(model, layer, list(self.preserve)).flatten(0, 1)  # (k, d)
         if self.keep_empty:
             exact = layer_inputs(model, layer, [""]).flatten(0, 1)  # (T, d)
-        factor = edit_factor(x, y, self.lam, preserve, keep=exact, keep_rtol=self.keep_rtol)
+        dtype = getattr(torch, self.solve_dtype)
+        factor = edit_factor(x, y, self.lam, preserve, 1.0, dtype, exact, self.keep_rtol)
         weight = layer.weight
         new = edited_weight(weight, factor)
         delta = (new.float() - weight.float()).to(weight.dtype)

@@ -88,13 +88,13 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, job):
 
 
 def test_only_the_chosen_sites_and_projections_train_and_the_teacher_stays_outside():
-    from loco_lightning.baselines.ablation import ConceptAblationModule
-    from loco_lightning.baselines.finetune import FineTune
+    from loco_lightning.baselines import ConceptAblation, FineTune, FineTuneModule
     from loco_lightning.hooks import sites
     from loco_lightning.models.diffusion import Diffusion
 
-    module = ConceptAblationModule(
+    module = FineTuneModule(
         [{"concept": "striped", "target": "", "templates": ["a red {} circle"]}],
+        ConceptAblation(),
         diffusion=Diffusion(family="sd1", source="miniature"),
         tuning=FineTune(sites=[3], train="kv"),
         clip=tiny_clip_folder(),
