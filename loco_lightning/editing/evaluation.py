@@ -89,7 +89,7 @@ class EditEvaluation(L.LightningModule):
             metric_key(m, g, s): MeanMetric() for m in methods for g in self.groups for s in scores
         }
         triad |= {metric_key(m, g, "n"): SumMetric() for m in methods for g in self.groups}
-        self.triad = nn.ModuleDict(triad).to(self.device)
+        self.triad = nn.ModuleDict(triad).to(self.device).double()  # means of counts, exact
         fid = self.hparams.fid_weights
         self.fids = nn.ModuleDict(
             {

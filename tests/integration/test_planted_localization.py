@@ -97,9 +97,11 @@ def test_locogen_selects_a_window_inside_the_planted_one(world, attribute):
 # world-sd1-planted was trained before planting alone existed: its colour reaches the image
 # through site 5 alone (site 5 swapped: red 0.17, site 6 swapped: 0.79, none: 0.79), so at m = 2
 # the CLIP argmin is [4, 5] by a hair (32.95 against 34.58 for [5, 6]), and the edit at [5]
-# stops at 0.33 against a reference of 0.08. Retrained with planted_alone_p 0.5 (5,000 steps) it
-# localizes exactly ([5, 6]; m = 1 best 40.5 against the reference's 28.7) but reads colour back
-# only 0.88 / 0.90 on the probe seeds 1 / 2, below the 0.95 every world must meet: not shipped.
+# stops at 0.29 against a reference of 0.08 (it does remove half the red: 0.79 -> 0.29).
+# Retrained with planted_alone_p 0.5 (5,000 steps) it localizes exactly ([5, 6]; m = 1 best 40.5
+# against the reference's 28.7) but reads colour back only 0.88 / 0.90 on the probe seeds 1 / 2,
+# below the 0.95 every world must meet; with 0.25, 0.91 on seed 1 and its edit at [5, 6] leaves
+# 0.375 against a reference of 0.125: neither shipped.
 SD1_COLOUR_USES_ONE_SITE = pytest.mark.xfail(
     strict=True, reason="world-sd1-planted's colour window [5, 6] is carried by site 5 alone"
 )
@@ -118,17 +120,16 @@ def test_at_the_planted_size_the_argmin_is_exactly_the_planted_window(world, att
     assert selection(world, attribute)["best"][str(len(window))]["start"] == window[0]
 
 
-@pytest.mark.parametrize(
-    ("world", "attribute"),
-    marked(CASES, {("world-sd1-planted", "colour"): SD1_COLOUR_USES_ONE_SITE}),
-)
+@pytest.mark.parametrize(("world", "attribute"), CASES)
 def test_locoedit_at_the_located_window_removes_it_and_a_random_window_does_nothing(
     world, attribute
 ):
     read = edited(world, attribute)
     unedited = read[("unedited", "efficacy")]
     assert unedited >= 0.75 and read[("unedited", "reference")] <= unedited - 0.4, read
-    assert read[("locoedit", "efficacy")] <= unedited - 0.5, read
+    # rates are counts over 24 images: compare them exactly, not after float rounding (world-sd1-
+    # planted's colour edit at [5] removes red from exactly half: 19/24 -> 7/24)
+    assert read[("locoedit", "efficacy")] <= unedited - 0.5 + 1e-9, read
     assert abs(read[("locoedit_random", "efficacy")] - unedited) <= 0.05, read
     # specificity: the other attributes of unrelated prompts are read back as before
     spec = read[("locoedit", "specificity")] - read[("unedited", "specificity")]
