@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +9,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from loco_lightning.editing.edits import export_pipeline
 from loco_lightning.editing.evaluation import markdown
+from loco_lightning.files import write_table, write_text
 
 
 class EditReport(L.Callback):
@@ -31,13 +30,8 @@ class EditReport(L.Callback):
         folder.mkdir(parents=True, exist_ok=True)
         table = pl_module.table
         if table:
-            columns = list(dict.fromkeys(k for row in table for k in row))
-            with open(folder / "results.csv", "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=columns)
-                writer.writeheader()
-                writer.writerows(table)
-            (folder / "results.json").write_text(json.dumps(table, indent=1))
-            (folder / "results.md").write_text(markdown(table) + "\n")
+            write_table(table, folder, "results")
+            write_text(folder / "results.md", markdown(table) + "\n")
         exported = not self.export
         for name, edit in pl_module.edits.items():
             edit.save(folder / f"{name.replace('/', '_')}.safetensors")

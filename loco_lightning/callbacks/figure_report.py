@@ -8,6 +8,8 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from loco_lightning.files import save_figure
+
 
 class FigureReport(L.Callback):
     """After fitting: every figure of ``pl_module.figures()`` as ``<output_dir>/<name>.png`` and
@@ -25,7 +27,7 @@ class FigureReport(L.Callback):
         folder = Path(pl_module.hparams.output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         for name, fig in pl_module.figures().items():
-            fig.savefig(folder / f"{name}.png", dpi=120)
+            save_figure(fig, folder / f"{name}.png")
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
                     logger.experiment.add_figure(f"{self.tag}/{name}", fig, trainer.global_step)

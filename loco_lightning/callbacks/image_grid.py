@@ -12,6 +12,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
+from loco_lightning.files import atomic_path, write_text
+
 log = logging.getLogger(__name__)
 
 
@@ -58,10 +60,11 @@ class WindowGridWriter(L.Callback):
         grid = make_grid(images, nrow=len(labels), padding=2, pad_value=0.5)
         out = Path(getattr(pl_module.hparams, "output_dir", None) or trainer.log_dir or ".")
         out.mkdir(parents=True, exist_ok=True)
-        save_image(grid, out / f"{self.name}.png")
+        with atomic_path(out / f"{self.name}.png") as tmp:
+            save_image(grid, tmp)
         legend = ["columns: " + " ".join(labels)]
         legend += [f"row {i}: {o!r} -> {t!r}, seed {s}" for i, (o, t, s) in enumerate(self._rows)]
-        (out / f"{self.name}.txt").write_text("\n".join(legend) + "\n")
+        write_text(out / f"{self.name}.txt", "\n".join(legend) + "\n")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(self.name, grid, trainer.global_step)

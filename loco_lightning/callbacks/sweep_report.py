@@ -8,6 +8,8 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from loco_lightning.files import save_figure
+
 
 class SweepReport(L.Callback):
     """After a localization run (LocoGen or causal tracing): the table as CSV and JSON and every
@@ -20,7 +22,7 @@ class SweepReport(L.Callback):
         pl_module.write()
         folder = Path(pl_module.hparams.output_dir)
         for name, fig in pl_module.figures().items():
-            fig.savefig(folder / f"{name}.png", dpi=120)
+            save_figure(fig, folder / f"{name}.png")
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
                     logger.experiment.add_figure(f"localize/{name}", fig)

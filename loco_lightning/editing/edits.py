@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -25,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from loco_lightning.files import atomic_path
 from loco_lightning.hooks import NeuronAblation, intervene, site_inputs, sites
 from loco_lightning.models import LocoModel
 
@@ -58,19 +58,11 @@ class Edit(ABC):
 
     def save(self, path: str | Path) -> Path:
         """Write the edit as safetensors (metadata in the header), atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.tensors().items()}
         header = {"loco_edit": json.dumps(self.metadata), **self.header()}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             save_file(tensors, tmp, metadata=header)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return Path(path)
 
     @abstractmethod
     def header(self) -> dict[str, str]:

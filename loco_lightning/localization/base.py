@@ -5,7 +5,8 @@ from __future__ import annotations
 import lightning as L
 from torch import Tensor
 
-from loco_lightning.localization.results import ResultStore, write_table
+from loco_lightning.files import write_table
+from loco_lightning.localization.results import ResultStore
 from loco_lightning.metrics.clip import SampleCLIPScore
 from loco_lightning.metrics.readers import world_match
 from loco_lightning.models import LocoModel

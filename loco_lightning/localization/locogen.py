@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Literal
 
 from lightning.pytorch.utilities import rank_zero_info
 
+from loco_lightning.files import write_json, write_table
 from loco_lightning.hooks import sites
 from loco_lightning.localization.base import Localizer
 from loco_lightning.localization.data import SweepItem
@@ -21,7 +21,6 @@ from loco_lightning.localization.results import (
     aggregate,
     check_reference,
     select,
-    write_table,
 )
 from loco_lightning.models.diffusion import Diffusion
 
@@ -165,7 +164,7 @@ class LocalizationModule(Localizer):
             "diffusion": self.store.fingerprint["diffusion"],  # model, steps, guidance, sampler
             "seeds": list(self.trainer.datamodule.seeds),
         }
-        (Path(self.hparams.output_dir) / "selection.json").write_text(json.dumps(summary, indent=1))
+        write_json(Path(self.hparams.output_dir) / "selection.json", summary)
 
     def figures(self) -> dict:
         sel = self.selection

@@ -7,12 +7,13 @@ by key when the table is built.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from loco_lightning.files import write_json
 
 Objective = Literal["remove", "update"]
 
@@ -47,7 +48,7 @@ class ResultStore:
                     "set a new output_dir, or delete the folder to start over."
                 )
         else:
-            meta.write_text(json.dumps(self.fingerprint, indent=1))
+            write_json(meta, self.fingerprint)
 
     def append(self, rows: list[dict], rank: int) -> None:
         with open(self.folder / f"items.rank{rank}.jsonl", "a") as f:
@@ -190,14 +191,3 @@ def check_reference(
             "knows the concept (model.clip), or add seeds (data.seeds)."
         )
     return mean, spread
-
-
-def write_table(table: list[dict], folder: str | Path, name: str = "windows") -> None:
-    """``<name>.csv`` and ``<name>.json`` in ``folder``."""
-    folder = Path(folder)
-    columns = list(dict.fromkeys(k for row in table for k in row))
-    with open(folder / f"{name}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(table)
-    (folder / f"{name}.json").write_text(json.dumps(table, indent=1))

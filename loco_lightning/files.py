@@ -1,0 +1,60 @@
+"""Result files written atomically: a reader (or a killed run) sees the old file or the new one,
+never half of one."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` (same suffix, so writers that go by it still work) that
+    replaces ``path`` when the block ends without error, and is removed when it raises."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """``path.write_text(text)``, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: str | Path, data) -> Path:
+    """``data`` as indented JSON, atomically."""
+    return write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+def write_table(table: list[dict], folder: str | Path, name: str) -> None:
+    """``<name>.csv`` and ``<name>.json`` in ``folder`` (columns in order of appearance)."""
+    folder = Path(folder)
+    columns = list(dict.fromkeys(k for row in table for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(table)
+    write_text(folder / f"{name}.csv", buffer.getvalue())
+    write_json(folder / f"{name}.json", table)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """A matplotlib figure as an image file (format from the suffix), atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    return Path(path)

@@ -1,0 +1,26 @@
+"""Result files are replaced whole or not at all."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from loco_lightning.files import atomic_path, write_json, write_table
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = write_json(tmp_path / "selection.json", {"window": [3, 4]})
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text('{"window": [')  # killed half way
+        raise RuntimeError("killed")
+    assert json.loads(path.read_text()) == {"window": [3, 4]}
+    assert [p.name for p in tmp_path.iterdir()] == ["selection.json"]
+
+
+def test_a_table_is_written_as_csv_and_json_with_columns_in_order(tmp_path):
+    table = [{"m": 1, "start": 0}, {"m": 2, "start": 1, "clip": 3.5}]
+    write_table(table, tmp_path / "out", "windows")
+    lines = (tmp_path / "out" / "windows.csv").read_text().splitlines()
+    assert lines == ["m,start,clip", "1,0,", "2,1,3.5"]
+    assert json.loads((tmp_path / "out" / "windows.json").read_text()) == table
