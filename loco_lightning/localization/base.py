@@ -52,14 +52,8 @@ class Localizer(L.LightningModule):
         """Everything that decides a run's rows; a resumed run must match it exactly."""
         return (
             dict(self.hparams)
-            | {
-                "clip": self.scorer,
-                "diffusion": self.diffusion.resolved(self.model),
-                "pairs": [[p.original, p.target, p.expect] for p in data.pairs],
-                "seeds": list(data.seeds),
-            }
-            | ({"window_sizes": list(data.window_sizes)} if hasattr(data, "window_sizes") else {})
-            | ({"noise": data.noise} if hasattr(data, "noise") else {})
+            | {"clip": self.scorer, "diffusion": self.diffusion.resolved(self.model)}
+            | data.fingerprint()
         )
 
     @property

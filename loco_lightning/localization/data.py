@@ -121,6 +121,15 @@ class WindowSweepData(L.LightningDataModule):
         self.batch_size = batch_size
         self.noise = noise
 
+    def fingerprint(self) -> dict:
+        """What decides the sweep's rows (a resumed run must match it)."""
+        return {
+            "pairs": [[p.original, p.target, p.expect] for p in self.pairs],
+            "seeds": list(self.seeds),
+            "window_sizes": list(self.window_sizes),
+            "noise": self.noise,
+        }
+
     def items(self) -> list[SweepItem]:
         n_sites = self.trainer.lightning_module.n_sites
         return sweep_items(self.pairs, n_sites, self.window_sizes, self.seeds, self.noise)
@@ -177,6 +186,13 @@ class TraceData(L.LightningDataModule):
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch
+
+    def fingerprint(self) -> dict:
+        """What decides the traced rows (a resumed run must match it)."""
+        return {
+            "pairs": [[p.original, p.target, p.expect] for p in self.pairs],
+            "seeds": list(self.seeds),
+        }
 
     def val_dataloader(self) -> DataLoader:
         done = self.trainer.lightning_module.done_keys()

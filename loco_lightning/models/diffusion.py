@@ -67,9 +67,14 @@ class Diffusion:
             )
 
     def load(self, device: str = "cpu") -> LocoModel:
-        """The model, carrying these steps and guidance (so every caller samples alike)."""
+        """The model, carrying these steps, guidance and scheduler (so every caller samples
+        alike, and interventions know whether batches have guidance halves: ``model.cfg``)."""
         model = load_model(self.family, self.source, self.dtype, device)
-        model.sampling = {"steps": self.steps, "guidance": self.guidance}
+        model.sampling = {
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "scheduler": self.scheduler,
+        }
         return model
 
     def resolved(self, model: LocoModel) -> dict:

@@ -77,7 +77,7 @@ class LocoModel:
     family: Family
     pipeline: diffusers.DiffusionPipeline
     world: dict | None = None  # a world folder's loco_world.json (+ "folder"); None otherwise
-    sampling: dict = field(default_factory=dict)  # a job's overrides: steps, guidance
+    sampling: dict = field(default_factory=dict)  # a job's choices: steps, guidance, scheduler
 
     @property
     def steps(self) -> int:

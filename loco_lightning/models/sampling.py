@@ -16,8 +16,10 @@ from loco_lightning.models.schedulers import step_options
 
 
 def make_scheduler(model: LocoModel, name: str | None = None):
-    """A fresh scheduler: the pipeline's own, or another diffusers class built from its config
-    (e.g. ``DPMSolverMultistepScheduler`` for fewer steps)."""
+    """A fresh scheduler: ``name``, else the one the job chose for the model, else the
+    pipeline's own; another diffusers class is built from the pipeline's config (e.g.
+    ``DPMSolverMultistepScheduler`` for fewer steps)."""
+    name = name or model.sampling.get("scheduler")
     cls = type(model.pipeline.scheduler) if name is None else getattr(diffusers, name, None)
     if cls is None:
         raise ValueError(f"diffusers has no scheduler class {name!r}; e.g. DDIMScheduler.")
