@@ -170,13 +170,15 @@ def metric_key(method: str, group: str, score: str = "fid") -> str:
 
 
 def markdown(table: list[dict]) -> str:
-    """The table as GitHub markdown (numbers to 3 decimals)."""
+    """The table as GitHub markdown (numbers to 3 decimals, or 2 significant below 1e-3)."""
     if not table:
         return "(empty)"
     columns = list(dict.fromkeys(k for row in table for k in row))
 
     def cell(v):
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
+        if not isinstance(v, float):
+            return str(v)
+        return f"{v:.1e}" if 0 < abs(v) < 1e-3 else f"{v:.3f}"  # drifts of 1e-7 are not 0.000
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in table]
