@@ -24,7 +24,7 @@ from diffusers import DDPMScheduler
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from loco_lightning.editing.edits import WeightEdit
+from loco_lightning.editing.edits import WeightEdit, digest
 from loco_lightning.editing.evaluation import EditEvaluation
 from loco_lightning.editing.requests import EditRequest, edit_requests
 from loco_lightning.hooks import sites as all_sites
@@ -129,6 +129,7 @@ class FineTuneModule(EditEvaluation):
             raise ValueError("No edit requests: give at least one {concept, target}.")
         self.pairs: list[Pair] = [p for r in self.requests for p in r.pairs()]
         self.trainable: list[str] = []
+        self._trained: dict[str, Tensor] | None = None  # set aside while the UNet is original
         self.seconds = 0.0  # time to edit: training images + optimisation, summed over resumes
         self.strict_loading = False  # checkpoints hold the trainable weights only
         self.automatic_optimization = True  # these do train
@@ -264,14 +265,15 @@ class FineTuneModule(EditEvaluation):
         return loss
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self.restore_trained()
         self._step_start = time.perf_counter()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self.seconds += time.perf_counter() - self._step_start
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        keep = {f"unet.{n}" for n in self.trainable}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        trained = self.trained_weights()
+        checkpoint["state_dict"] = {f"unet.{n}": trained[n] for n in self.trainable}
         checkpoint["seconds_to_edit"] = self.seconds
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -284,11 +286,28 @@ class FineTuneModule(EditEvaluation):
         self.seconds = checkpoint.get("seconds_to_edit", 0.0)
 
     # ---- evaluation: the trained weights as an edit ---------------------------------------------
+    def trained_weights(self) -> dict[str, Tensor]:
+        """The trained weights, wherever they are (in the UNet, or set aside by validation)."""
+        if self._trained is not None:
+            return self._trained
+        params = dict(self.unet.named_parameters())
+        return {n: params[n].detach() for n in self.trainable}
+
+    def restore_trained(self) -> None:
+        """The trained weights back in the UNet (bit for bit), before the next step."""
+        if self._trained is None:
+            return
+        params = dict(self.unet.named_parameters())
+        with torch.no_grad():
+            for n, w in self._trained.items():
+                params[n].copy_(w)
+        self._trained = None
+
     def edit_result(self) -> WeightEdit:
         """The training so far as an edit: delta = trained - original weights."""
-        params = dict(self.unet.named_parameters())
+        trained = self.trained_weights()
         deltas = {
-            n: (params[n].detach().float() - self.originals[n].float()).to(params[n].dtype)
+            n: (trained[n].float() - self.originals[n].float()).to(trained[n].dtype)
             for n in self.trainable
         }
         hp = self.tuning
@@ -303,20 +322,19 @@ class FineTuneModule(EditEvaluation):
             "lr": hp.lr,
             "seconds": self.seconds,
         }
+        metadata["made_for"] = digest(self.originals[n] for n in sorted(self.trainable))
         return WeightEdit(deltas, metadata, "unet")
 
     def on_validation_epoch_start(self) -> None:
-        params = dict(self.unet.named_parameters())
-        self._trained = {n: params[n].detach().clone() for n in self.trainable}
+        """The UNet goes back to its original weights, the unedited model every edit applies
+        to; the trained ones are set aside until the next training step (checkpoints and the
+        edit read them there), so after ``fit`` the model is the original and the report's
+        export applies the trained delta to it."""
         self.edits = {self.method: self.edit_result()}
+        if self._trained is None:
+            params = dict(self.unet.named_parameters())
+            self._trained = {n: params[n].detach().clone() for n in self.trainable}
+            with torch.no_grad():
+                for n in self.trainable:
+                    params[n].copy_(self.originals[n])
         super().on_validation_epoch_start()  # metrics for every edit
-        with torch.no_grad():  # the harness generates the unedited images first
-            for n in self.trainable:
-                params[n].copy_(self.originals[n])
-
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        params = dict(self.unet.named_parameters())
-        with torch.no_grad():  # bit-exact trained weights, not original + delta
-            for n, w in self._trained.items():
-                params[n].copy_(w)

@@ -204,6 +204,9 @@ def run_editor(editor: Editor, model: LocoModel, requests: list[EditRequest]) ->
     edit = editor.compute(model, requests)
     seconds = time.perf_counter() - start
     edit.metadata.setdefault("seconds", seconds)
+    made_for = edit.fingerprint(model)
+    if made_for is not None:  # applying it to other weights, or twice, is refused
+        edit.metadata.setdefault("made_for", made_for)
     edit.metadata.setdefault("family", model.family.name)
     edit.metadata.setdefault("requests", [asdict(r) for r in requests])
     for key, value in editor.describe().items():

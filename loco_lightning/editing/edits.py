@@ -8,12 +8,13 @@ baselines, zeroed neurons) and executor interventions (neurons replaced by a mea
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +47,11 @@ class Edit(ABC):
     @abstractmethod
     def tensors(self) -> dict[str, Tensor]:
         """What :meth:`save` writes besides the metadata."""
+
+    def fingerprint(self, model: LocoModel) -> str | None:
+        """A digest of what this edit changes, as the model has it now (None: nothing to
+        compare, as for interventions)."""
+        return None
 
     @contextmanager
     def applied(self, model: LocoModel) -> Iterator[None]:
@@ -94,6 +100,8 @@ class WeightEdit(Edit):
     _originals: dict[str, Tensor] | None = field(default=None, repr=False)
 
     def parameters(self, model: LocoModel) -> dict[str, torch.nn.Parameter]:
+        """The parameters this edit changes, checked before any of them moves: present, of the
+        delta's shape, the delta finite, and (when recorded) the weights it was made for."""
         params = dict(model.component(self.component).named_parameters())
         missing = [k for k in self.deltas if k not in params]
         if missing:
@@ -101,13 +109,33 @@ class WeightEdit(Edit):
                 f"This edit changes {missing[:3]} of the {self.component}, which the model "
                 "does not have; apply it to the model (and component) it was made for."
             )
+        for name, delta in self.deltas.items():
+            if delta.shape != params[name].shape:
+                raise ValueError(
+                    f"The delta of {name} is {tuple(delta.shape)} but the weight is "
+                    f"{tuple(params[name].shape)}; apply it to the model it was made for."
+                )
+            if not torch.isfinite(delta).all():
+                raise ValueError(f"The delta of {name} is not finite; remake the edit.")
         return params
+
+    def fingerprint(self, model: LocoModel) -> str:
+        """A digest of the weights this edit changes, as the model has them now."""
+        params = self.parameters(model)
+        return digest(params[k] for k in sorted(self.deltas))
 
     @torch.no_grad()
     def apply(self, model: LocoModel) -> None:
         if self._originals is not None:
             raise RuntimeError("This edit is already applied; undo it before applying it again.")
         params = self.parameters(model)
+        made_for = self.metadata.get("made_for")
+        if made_for is not None and made_for != self.fingerprint(model):
+            raise ValueError(
+                f"This edit was made for other weights (digest {made_for}, the model's are "
+                f"{self.fingerprint(model)}): it is applied already, or the model is another "
+                "one; apply it once, to the model it was made for."
+            )
         self._originals = {k: params[k].detach().clone() for k in self.deltas}
         for name, delta in self.deltas.items():
             w = params[name]
@@ -164,6 +192,19 @@ class ActivationEdit(Edit):
     def header(self) -> dict[str, str]:
         specs = [{"type": type(s).__name__, **asdict(s)} for s in self.specs]
         return {"kind": "activations", "specs": json.dumps(specs)}
+
+
+@torch.no_grad()
+def digest(tensors: Iterable[Tensor], samples: int = 65536) -> str:
+    """A short digest of tensors' shapes and values (an odd stride through each, so every row of
+    a matrix is sampled): cheap even for SD-XL's projections, and changed by any edit of them."""
+    h = hashlib.sha1()
+    for t in tensors:
+        flat = t.detach().reshape(-1)
+        stride = max(1, flat.numel() // samples) | 1
+        h.update(str(tuple(t.shape)).encode())
+        h.update(flat[::stride].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 @torch.no_grad()

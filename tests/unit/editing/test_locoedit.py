@@ -156,3 +156,38 @@ def test_keep_empty_holds_the_unconditional_keys_and_values_and_still_edits():
     # the concept's keys/values still move most of the way to the target's (0.42 of the way
     # left, against 0.30 when the empty prompt may move)
     assert miss[True] < 0.5, miss
+
+
+def test_a_bad_delta_is_refused_before_any_weight_moves(sd1, tmp_path):
+    from loco_lightning.editing.edits import WeightEdit
+
+    edit = run_editor(LocoEdit(sites=(1, 2), keep_empty=False), sd1, [STYLE])
+    before = weights(sd1.unet)
+    names = sorted(edit.deltas)
+    cases = {
+        "is \\(1, ": {**edit.deltas, names[-1]: edit.deltas[names[-1]][:1]},  # broadcastable
+        "not finite": {**edit.deltas, names[-1]: edit.deltas[names[-1]] * float("nan")},
+    }
+    for match, deltas in cases.items():
+        with pytest.raises(ValueError, match=match):
+            WeightEdit(deltas, dict(edit.metadata)).apply(sd1)
+        assert all(torch.equal(v, before[k]) for k, v in sd1.unet.state_dict().items())
+    # the same saved edit loaded twice is applied once; on other weights, not at all
+    path = edit.save(tmp_path / "edit.safetensors")
+    first, second = load_edit(path), load_edit(path)
+    first.apply(sd1)
+    with pytest.raises(ValueError, match="made for other weights"):
+        second.apply(sd1)
+    first.undo(sd1)
+    assert all(torch.equal(v, before[k]) for k, v in sd1.unet.state_dict().items())
+    with pytest.raises(ValueError, match="apply it to the model it was made for"):
+        load_edit(path).apply(mini_model("sd2"))  # another model: its shapes differ
+    other = load_edit(path)
+    with torch.no_grad():
+        sd1.unet.get_parameter(names[0]).mul_(1.5)  # the same architecture, other weights
+    try:
+        with pytest.raises(ValueError, match="made for other weights"):
+            other.apply(sd1)
+    finally:
+        with torch.no_grad():
+            sd1.unet.get_parameter(names[0]).copy_(before[names[0]])
