@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, SumMetric
@@ -52,6 +53,9 @@ class EditEvaluation(L.LightningModule):
         self.reader_match = None
         self.edits: dict[str, Edit] = {}
         self.automatic_optimization = False  # closed forms: no optimizer, no loss to return
+        # DDP wraps only a module with a trainable tensor; the closed forms train none (the scorers
+        # are frozen), so this empty one lets `fit` run on several processes
+        self.ddp_anchor = nn.Parameter(torch.zeros(0))
         self.rows: list[dict] = []
         self.table: list[dict] = []
 

@@ -5,6 +5,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -23,29 +26,31 @@ def editors(**rows: dict) -> str:
     )
 
 
+def edit_args(tmp_path, *extra) -> list[str]:
+    return [
+        "edit",
+        "--config",
+        "configs/edit/sd1_style.yaml",
+        "--model.diffusion.source",
+        "miniature",
+        "--model.clip",
+        tiny_clip_folder(),
+        "--model.diffusion.dtype",
+        "float32",
+        "--model.diffusion.steps",
+        "2",
+        "--trainer.accelerator",
+        "cpu",
+        "--model.output_dir",
+        str(tmp_path / "out"),
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path / "tb"),
+        *extra,
+    ]
+
+
 def edit(tmp_path, *extra) -> list[dict]:
-    main(
-        [
-            "edit",
-            "--config",
-            "configs/edit/sd1_style.yaml",
-            "--model.diffusion.source",
-            "miniature",
-            "--model.clip",
-            tiny_clip_folder(),
-            "--model.diffusion.dtype",
-            "float32",
-            "--model.diffusion.steps",
-            "2",
-            "--trainer.accelerator",
-            "cpu",
-            "--model.output_dir",
-            str(tmp_path / "out"),
-            "--trainer.logger.init_args.save_dir",
-            str(tmp_path / "tb"),
-            *extra,
-        ]
-    )
+    main(edit_args(tmp_path, *extra))
     return json.loads((tmp_path / "out" / "results.json").read_text())
 
 
@@ -93,3 +98,22 @@ def test_locogen_choice_reads_the_selection_and_refuses_a_missing_one(tmp_path):
     assert not set(sites["control"]) & {7, 8}
     with pytest.raises(FileNotFoundError, match="run `loco localize` first"):
         edit(tmp_path, "--model.editors", rows, "--model.locogen", str(tmp_path))
+
+
+def test_two_process_ddp_gives_the_same_table(tmp_path):
+    """The triad's metrics are made alike on every rank and synced by compute: two processes
+    (each generating half of the 16 items) write the table one process writes."""
+    rows = ["--model.editors", editors(given={"sites": [5, 6]})]
+    single = edit(tmp_path / "one", *rows)
+    cmd = [sys.executable, "-m", "loco_lightning.cli", *edit_args(tmp_path / "two", *rows)]
+    cmd += ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
+    double = json.loads((tmp_path / "two" / "out" / "results.json").read_text())
+    assert [(r["method"], r["group"], r["n"]) for r in double] == [
+        (r["method"], r["group"], r["n"]) for r in single
+    ]
+    for a, b in zip(single, double):
+        for key in ("clip", "fid"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-3), (a, b)
