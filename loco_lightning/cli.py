@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -173,5 +174,22 @@ def main(argv: list[str] | None = None) -> None:
     build(argv[0], argv[1:])
 
 
+USER_ERRORS = (ValueError, LookupError, OSError)  # bad values, names, files: the user's to fix
+
+
+def entry() -> None:
+    """The ``loco`` console script: :func:`main`, with a user's mistake (a bad value, a missing
+    file, a wrong name, each raised with the value and the fix) said in one line and exit
+    status 2; ``LOCO_DEBUG=1`` shows the traceback, as every other error always does."""
+    try:
+        main()
+    except USER_ERRORS as err:
+        if os.environ.get("LOCO_DEBUG"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"loco: error: {message} (LOCO_DEBUG=1 shows the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    main()
+    entry()

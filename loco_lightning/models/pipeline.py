@@ -66,7 +66,7 @@ class Conditioning(NamedTuple):
         return Conditioning(torch.cat([self.context, other.context]), added)
 
 
-class WeightsNotFoundError(RuntimeError):
+class WeightsNotFoundError(FileNotFoundError):
     """Model weights are neither a local folder, nor cached, nor downloadable."""
 
 

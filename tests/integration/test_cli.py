@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,23 @@ def test_windows_job_writes_the_grid(tmp_path):
     width, height = Image.open(grid).size
     assert (width, height) == (2 + len(columns) * (16 * 4 + 2), 2 + 16 * 4 + 2)
     assert list(tmp_path.glob("windows/version_*/events.out.tfevents.*"))
+
+
+def loco_edit(tmp_path, editors: str, **env: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "loco_lightning.cli", "edit", "--config"]
+    cmd += ["configs/edit/world_style.yaml", "--trainer.logger", "false"]
+    cmd += ["--model.output_dir", str(tmp_path), "--model.editors", editors]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, **env}
+    )
+
+
+def test_a_users_mistake_is_one_line_and_exit_status_2_and_debug_shows_the_traceback(tmp_path):
+    bad = loco_edit(tmp_path, '{"x": {"class_path": "LocoEdit", "init_args": {"lambda_k": -1}}}')
+    assert bad.returncode == 2, bad.stderr[-2000:]
+    [line] = [x for x in bad.stderr.splitlines() if x.startswith("loco: error:")]
+    assert "lambda_k=-1.0" in line and "> 0" in line and "Traceback" not in bad.stderr
+    missing = '{"x": {"class_path": "Saved", "init_args": {"path": "no/such.safetensors"}}}'
+    shown = loco_edit(tmp_path, missing, LOCO_DEBUG="1")
+    assert shown.returncode == 1 and "Traceback" in shown.stderr
+    assert "FileNotFoundError: Saved edit 'no/such.safetensors' does not exist" in shown.stderr
