@@ -79,6 +79,7 @@ class EditEvalData(L.LightningDataModule):
         noise: ``per_prompt`` (prompt i of a group, under seed s, has its own starting noise,
             shared by every method and by the i-th prompt of the other groups, so efficacy
             prompt i and its reference row start alike) or ``shared`` (seed s's noise for all).
+        groups: the prompt groups to evaluate (None: every group the prompts have).
     """
 
     def __init__(
@@ -88,9 +89,16 @@ class EditEvalData(L.LightningDataModule):
         batch_size: int = 32,
         train_steps: int = 1,
         noise: NoiseMode = "per_prompt",
+        groups: list[Group] | None = None,
     ) -> None:
         super().__init__()
         self.prompts = load_eval_prompts(prompts) if isinstance(prompts, str) else prompts
+        if groups is not None:
+            kept = [p for p in self.prompts if p.group in groups]
+            if not kept:
+                present = sorted({p.group for p in self.prompts})
+                raise ValueError(f"data.groups={groups} keeps no prompt; these have {present}.")
+            self.prompts = kept  # each prompt keeps its noise: it is numbered within its group
         self.seeds = seeds
         self.batch_size = batch_size
         self.train_steps = train_steps

@@ -135,3 +135,15 @@ def test_a_window_larger_than_the_model_is_refused_with_its_site_count():
 def test_a_selection_margin_that_selects_nothing_is_refused(margin):
     with pytest.raises(ValueError, match=f"model.margin={margin}"):
         LocalizationModule(margin=margin)
+
+
+def test_evaluation_groups_keep_their_noise_and_an_empty_choice_is_refused():
+    from loco_lightning.editing.data import EditEvalData
+
+    full = EditEvalData("datasets/world/style_striped.eval.yaml")
+    some = EditEvalData("datasets/world/style_striped.eval.yaml", groups=["specificity"])
+    assert some.groups == ["specificity"]
+    noise = {(it.prompt.prompt, it.seed): it.noise_seed for it in full.items()}
+    assert all(noise[(it.prompt.prompt, it.seed)] == it.noise_seed for it in some.items())
+    with pytest.raises(ValueError, match=r"data.groups=\['reference'\] keeps no prompt"):
+        EditEvalData("datasets/edit_van_gogh.yaml", groups=["reference"])
