@@ -64,3 +64,28 @@ def tiny_clip_folder() -> str:
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def miniature_job(job: str, config: str, out, tb, *extra: str) -> list[str]:
+    """``loco`` arguments running a job's config on the SD-1 miniature, fast: 2 steps, float32,
+    the tiny CLIP, results in ``out`` and TensorBoard in ``tb``."""
+    return [
+        job,
+        "--config",
+        config,
+        "--model.diffusion.source",
+        "miniature",
+        "--model.clip",
+        tiny_clip_folder(),
+        "--model.diffusion.dtype",
+        "float32",
+        "--model.diffusion.steps",
+        "2",
+        "--trainer.accelerator",
+        "cpu",
+        "--model.output_dir",
+        str(out),
+        "--trainer.logger.init_args.save_dir",
+        str(tb),
+        *extra,
+    ]

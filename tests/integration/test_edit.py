@@ -15,7 +15,7 @@ from diffusers import DiffusionPipeline
 
 from loco_lightning.cli import main
 from loco_lightning.editing.edits import load_edit
-from tests.helpers import tiny_clip_folder
+from tests.helpers import miniature_job
 
 
 def editors(**rows: dict) -> str:
@@ -27,26 +27,8 @@ def editors(**rows: dict) -> str:
 
 
 def edit_args(tmp_path, *extra) -> list[str]:
-    return [
-        "edit",
-        "--config",
-        "configs/edit/sd1_style.yaml",
-        "--model.diffusion.source",
-        "miniature",
-        "--model.clip",
-        tiny_clip_folder(),
-        "--model.diffusion.dtype",
-        "float32",
-        "--model.diffusion.steps",
-        "2",
-        "--trainer.accelerator",
-        "cpu",
-        "--model.output_dir",
-        str(tmp_path / "out"),
-        "--trainer.logger.init_args.save_dir",
-        str(tmp_path / "tb"),
-        *extra,
-    ]
+    config = "configs/edit/sd1_style.yaml"
+    return miniature_job("edit", config, tmp_path / "out", tmp_path / "tb", *extra)
 
 
 def edit(tmp_path, *extra) -> list[dict]:

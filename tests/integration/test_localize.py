@@ -11,28 +11,19 @@ import pytest
 
 from loco_lightning.cli import main
 from loco_lightning.localization.results import NoSignalError
-from tests.helpers import tiny_clip_folder
+from tests.helpers import miniature_job
 
 PAIRS = json.dumps([{"original": "a house in the style of Van Gogh", "target": "a house"}])
 
 
 def args(tmp_path, out: str, batch: int = 4) -> list[str]:
-    return [
+    return miniature_job(
         "localize",
-        "--config",
         "configs/localize/sd1_style.yaml",
-        "--model.diffusion.source",
-        "miniature",
+        tmp_path / out,
+        tmp_path / "tb",
         "--model.require_signal",
         "false",  # random weights: the reference moves no score
-        "--model.clip",
-        tiny_clip_folder(),
-        "--model.diffusion.dtype",
-        "float32",
-        "--model.diffusion.steps",
-        "2",
-        "--trainer.accelerator",
-        "cpu",
         "--data.pairs",
         PAIRS,
         "--data.window_sizes",
@@ -41,11 +32,7 @@ def args(tmp_path, out: str, batch: int = 4) -> list[str]:
         "[0]",
         "--data.batch_size",
         str(batch),
-        "--model.output_dir",
-        str(tmp_path / out),
-        "--trainer.logger.init_args.save_dir",
-        str(tmp_path / "tb"),
-    ]
+    )
 
 
 def table(tmp_path, out: str) -> dict:
