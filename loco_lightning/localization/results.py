@@ -49,6 +49,8 @@ class ResultStore:
                 )
         else:
             write_json(meta, self.fingerprint)
+        for shard in self.folder.glob("items.rank*.jsonl"):
+            repair(shard)
 
     def append(self, rows: list[dict], rank: int) -> None:
         with open(self.folder / f"items.rank{rank}.jsonl", "a") as f:
@@ -70,6 +72,15 @@ class ResultStore:
 
     def done(self) -> set[str]:
         return {row["key"] for row in self.rows()}
+
+
+def repair(shard: Path) -> None:
+    """Cut a row that a kill left half-written at the end of a shard (its item is then
+    recomputed); otherwise the next append would glue a row onto it and lose both."""
+    data = shard.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(shard, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def _stats(values: list[float]) -> tuple[float, float]:

@@ -111,3 +111,18 @@ def test_a_reference_within_its_spread_over_seeds_is_refused():
     one_seed = {(p, 0): 0.5 + (-1) ** p * 3.0 for p in range(4)}  # noisy over prompts
     with pytest.raises(NoSignalError, match="over 1 seed"):
         check_reference(reference_rows(one_seed), 4, "remove", "clip")
+
+
+def test_a_row_torn_by_a_kill_is_cut_on_resume_and_its_item_recomputed(tmp_path):
+    store = ResultStore(tmp_path, {"pairs": [["a", "b"]]})
+    store.open()
+    store.append([{"key": "1:0", "clip": 1.0}, {"key": "1:1", "clip": 2.0}], rank=0)
+    shard = tmp_path / "items.rank0.jsonl"
+    with open(shard, "a") as f:
+        f.write('{"key": "1:2", "cl')  # killed mid-write
+    resumed = ResultStore(tmp_path, {"pairs": [["a", "b"]]})
+    resumed.open()
+    assert resumed.done() == {"1:0", "1:1"}  # 1:2 is computed again
+    resumed.append([{"key": "1:2", "clip": 3.0}], rank=0)
+    assert [r["key"] for r in resumed.rows()] == ["1:0", "1:1", "1:2"]
+    assert shard.read_text().count("\n") == 3
