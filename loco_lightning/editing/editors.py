@@ -183,10 +183,10 @@ class Saved(Editor, name="saved"):
     def compute(self, model: LocoModel, requests: list[EditRequest]) -> Edit:
         self.check()
         edit = load_edit(self.path)
-        made_for = edit.metadata.get("family", model.family.name)
-        if made_for != model.family.name:
+        family = edit.metadata.get("family", model.family.name)
+        if family != model.family.name:
             raise ValueError(
-                f"{self.path} was made on family {made_for!r}, this run edits "
+                f"{self.path} was made on family {family!r}, this run edits "
                 f"{model.family.name!r}; make the edit on the same model."
             )
         return edit

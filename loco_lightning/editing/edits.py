@@ -99,9 +99,14 @@ class WeightEdit(Edit):
     in_weights: ClassVar[bool] = True
     _originals: dict[str, Tensor] | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        for name, delta in self.deltas.items():  # once, not at every apply
+            if not torch.isfinite(delta).all():
+                raise ValueError(f"The delta of {name} is not finite; remake the edit.")
+
     def parameters(self, model: LocoModel) -> dict[str, torch.nn.Parameter]:
-        """The parameters this edit changes, checked before any of them moves: present, of the
-        delta's shape, the delta finite, and (when recorded) the weights it was made for."""
+        """The parameters this edit changes, checked before any of them moves: present and of
+        the delta's shape."""
         params = dict(model.component(self.component).named_parameters())
         missing = [k for k in self.deltas if k not in params]
         if missing:
@@ -115,8 +120,6 @@ class WeightEdit(Edit):
                     f"The delta of {name} is {tuple(delta.shape)} but the weight is "
                     f"{tuple(params[name].shape)}; apply it to the model it was made for."
                 )
-            if not torch.isfinite(delta).all():
-                raise ValueError(f"The delta of {name} is not finite; remake the edit.")
         return params
 
     def fingerprint(self, model: LocoModel) -> str:
@@ -130,11 +133,12 @@ class WeightEdit(Edit):
             raise RuntimeError("This edit is already applied; undo it before applying it again.")
         params = self.parameters(model)
         made_for = self.metadata.get("made_for")
-        if made_for is not None and made_for != self.fingerprint(model):
+        now = None if made_for is None else digest(params[k] for k in sorted(self.deltas))
+        if now != made_for:
             raise ValueError(
                 f"This edit was made for other weights (digest {made_for}, the model's are "
-                f"{self.fingerprint(model)}): it is applied already, or the model is another "
-                "one; apply it once, to the model it was made for."
+                f"{now}): it is applied already, or the model is another one; apply it once, "
+                "to the model it was made for."
             )
         self._originals = {k: params[k].detach().clone() for k in self.deltas}
         for name, delta in self.deltas.items():
