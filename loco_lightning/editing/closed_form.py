@@ -81,10 +81,23 @@ def complement_basis(rows: Tensor, rtol: float = 0.0) -> Tensor:
     """(d, d − r) orthonormal basis of the orthogonal complement of the span of ``rows`` (m, d),
     r the number of singular values above ``rtol`` times the largest (at least the numerical
     rank's threshold, the dtype's epsilon times max(m, d), as ``torch.linalg.matrix_rank``)."""
+    rank, vh = _split(rows, rtol)
+    return vh[rank:].T
+
+
+def span_basis(rows: Tensor, rtol: float = 0.0) -> Tensor:
+    """(d, r) orthonormal basis of the span of ``rows`` (m, d): what :func:`complement_basis`
+    leaves out, with the same rank."""
+    rank, vh = _split(rows, rtol)
+    return vh[:rank].T
+
+
+def _split(rows: Tensor, rtol: float) -> tuple[int, Tensor]:
+    """(rank above ``rtol``, right singular vectors (d, d)) of ``rows``."""
     _, s, vh = torch.linalg.svd(rows, full_matrices=True)
     rtol = max(rtol, torch.finfo(rows.dtype).eps * max(rows.shape))
     rank = int((s > rtol * s.max()).sum()) if s.numel() and s.max() > 0 else 0
-    return vh[rank:].T
+    return rank, vh
 
 
 def edited_weight(weight: Tensor, factor: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from loco_lightning.editing.closed_form import span_basis
 from loco_lightning.editing.editors import (
     ClosedForm,
     SiteChoice,
@@ -260,8 +261,7 @@ class SPEED(SiteEditor, ClosedForm, name="speed"):
         """(d, c) columns the update must not move: the start token and the centres, or with
         ``keep_empty`` a basis of the empty prompt's whole span."""
         if self.keep_empty:
-            _, s, vh = torch.linalg.svd(empty, full_matrices=False)
-            return vh[s > self.keep_rtol * s.max()].T
+            return span_basis(empty, self.keep_rtol)
         return torch.cat([empty[:1], kmeans(empty[1:], self.centres, g)]).T
 
     def update(self, w, t, a, r, hold, g) -> Tensor:
