@@ -56,7 +56,6 @@ class EditEvaluation(L.LightningModule):
         # DDP wraps only a module with a trainable tensor; the closed forms train none (the scorers
         # are frozen), so this empty one lets `fit` run on several processes
         self.ddp_anchor = nn.Parameter(torch.zeros(0))
-        self.rows: list[dict] = []
         self.table: list[dict] = []
 
     def setup(self, stage: str) -> None:
@@ -85,7 +84,6 @@ class EditEvaluation(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         """Fresh metrics for every (method, group): made on every rank alike, so DDP syncs them."""
-        self.rows = []
         self.groups = list(self.trainer.datamodule.groups)
         methods = [UNEDITED, *self.edits]
         scores = ["clip"] + ([] if self.reader_match is None else ["reader"])
@@ -130,18 +128,6 @@ class EditEvaluation(L.LightningModule):
                     fid = self.fids[metric_key(method, group)]
                     fid.update(images[UNEDITED][idx], real=True)
                     fid.update(imgs[idx], real=False)
-            reader = scores["reader"].tolist() if judged else [None] * len(batch)
-            for it, c, r in zip(batch, scores["clip"].tolist(), reader):
-                self.rows.append(
-                    {
-                        "method": method,
-                        "group": it.prompt.group,
-                        "prompt": it.prompt.prompt,
-                        "seed": it.seed,
-                        "clip": c,
-                        "reader": r,
-                    }
-                )
 
     def on_validation_epoch_end(self) -> None:
         table = []
