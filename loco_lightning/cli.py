@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import functools
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -148,7 +151,9 @@ def build(name: str, args: list[str], run: bool = True) -> LightningCLI:
     With ``run=False`` the classes are only instantiated from ``args`` (used to check configs).
     """
     if name not in JOBS:
-        raise SystemExit(f"loco: unknown job {name!r}\n\n{usage()}")
+        close = difflib.get_close_matches(name, JOBS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise LookupError(f"unknown job {name!r}: {hint}`loco --help` lists the jobs.")
     job = JOBS[name]
     module, datamodule = job.classes()
     if run and job.run:
@@ -159,7 +164,8 @@ def build(name: str, args: list[str], run: bool = True) -> LightningCLI:
         args=args,
         run=run,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": f"loco {name}"},
+        # a parse error is raised (ArgumentError) for entry() to say in one line, not a usage dump
+        parser_kwargs={"prog": f"loco {name}", "exit_on_error": False},
     )
 
 
@@ -174,20 +180,69 @@ def main(argv: list[str] | None = None) -> None:
     build(argv[0], argv[1:])
 
 
-USER_ERRORS = (ValueError, LookupError, OSError)  # bad values, names, files: the user's to fix
+# bad values, names, files, options: the user's to fix
+USER_ERRORS = (ValueError, LookupError, OSError, argparse.ArgumentError)
+
+
+def one_line(message: str) -> str:
+    """A user error's message on one line.
+
+    jsonargparse reports a value that no type of a union accepts as a nested list of every
+    type's complaint ("Expected a <class 'str'>" beside the one that matters): the complaints
+    raised by our own checks are kept, type mismatches are said as "'x' is not a float or None",
+    and the offending key (``model.editors (LocoEdit).key_tokens``) stays in front.
+    """
+    message = str(message)
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    classes = re.findall(r"Problem with given class_path '(?:[\w.]+\.)?(\w+)'", message)
+    front = ""
+    if keys:
+        front = keys[0] + (f" ({classes[-1]})" if classes else "")
+        front += "".join(f".{k}" for k in keys[1:]) + ": "
+    complaints = [line.removeprefix("- ") for line in lines]
+    own = [c for c in complaints if not re.match(_NOISE, c)]
+    if own:
+        return front + " ".join(dict.fromkeys(own))
+    expected = [
+        m[1] for c in complaints if (m := re.match(r"Expected a (?!path)(.+?)(\. Got|$)", c))
+    ]
+    given = [c.split("Got value:", 1)[1].strip() for c in complaints if "Got value:" in c]
+    given += [c.split(":", 1)[1].strip() for c in complaints if c.startswith("Given value:")]
+    types = " or ".join(dict.fromkeys(_type_name(t) for t in expected)) or "an accepted value"
+    return f"{front}{given[-1] if given else '?'!r} is not {types}"
+
+
+_NOISE = (
+    r"(Expected a|Not a valid|Import path|Does not validate|Subtypes:|Errors:|Given value"
+    r"|Parser key|Problem with given class_path)"
+)
+
+
+def _type_name(annotation: str) -> str:
+    """``<class 'float'>`` -> ``a float``; ``typing.Literal['a', 'b']`` -> ``one of 'a', 'b'``."""
+    literal = re.match(r"typing\.Literal\[(.*)\]$", annotation)
+    if literal:
+        return f"one of {literal[1]}"
+    name = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", annotation)
+    return "None" if name == "NoneType" else f"a {name}"
 
 
 def entry() -> None:
     """The ``loco`` console script: :func:`main`, with a user's mistake (a bad value, a missing
-    file, a wrong name, each raised with the value and the fix) said in one line and exit
-    status 2; ``LOCO_DEBUG=1`` shows the traceback, as every other error always does."""
+    file, a wrong name or option, each raised with the value and the fix) said in one line and
+    exit status 2; ``LOCO_DEBUG=1`` shows the traceback, as every other error always does."""
     try:
         main()
     except USER_ERRORS as err:
         if os.environ.get("LOCO_DEBUG"):
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"loco: error: {message} (LOCO_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"loco: error: {one_line(message)} (LOCO_DEBUG=1 shows the traceback)", file=sys.stderr
+        )
         raise SystemExit(2) from None
 
 

@@ -29,6 +29,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def check_folder(name: str, path: str | Path) -> None:
+    """Refuse an output folder that is an existing file (its writes would fail late, or replace
+    the file), naming the setting."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise FileExistsError(f"{name}={str(path)!r} is a file; give a folder for the results.")
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """``path.write_text(text)``, atomically."""
     with atomic_path(path) as tmp:

@@ -138,6 +138,12 @@ class FineTuneModule(EditEvaluation):
     def setup(self, stage: str) -> None:
         if self.model is not None:
             return
+        for name in ("max_steps", "max_epochs"):
+            if stage == "fit" and getattr(self.trainer, name) == 0:
+                raise ValueError(
+                    f"trainer.{name}=0 trains nothing; give a number of steps (-1 or leave it "
+                    "out for the config's)."
+                )
         super().setup(stage)
         self.unet = self.model.unet  # registered: the checkpoint holds what is trained
         self.teacher = Frozen(copy.deepcopy(self.unet))

@@ -36,6 +36,8 @@ class WindowGridWriter(L.Callback):
         self._rows = {}
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if not outputs:  # a finished sweep's rerun generates nothing
+            return
         for row, label, image in zip(outputs["rows"], outputs["labels"], outputs["images"].cpu()):
             if row in self._rows or len(self._rows) < self.max_rows:
                 self._rows.setdefault(row, {})[label] = image

@@ -23,6 +23,7 @@ from loco_lightning.editing.edits import Edit, load_edit
 from loco_lightning.editing.requests import EditRequest, preserve_prompts
 from loco_lightning.hooks import sites as all_sites
 from loco_lightning.models import LocoModel
+from loco_lightning.models.diffusion import weights_digest
 
 EDITORS: dict[str, type[Editor]] = {}  # name -> class, filled as editor modules are imported
 EDITOR_MODULES = ("locoedit", "published", "quickfix", "neurons")
@@ -95,8 +96,7 @@ class SiteEditor(Editor):
     def resolve(self, model: LocoModel, locogen: str | None, seed: int) -> Editor:
         if not isinstance(self.sites, str):
             return self
-        n = len(all_sites(model.unet))
-        return replace(self, sites=choose_sites(self.sites, n, locogen, seed))
+        return replace(self, sites=choose_sites(self.sites, model, locogen, seed))
 
     def site_indices(self, model: LocoModel) -> tuple[int, ...]:
         """The sites to edit: every one for ``all``; other choices must be resolved first."""
@@ -117,8 +117,14 @@ def registry() -> dict[str, type[Editor]]:
     return dict(EDITORS)
 
 
-def locogen_window(folder: str | None) -> tuple[int, ...]:
-    """The window a ``loco localize`` run selected (its ``selection.json``)."""
+def locogen_window(folder: str | None, model: LocoModel) -> tuple[int, ...]:
+    """The window a ``loco localize`` run on ``model`` selected (its ``selection.json``).
+
+    Raises:
+        FileNotFoundError: no selection there.
+        ValueError: the selection was made on another model (family, site count, or weights
+            of the same dtype differ): its window would name the wrong sites.
+    """
     path = Path(folder or "") / "selection.json"
     if not path.exists():
         raise FileNotFoundError(
@@ -126,6 +132,22 @@ def locogen_window(folder: str | None) -> tuple[int, ...]:
             "and set locogen to its output_dir, or give the site indices explicitly."
         )
     selection = json.loads(path.read_text())
+    made = selection.get("diffusion", {})
+    n = len(all_sites(model.unet))
+    compared = {"family": (made.get("family"), model.family.name)}
+    if made.get("dtype") == str(model.unet.dtype).removeprefix("torch."):
+        # the digest reads the weights as stored, so it compares only within one dtype
+        compared["weights"] = (made.get("weights"), weights_digest(model.unet))
+    if any(i >= n for i in selection["window"]):
+        compared["sites"] = (f"up to {max(selection['window'])}", f"0..{n - 1}")
+    wrong = [k for k, (was, now) in compared.items() if was is not None and was != now]
+    if wrong:
+        said = ", ".join(f"{k} {compared[k][0]} there, {compared[k][1]} here" for k in wrong)
+        raise ValueError(
+            f"locogen={folder!r}: its selection was made on another model "
+            f"({made.get('source')}: {said}); run `loco localize` on this model and point "
+            "locogen at that run's output_dir."
+        )
     if not selection["window"]:
         best = min(selection["best"].items(), key=lambda kv: int(kv[0]))[1]  # smallest m
         rank_zero_info(f"LocoGen found no window within its margin; using m=1 at {best}")
@@ -133,11 +155,14 @@ def locogen_window(folder: str | None) -> tuple[int, ...]:
     return tuple(selection["window"])
 
 
-def choose_sites(choice: SiteChoice, n: int, locogen: str | None, seed: int) -> tuple[int, ...]:
-    """The site indices of a choice among ``n`` sites."""
+def choose_sites(
+    choice: SiteChoice, model: LocoModel, locogen: str | None, seed: int
+) -> tuple[int, ...]:
+    """The site indices of a choice among ``model``'s sites."""
+    n = len(all_sites(model.unet))
     if choice == "all":
         return tuple(range(n))
-    located = locogen_window(locogen)
+    located = locogen_window(locogen, model)
     if choice == "locogen":
         return located
     m = len(located)

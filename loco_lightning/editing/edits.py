@@ -245,9 +245,22 @@ def export_pipeline(model: LocoModel, folder: str | Path) -> Path:
     """Save the (edited) pipeline as an ordinary diffusers folder, replacing ``folder`` atomically.
 
     The folder loads without loco-lightning: ``DiffusionPipeline.from_pretrained(folder)``.
+    Temporaries an earlier, killed export left beside it are removed first.
+
+    Raises:
+        FileExistsError: ``folder`` is a file, or a folder that holds no pipeline (it is never
+            replaced then: it may be someone's data).
     """
     folder = Path(folder)
+    if folder.exists() and not (folder / "model_index.json").is_file():
+        kind = "a folder without model_index.json" if folder.is_dir() else "a file"
+        raise FileExistsError(
+            f"Export target {folder} exists and is {kind}, not an exported pipeline; it is left "
+            "alone: move it, or export elsewhere (output_dir)."
+        )
     folder.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.parent.glob(f".{folder.name}.*"):  # a killed export's
+        shutil.rmtree(leftover, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     old = folder.with_name(f".{folder.name}.old")
     try:

@@ -18,6 +18,7 @@ from torchmetrics import MeanMetric, SumMetric
 
 from loco_lightning.editing.data import EvalItem
 from loco_lightning.editing.edits import Edit
+from loco_lightning.files import check_folder
 from loco_lightning.metrics.clip import SampleCLIPScore, load_clip
 from loco_lightning.metrics.fid import ClipImageFeatures, fid_metric
 from loco_lightning.metrics.readers import world_match
@@ -48,6 +49,7 @@ class EditEvaluation(L.LightningModule):
         output_dir: str = "lightning_logs/edit/run",
     ) -> None:
         super().__init__()
+        check_folder("model.output_dir", output_dir)
         self.diffusion = diffusion
         self.model: LocoModel | None = None
         self.reader_match = None

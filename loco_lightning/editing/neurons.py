@@ -50,7 +50,7 @@ class Neurons(SiteEditor, name="neurons"):
 
     Attributes:
         sites: see :class:`SiteEditor` (the LocoGen window by default).
-        k: neurons per site and projection (at most the projection's width).
+        k: neurons per site and projection (at most the projection's width; more is refused).
         projections: ``k``, ``v`` or both.
         mode: ``mean`` (outputs replaced by their concept-free mean, through the executor, on
             the conditional samples) or ``zero`` (weight rows zeroed: a weight edit).
@@ -75,7 +75,12 @@ class Neurons(SiteEditor, name="neurons"):
             attn = model.unet.get_submodule(s.path)
             for p in self.projections:
                 z, mean = neuron_zscores(model, index, concept, neutral, p)
-                top = torch.topk(z.abs(), min(self.k, len(z))).indices.sort().values
+                if self.k > len(z):
+                    raise ValueError(
+                        f"k={self.k}: site {index}'s {p} projection has {len(z)} neurons; give "
+                        f"k <= {len(z)} (k is per site and projection)."
+                    )
+                top = torch.topk(z.abs(), self.k).indices.sort().values
                 chosen[f"{index}/{p}"] = top.tolist()
                 if self.mode == "mean":
                     values = tuple(mean[top].tolist())

@@ -33,14 +33,29 @@ class EditRequest:
     templates: tuple[str, ...] = ("{}",)
     target_templates: tuple[str, ...] | None = None
 
+    def __post_init__(self) -> None:
+        said = f"edit request concept={self.concept!r}, target={self.target!r}"
+        if not self.concept.strip():
+            raise ValueError(f"{said}: the concept is empty; name what to edit.")
+        if " ".join(self.concept.split()) == " ".join(self.target.split()):
+            raise ValueError(f"{said}: concept == target, so the edit would change nothing.")
+        if not self.templates:
+            raise ValueError(f"{said}: templates is empty; give at least one, e.g. ['{{}}'].")
+        blind = [t for t in self.templates if t.count("{}") != 1]
+        if blind:
+            raise ValueError(
+                f"{said}: templates {blind} must hold '{{}}' exactly once (where the concept goes)."
+            )
+        n = len(self.templates if self.target_templates is None else self.target_templates)
+        if n != len(self.templates):
+            raise ValueError(
+                f"{said}: {len(self.templates)} templates but {n} target_templates; give one "
+                "target template per template, or none."
+            )
+
     def pairs(self) -> list[tuple[str, str, str]]:
         """(prompt with the concept, same prompt without it, target prompt) per template."""
         targets = self.target_templates or ("{}",) * len(self.templates)
-        if len(targets) != len(self.templates):
-            raise ValueError(
-                f"{len(self.templates)} templates but {len(targets)} target_templates; give one "
-                "target template per template, or none."
-            )
         return [
             (t.format(self.concept), " ".join(t.format("").split()), tt.format(self.target))
             for t, tt in zip(self.templates, targets)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 from torch import Tensor
 
-from loco_lightning.files import write_table
+from loco_lightning.files import check_folder, write_table
 from loco_lightning.localization.results import ResultStore
 from loco_lightning.metrics.clip import SampleCLIPScore
 from loco_lightning.metrics.readers import world_match
@@ -24,6 +24,9 @@ class Localizer(L.LightningModule):
         output_dir: results folder; stable, so that a rerun with the same config resumes.
     """
 
+    #: settings that only choose from the finished rows: a rerun may change them and reselect
+    selection_only: tuple[str, ...] = ()
+
     def __init__(
         self,
         diffusion: Diffusion,
@@ -31,6 +34,7 @@ class Localizer(L.LightningModule):
         output_dir: str = "lightning_logs/localize/run",
     ) -> None:
         super().__init__()
+        check_folder("model.output_dir", output_dir)
         self.diffusion = diffusion
         self.model: LocoModel | None = None
         self.reader_match = None
@@ -45,7 +49,11 @@ class Localizer(L.LightningModule):
             self.scorer = hp.clip or self.model.scorer
             self.clip_score = SampleCLIPScore(packaged(self.scorer))
             self.reader_match = world_match(self.model.world)
-        self.store = ResultStore(hp.output_dir, self.fingerprint(self.trainer.datamodule))
+        self.store = ResultStore(
+            hp.output_dir,
+            self.fingerprint(self.trainer.datamodule),
+            ignore=("output_dir", *self.selection_only),
+        )
         self.store.open()
 
     def fingerprint(self, data) -> dict:

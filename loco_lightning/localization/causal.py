@@ -8,6 +8,7 @@ layer (at the concept's last token). A layer matters if restoring it brings the 
 
 from __future__ import annotations
 
+import math
 from contextlib import ExitStack
 from typing import Literal
 
@@ -77,6 +78,13 @@ class CausalTracingModule(Localizer):
         text_tokens: Literal["last", "all"] = "last",
         output_dir: str = "lightning_logs/causal/run",
     ) -> None:
+        if not (math.isfinite(noise_scale) and noise_scale > 0):
+            raise ValueError(
+                f"model.noise_scale={noise_scale}: give a finite multiple > 0 of the embeddings' "
+                "spread (3.0 is the reference's)."
+            )
+        if chunk < 1:
+            raise ValueError(f"model.chunk={chunk}: give at least 1 layer per batch.")
         super().__init__(diffusion, clip, output_dir)
         self.save_hyperparameters()
         self.table_name = "layers"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from loco_lightning.data.prompts import PromptPair, load_pairs
@@ -112,6 +113,8 @@ class WindowSweepData(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.pairs = load_pairs(pairs) if isinstance(pairs, str) else pairs
+        if not self.pairs:
+            raise ValueError("data.pairs is empty: a sweep needs at least one (original, target).")
         check_list("data.window_sizes", window_sizes, 1, None)
         check_list("data.seeds", seeds, 0, None)
         if batch_size < 1:
@@ -144,8 +147,7 @@ class WindowSweepData(L.LightningDataModule):
         return self._loader(self.items())
 
     def val_dataloader(self) -> DataLoader:
-        done = self.trainer.lightning_module.done_keys()
-        return self._loader([it for it in self.items() if it.key not in done])
+        return pending(self.trainer.lightning_module, self.items(), self.batch_size)
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,8 @@ class TraceData(L.LightningDataModule):
         super().__init__()
         self.pairs = load_pairs(pairs) if isinstance(pairs, str) else pairs
         if not self.pairs:
-            raise ValueError("Empty prompt list: causal tracing needs at least one prompt pair.")
+            raise ValueError("data.pairs is empty: causal tracing needs at least one prompt pair.")
+        check_list("data.seeds", seeds, 0, None)
         self.seeds = seeds
         self.batch_size = batch_size
 
@@ -195,7 +198,27 @@ class TraceData(L.LightningDataModule):
         }
 
     def val_dataloader(self) -> DataLoader:
-        done = self.trainer.lightning_module.done_keys()
         items = [TraceItem(p, s, i) for i, p in enumerate(self.pairs) for s in self.seeds]
-        items = [it for it in items if it.key not in done]
-        return DataLoader(items, batch_size=self.batch_size, shuffle=False, collate_fn=list)
+        return pending(self.trainer.lightning_module, items, self.batch_size)
+
+
+def pending(module, items: list, batch_size: int) -> DataLoader:
+    """The items a sweep has not finished (``module.done_keys()``), in batches.
+
+    When none remain, one empty batch: the epoch still ends, so a rerun of a finished sweep says
+    so, rebuilds its table, selection and figures from the stored rows (a run killed before its
+    report was written) and prints its summary, instead of skipping validation in silence.
+    """
+    done = module.done_keys()
+    todo = [it for it in items if it.key not in done]
+    if todo:
+        return DataLoader(todo, batch_size=batch_size, shuffle=False, collate_fn=list)
+    rank_zero_info(
+        f"{module.hparams.output_dir}: all {len(items)} items are done already; the report is "
+        "rebuilt from the stored rows (set a new output_dir to run again)."
+    )
+    return DataLoader([None], batch_size=1, collate_fn=_empty_batch)
+
+
+def _empty_batch(_) -> list:
+    return []

@@ -44,13 +44,17 @@ class LocalizationModule(Localizer):
         score: which score selects windows: ``clip`` (the paper) or ``reader`` (models that
             carry exact readers, i.e. LocoWorld folders: attribute readers against ``expect``).
         margin: how close to the all-sites reference the smallest m must come, as a fraction of
-            the gap between the original and the reference score.
+            the gap between the original and the reference score. ``score``, ``margin`` and
+            ``require_signal`` only select from the rows: a rerun with new values reselects
+            without generating again.
         require_signal: refuse to select when the all-sites reference does not move the score
             in the objective's direction by more than its spread over seeds (the scorer cannot
             see the concept, so an argmin would pick noise); off only to dry-run a config on a
             random-weight miniature.
         output_dir: results folder; stable, so that a rerun resumes.
     """
+
+    selection_only = ("score", "margin", "require_signal")
 
     def __init__(
         self,
@@ -88,7 +92,9 @@ class LocalizationModule(Localizer):
     def done_keys(self) -> set[str]:
         return self.store.done()
 
-    def validation_step(self, batch: list[SweepItem], batch_idx: int) -> dict:
+    def validation_step(self, batch: list[SweepItem], batch_idx: int) -> dict | None:
+        if not batch:  # the sweep was finished before: nothing to generate
+            return None
         hp = self.hparams
         images = generate_items(
             self.model,

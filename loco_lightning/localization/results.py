@@ -25,24 +25,25 @@ class ResultStore:
         folder: the sweep's output folder (stable across restarts, so reruns resume).
         fingerprint: what produced the rows (prompts, seeds, model, scorer, steps...). A folder
             made with a different fingerprint is refused instead of being mixed in.
+        ignore: settings that do not decide a row (where the folder is, how windows are
+            selected from the rows): they may change between runs, and are left out of the
+            comparison even where an older ``sweep.json`` recorded them.
     """
 
-    def __init__(self, folder: str | Path, fingerprint: dict) -> None:
+    def __init__(self, folder: str | Path, fingerprint: dict, ignore: tuple[str, ...] = ()) -> None:
         self.folder = Path(folder)
-        self.fingerprint = fingerprint
+        self.ignore = ignore
+        self.fingerprint = {k: v for k, v in fingerprint.items() if k not in ignore}
 
     def open(self) -> None:
         """Create the folder, or check that it holds the same sweep."""
         self.folder.mkdir(parents=True, exist_ok=True)
         meta = self.folder / "sweep.json"
         if meta.exists():
-            old = json.loads(meta.read_text())
-            if old != json.loads(json.dumps(self.fingerprint)):
-                changed = sorted(
-                    k
-                    for k in set(old) | set(self.fingerprint)
-                    if old.get(k) != json.loads(json.dumps(self.fingerprint.get(k)))
-                )
+            old = {k: v for k, v in json.loads(meta.read_text()).items() if k not in self.ignore}
+            new = json.loads(json.dumps(self.fingerprint))
+            if old != new:
+                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise ValueError(
                     f"{self.folder} holds results of a different sweep (changed: {changed}); "
                     "set a new output_dir, or delete the folder to start over."

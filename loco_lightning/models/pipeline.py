@@ -125,21 +125,35 @@ class LocoModel:
         """Encode prompts exactly as the family's pipeline does (its own ``encode_prompt``).
 
         Raises:
-            ValueError: empty prompt list, or a prompt longer than a tokenizer's limit (it would be
-                truncated silently otherwise).
+            ValueError: empty prompt list, a prompt longer than a tokenizer's limit (it would be
+                truncated silently otherwise), or one with words the tokenizer reads as unknown.
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("Empty prompt list: give at least one prompt to encode.")
-        self.check_lengths(prompts)
+        self.check_prompts(prompts)
         return encode_prompts(self.pipeline, self.family, prompts)
 
-    def check_lengths(self, prompts: list[str]) -> None:
-        """Refuse prompts a tokenizer would truncate, naming the prompt and the limit."""
+    def check_prompts(self, prompts: list[str]) -> None:
+        """Refuse prompts a tokenizer would truncate, or read partly as its unknown token (the
+        model would then see another prompt than the one asked for), naming prompt and fix."""
         for name in ("tokenizer", "tokenizer_2"):
             tok = getattr(self.pipeline, name, None)
             if tok is None:
                 continue
+            unk = tok.unk_token_id
+            if unk is not None:  # without the specials, which may share the unknown's id (CLIP)
+                for p, ids in zip(prompts, tok(prompts, add_special_tokens=False).input_ids):
+                    if unk in ids:
+                        words = [
+                            w
+                            for w in p.split()
+                            if unk in tok(w, add_special_tokens=False).input_ids
+                        ]
+                        raise ValueError(
+                            f"Prompt {p!r}: {words or p!r} not in the vocabulary of {name} "
+                            f"(it would read as {tok.unk_token!r}); use words this model knows."
+                        )
             limit = tok.model_max_length
             for p, ids in zip(prompts, tok(prompts, truncation=False).input_ids):
                 n = len(ids)
@@ -250,11 +264,10 @@ def check_family(family: str, source: str) -> None:
     if index is None:
         return
     found = infer_family(source)
-    same_class = get_family(found).pipeline == get_family(family).pipeline
-    if not same_class:
+    if found != family:  # sd1 and sd2 share a pipeline class but not their defaults or scorer
         raise ValueError(
-            f"model.diffusion.family is {family!r} but {source} holds a "
-            f"{get_family(found).pipeline} (family {found!r}); set family: {found} or auto."
+            f"model.diffusion.family={family!r} but {source} holds a "
+            f"{get_family(found).pipeline} of family {found!r}; set family: {found} or auto."
         )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -93,3 +95,21 @@ def test_selection_is_refused_when_the_reference_moves_no_score_and_the_table_is
         main([*args(tmp_path, "refused"), "--model.require_signal", "true"])
     assert (tmp_path / "refused" / "windows.csv").exists()
     assert not (tmp_path / "refused" / "selection.json").exists()
+
+
+def test_a_finished_sweep_rerun_rebuilds_its_report_and_reselects_without_generating(
+    uninterrupted, tmp_path, caplog
+):
+    shutil.copytree(uninterrupted / "full", tmp_path / "full")
+    rows = (tmp_path / "full" / "items.rank0.jsonl").read_bytes()
+    for name in ("windows.csv", "windows.json", "selection.json", "heatmap_clip.png"):
+        (tmp_path / "full" / name).unlink()  # killed after its last row, before its report
+    # the same folder spelled another way, and a selection-only setting changed
+    with caplog.at_level(logging.INFO):
+        main([*args(tmp_path, "elsewhere/../full"), "--model.margin", "0.5"])
+    assert f"all {N_ITEMS} items are done already" in caplog.text
+    assert "LocoGen (clip, remove): original" in caplog.text  # the summary
+    assert (tmp_path / "full" / "items.rank0.jsonl").read_bytes() == rows  # nothing generated
+    assert table(tmp_path, "full") == table(uninterrupted, "full")
+    assert json.loads((tmp_path / "full" / "selection.json").read_text())["margin"] == 0.5
+    assert (tmp_path / "full" / "heatmap_clip.png").exists()

@@ -147,3 +147,36 @@ def test_evaluation_groups_keep_their_noise_and_an_empty_choice_is_refused():
     assert all(noise[(it.prompt.prompt, it.seed)] == it.noise_seed for it in some.items())
     with pytest.raises(ValueError, match=r"data.groups=\['reference'\] keeps no prompt"):
         EditEvalData("datasets/edit_van_gogh.yaml", groups=["reference"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"concept": " ", "target": "a painting"}, "the concept is empty"),
+        ({"concept": "Monet", "target": " Monet"}, "concept == target"),
+        ({"concept": "Monet", "target": "", "templates": ()}, "templates is empty"),
+        ({"concept": "Monet", "target": "", "templates": ("a garden",)}, r"\['a garden'\]"),
+        ({"concept": "Monet", "target": "", "templates": ("{} {}",)}, "exactly once"),
+        (
+            {"concept": "Monet", "target": "a", "templates": ("{}",), "target_templates": ()},
+            "1 templates but 0 target_templates",
+        ),
+    ],
+)
+def test_an_edit_request_that_would_edit_nothing_is_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EditRequest(**kwargs)
+
+
+def test_words_the_tokenizer_reads_as_unknown_are_refused_naming_them():
+    model = mini_model("sd1")  # one token per printable ASCII character
+    with pytest.raises(ValueError, match=r"\['café', 'Zürich'\] not in the vocabulary"):
+        model.encode(["a house", "a café in Zürich"])
+    model.encode(["a house, in the style of Van Gogh!"])  # every character is known
+
+
+def test_an_output_folder_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "out").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"model\.output_dir='.*out' is a file"):
+        LocalizationModule(output_dir=str(tmp_path / "out"))
+    assert (tmp_path / "out").read_text() == "mine"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
@@ -14,7 +16,7 @@ from loco_lightning.callbacks.figure_report import FigureReport
 from loco_lightning.callbacks.image_grid import WindowGridWriter
 from loco_lightning.callbacks.samples import SampleGrid
 from loco_lightning.callbacks.sweep_report import SweepReport
-from loco_lightning.editing.edits import load_edit
+from loco_lightning.editing.edits import export_pipeline, load_edit
 from loco_lightning.editing.locoedit import LocoEdit
 from loco_lightning.editing.neurons import Neurons
 from loco_lightning.editing.requests import EditRequest
@@ -50,8 +52,15 @@ def test_edit_report_writes_the_table_every_edit_and_the_first_weight_edit_expor
         edits=edits,
         model=sd1,
     )
-    EditReport().on_fit_end(trainer(tmp_path), module)
+    EditReport().setup(trainer(tmp_path), module, "fit")
     out = tmp_path / "out"
+    assert json.loads((out / "run.json").read_text())["status"] == "incomplete"
+    EditReport().on_fit_end(trainer(tmp_path), module)
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "complete" and run["files"] == [
+        "results.csv", "results.json", "results.md", "neurons_k=2.safetensors",
+        "locoedit.safetensors", "edited",
+    ]  # fmt: skip
     assert json.loads((out / "results.json").read_text()) == TABLE
     assert (out / "results.csv").read_text().splitlines()[0] == "method,group,n,clip"
     assert "| unedited | efficacy | 2 | 30.000 |" in (out / "results.md").read_text()
@@ -111,3 +120,30 @@ def test_sample_grid_logs_the_first_batch_only(tmp_path):
     grid.on_validation_batch_end(t, None, outputs, None, batch_idx=0)
     t.loggers[0].experiment.flush()
     assert events(tmp_path)
+
+
+def test_an_export_replaces_only_an_export_and_a_failed_or_killed_one_leaves_the_old(sd1, tmp_path):
+    edit = LocoEdit(sites=(1,), keep_empty=False).compute(sd1, [STRIPED])
+    folder = tmp_path / "edited"
+    export_pipeline(sd1, folder)
+    unet = (folder / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    (tmp_path / ".edited.k1ll3d").mkdir()  # what a kill during an export leaves
+    broken = sd1.pipeline.save_pretrained
+
+    def dies_halfway(path, **kw):
+        (Path(path) / "model_index.json").write_text("{")
+        raise OSError("disk full")
+
+    sd1.pipeline.save_pretrained = dies_halfway
+    try:
+        with pytest.raises(OSError, match="disk full"), edit.applied(sd1):
+            export_pipeline(sd1, folder)
+    finally:
+        sd1.pipeline.save_pretrained = broken
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == unet
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edited"]  # the killed one's too
+    for target, kind in ((tmp_path / "notes.txt", "a file"), (tmp_path / "data", "a folder")):
+        target.mkdir() if kind == "a folder" else target.write_text("mine")
+        with pytest.raises(FileExistsError, match=f"{target} exists and is {kind}"):
+            export_pipeline(sd1, target)
+        assert target.exists()

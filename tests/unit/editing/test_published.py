@@ -29,7 +29,7 @@ from tests.helpers import mini_model
 
 STYLE = EditRequest("Van Gogh", "a painting", ("{}", "a painting in the style of {}"))
 MONET = EditRequest("Monet", "a painting", ("a garden in the style of {}",))
-KEEP = ("a photo of a dog", "a red car")
+KEEP = ("a picture of a blue square", "a green triangle")  # words the world knows
 
 
 def vectors(model, site, prompts: list[str]) -> torch.Tensor:
