@@ -7,10 +7,29 @@ import csv
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+TEMPORARY = ".loco-tmp."  # in the name of every temporary beside a result, and nowhere else
+
+
+def temporary_prefix(path: Path) -> str:
+    """How temporaries for ``path`` begin (hidden, and marked, so a later run can clean them)."""
+    return f".{path.name}{TEMPORARY}"
+
+
+def clean_temporaries(folder: str | Path) -> list[str]:
+    """Remove the temporaries a killed run left in ``folder`` (a kill -9 skips the cleanup of
+    :func:`atomic_path` and of exports); returns their names. Call it where one run owns the
+    folder, before it writes."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(f".*{TEMPORARY}*")) if folder.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return [p.name for p in stale]
 
 
 @contextmanager
@@ -19,7 +38,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     replaces ``path`` when the block ends without error, and is removed when it raises."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=path.suffix)
     os.close(fd)
     try:
         yield Path(tmp)

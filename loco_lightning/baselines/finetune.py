@@ -139,7 +139,7 @@ class FineTuneModule(EditEvaluation):
         if self.model is not None:
             return
         for name in ("max_steps", "max_epochs"):
-            if stage == "fit" and getattr(self.trainer, name) == 0:
+            if stage == "fit" and self._trainer and getattr(self._trainer, name) == 0:
                 raise ValueError(
                     f"trainer.{name}=0 trains nothing; give a number of steps (-1 or leave it "
                     "out for the config's)."

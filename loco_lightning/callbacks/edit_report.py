@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from loco_lightning.editing.edits import export_pipeline
 from loco_lightning.editing.evaluation import markdown
-from loco_lightning.files import write_json, write_table, write_text
+from loco_lightning.files import clean_temporaries, write_json, write_table, write_text
 
 
 class EditReport(L.Callback):
@@ -31,6 +31,7 @@ class EditReport(L.Callback):
 
     @rank_zero_only
     def setup(self, trainer, pl_module, stage: str) -> None:
+        clean_temporaries(pl_module.hparams.output_dir)  # a killed run's
         status(Path(pl_module.hparams.output_dir), "incomplete")
 
     @rank_zero_only

@@ -25,7 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from loco_lightning.files import atomic_path
+from loco_lightning.files import atomic_path, temporary_prefix
 from loco_lightning.hooks import NeuronAblation, intervene, site_inputs, sites
 from loco_lightning.models import LocoModel
 
@@ -259,10 +259,10 @@ def export_pipeline(model: LocoModel, folder: str | Path) -> Path:
             "alone: move it, or export elsewhere (output_dir)."
         )
     folder.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in folder.parent.glob(f".{folder.name}.*"):  # a killed export's
+    for leftover in folder.parent.glob(f"{temporary_prefix(folder)}*"):  # a killed export's
         shutil.rmtree(leftover, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    old = folder.with_name(f".{folder.name}.old")
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=temporary_prefix(folder)))
+    old = folder.with_name(f"{temporary_prefix(folder)}old")
     try:
         model.pipeline.save_pretrained(tmp, safe_serialization=True)
         if folder.exists():

@@ -78,10 +78,10 @@ class CausalTracingModule(Localizer):
         text_tokens: Literal["last", "all"] = "last",
         output_dir: str = "lightning_logs/causal/run",
     ) -> None:
-        if not (math.isfinite(noise_scale) and noise_scale > 0):
+        if not (math.isfinite(noise_scale) and noise_scale >= 0):
             raise ValueError(
-                f"model.noise_scale={noise_scale}: give a finite multiple > 0 of the embeddings' "
-                "spread (3.0 is the reference's)."
+                f"model.noise_scale={noise_scale}: give a finite multiple >= 0 of the embeddings' "
+                "spread (3.0 is the reference's; 0 corrupts nothing, a control)."
             )
         if chunk < 1:
             raise ValueError(f"model.chunk={chunk}: give at least 1 layer per batch.")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from loco_lightning.files import write_json
+from loco_lightning.files import clean_temporaries, write_json
 
 Objective = Literal["remove", "update"]
 
@@ -50,6 +50,7 @@ class ResultStore:
                 )
         else:
             write_json(meta, self.fingerprint)
+        clean_temporaries(self.folder)
         for shard in self.folder.glob("items.rank*.jsonl"):
             repair(shard)
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from loco_lightning.files import atomic_path, write_json, write_table
+from loco_lightning.files import atomic_path, clean_temporaries, write_json, write_table
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -24,3 +24,16 @@ def test_a_table_is_written_as_csv_and_json_with_columns_in_order(tmp_path):
     lines = (tmp_path / "out" / "windows.csv").read_text().splitlines()
     assert lines == ["m,start,clip", "1,0,", "2,1,3.5"]
     assert json.loads((tmp_path / "out" / "windows.json").read_text()) == table
+
+
+def test_the_temporaries_of_a_killed_write_are_cleaned_by_the_next_run_and_nothing_else(tmp_path):
+    with pytest.raises(KeyboardInterrupt), atomic_path(tmp_path / "windows.json") as tmp:
+        tmp.write_text("[")
+        stale = tmp.with_name(tmp.name + ".kept")
+        tmp.rename(stale)  # as if killed: the cleanup of the block never saw it
+        raise KeyboardInterrupt
+    (tmp_path / ".edited.loco-tmp.abc").mkdir()  # a killed export's folder
+    (tmp_path / ".hidden").write_text("the user's")
+    (tmp_path / "windows.csv").write_text("m,start")
+    assert clean_temporaries(tmp_path) == sorted([".edited.loco-tmp.abc", stale.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "windows.csv"]

@@ -127,7 +127,7 @@ def test_an_export_replaces_only_an_export_and_a_failed_or_killed_one_leaves_the
     folder = tmp_path / "edited"
     export_pipeline(sd1, folder)
     unet = (folder / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
-    (tmp_path / ".edited.k1ll3d").mkdir()  # what a kill during an export leaves
+    (tmp_path / ".edited.loco-tmp.k1ll3d").mkdir()  # what a kill during an export leaves
     broken = sd1.pipeline.save_pretrained
 
     def dies_halfway(path, **kw):

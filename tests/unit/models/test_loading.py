@@ -55,7 +55,7 @@ def test_family_auto_reads_the_folders_model_index(tmp_path, family):
 
 def test_an_explicit_family_that_contradicts_the_folder_is_refused(tmp_path):
     load_model("sd1", "miniature").pipeline.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="family is 'sdxl' but .* StableDiffusionPipeline.*auto"):
+    with pytest.raises(ValueError, match="family='sdxl' but .* StableDiffusionPipeline.*auto"):
         load_model("sdxl", str(tmp_path))
     assert load_model("sd1", str(tmp_path)).family.name == "sd1"
 
