@@ -32,6 +32,15 @@ def clean_temporaries(folder: str | Path) -> list[str]:
     return [p.name for p in stale]
 
 
+def usual_mode(folder: bool = False) -> int:
+    """The permissions a plain ``open`` or ``mkdir`` would give under this process's umask
+    (``mkstemp`` and ``mkdtemp`` make private 0600/0700 ones, which would leave results that
+    another user of a shared machine cannot read)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if folder else 0o666) & ~mask
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary file beside ``path`` (same suffix, so writers that go by it still work) that
@@ -40,6 +49,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=path.suffix)
     os.close(fd)
+    os.chmod(tmp, usual_mode())
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+import functools
+import sys
 import time
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-from loco_lightning.editing.edits import export_pipeline
 from loco_lightning.editing.evaluation import markdown
+from loco_lightning.editing.exports import export_lora, export_pipeline, model_card
 from loco_lightning.files import clean_temporaries, write_json, write_table, write_text
 
 
 class EditReport(L.Callback):
     """After fitting: ``results.csv/.json/.md`` and, per method, ``<method>.safetensors`` (the
-    edit, loadable with ``load_edit``); the first weight edit's pipeline is exported as a
-    diffusers folder.
+    edit, loadable with ``load_edit``); the first weight edit is exported as a diffusers
+    pipeline folder (``edited/``) and as an exact LoRA (``lora/``), each with a model card.
 
     ``run.json`` says whether the folder is whole: ``incomplete`` from the start of a run (a kill
     or an error leaves it so, over files that may mix this run's and an earlier one's) until
     every file is written, then ``complete`` with the list of files.
 
     Args:
-        export: also export the first weight edit's pipeline to ``<output_dir>/edited``.
+        export: also export the first weight edit to ``<output_dir>/edited`` and ``/lora``.
     """
 
     def __init__(self, export: bool = True) -> None:
@@ -47,10 +49,26 @@ class EditReport(L.Callback):
         for name, edit in pl_module.edits.items():
             written.append(edit.save(folder / f"{name.replace('/', '_')}.safetensors").name)
             if not exported and edit.in_weights:
-                with edit.applied(pl_module.model):
-                    written.append(export_pipeline(pl_module.model, folder / "edited").name)
+                written += self.exports(pl_module, name, edit, folder)
                 exported = True
         status(folder, "complete", written)
+
+    def exports(self, pl_module, name: str, edit, folder: Path) -> list[str]:
+        """``edited/`` (the pipeline) and ``lora/`` (the same edit as an exact LoRA), each with a
+        model card."""
+        model = pl_module.model
+        base = pl_module.diffusion.resolved(model)
+        command = " ".join(["loco", *sys.argv[1:]])
+        card = functools.partial(model_card, base, name, edit, pl_module.table, command)
+        with edit.applied(model):
+            export_pipeline(model, folder / "edited", card(), base["source"])
+        written = ["edited"]
+        try:
+            export_lora(edit, folder / "lora", card(lora=True))
+            written.append("lora")
+        except ValueError as err:  # a delta a LoRA cannot hold: the pipeline folder has it
+            rank_zero_warn(f"{name}: no LoRA export ({err})")
+        return written
 
 
 def status(folder: Path, state: str, files: list[str] | None = None) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -25,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from loco_lightning.files import atomic_path, temporary_prefix
+from loco_lightning.files import atomic_path
 from loco_lightning.hooks import NeuronAblation, intervene, site_inputs, sites
 from loco_lightning.models import LocoModel
 
@@ -239,37 +237,3 @@ def load_edit(path: str | Path) -> Edit:
             specs.append(cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}))
         return ActivationEdit(specs, metadata)
     return WeightEdit(load_file(str(path)), metadata, header.get("component", "unet"))
-
-
-def export_pipeline(model: LocoModel, folder: str | Path) -> Path:
-    """Save the (edited) pipeline as an ordinary diffusers folder, replacing ``folder`` atomically.
-
-    The folder loads without loco-lightning: ``DiffusionPipeline.from_pretrained(folder)``.
-    Temporaries an earlier, killed export left beside it are removed first.
-
-    Raises:
-        FileExistsError: ``folder`` is a file, or a folder that holds no pipeline (it is never
-            replaced then: it may be someone's data).
-    """
-    folder = Path(folder)
-    if folder.exists() and not (folder / "model_index.json").is_file():
-        kind = "a folder without model_index.json" if folder.is_dir() else "a file"
-        raise FileExistsError(
-            f"Export target {folder} exists and is {kind}, not an exported pipeline; it is left "
-            "alone: move it, or export elsewhere (output_dir)."
-        )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in folder.parent.glob(f"{temporary_prefix(folder)}*"):  # a killed export's
-        shutil.rmtree(leftover, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=temporary_prefix(folder)))
-    old = folder.with_name(f"{temporary_prefix(folder)}old")
-    try:
-        model.pipeline.save_pretrained(tmp, safe_serialization=True)
-        if folder.exists():
-            folder.rename(old)
-        tmp.rename(folder)
-    finally:
-        for leftover in (tmp, old):
-            if leftover.exists():
-                shutil.rmtree(leftover)
-    return folder

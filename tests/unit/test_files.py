@@ -18,6 +18,13 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["selection.json"]
 
 
+def test_a_result_gets_the_permissions_a_plain_write_would(tmp_path):
+    (tmp_path / "plain.json").write_text("{}")
+    write_json(tmp_path / "atomic.json", {})
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes["atomic.json"] == modes["plain.json"]
+
+
 def test_a_table_is_written_as_csv_and_json_with_columns_in_order(tmp_path):
     table = [{"m": 1, "start": 0}, {"m": 2, "start": 1, "clip": 3.5}]
     write_table(table, tmp_path / "out", "windows")

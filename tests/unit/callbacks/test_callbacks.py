@@ -16,10 +16,12 @@ from loco_lightning.callbacks.figure_report import FigureReport
 from loco_lightning.callbacks.image_grid import WindowGridWriter
 from loco_lightning.callbacks.samples import SampleGrid
 from loco_lightning.callbacks.sweep_report import SweepReport
-from loco_lightning.editing.edits import export_pipeline, load_edit
+from loco_lightning.editing.edits import load_edit
+from loco_lightning.editing.exports import export_pipeline
 from loco_lightning.editing.locoedit import LocoEdit
 from loco_lightning.editing.neurons import Neurons
 from loco_lightning.editing.requests import EditRequest
+from loco_lightning.models.diffusion import Diffusion
 
 STRIPED = EditRequest("striped", "", ("a red {} circle", "a blue {} square"))
 TABLE = [{"method": "unedited", "group": "efficacy", "n": 2, "clip": 30.0}]
@@ -51,6 +53,7 @@ def test_edit_report_writes_the_table_every_edit_and_the_first_weight_edit_expor
         table=TABLE,
         edits=edits,
         model=sd1,
+        diffusion=Diffusion(family="sd1", source="miniature"),
     )
     EditReport().setup(trainer(tmp_path), module, "fit")
     out = tmp_path / "out"
@@ -59,8 +62,10 @@ def test_edit_report_writes_the_table_every_edit_and_the_first_weight_edit_expor
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "complete" and run["files"] == [
         "results.csv", "results.json", "results.md", "neurons_k=2.safetensors",
-        "locoedit.safetensors", "edited",
+        "locoedit.safetensors", "edited", "lora",
     ]  # fmt: skip
+    assert (out / "lora" / "pytorch_lora_weights.safetensors").exists()
+    assert "base_model: miniature" in (out / "lora" / "README.md").read_text()
     assert json.loads((out / "results.json").read_text()) == TABLE
     assert (out / "results.csv").read_text().splitlines()[0] == "method,group,n,clip"
     assert "| unedited | efficacy | 2 | 30.000 |" in (out / "results.md").read_text()

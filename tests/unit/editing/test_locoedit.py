@@ -8,7 +8,8 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from loco_lightning.editing.editors import run_editor
-from loco_lightning.editing.edits import export_pipeline, load_edit
+from loco_lightning.editing.edits import load_edit
+from loco_lightning.editing.exports import export_pipeline
 from loco_lightning.editing.locoedit import LocoEdit
 from loco_lightning.editing.requests import EditRequest, key_positions
 from loco_lightning.hooks import site_inputs, sites
