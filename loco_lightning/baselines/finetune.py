@@ -276,6 +276,10 @@ class FineTuneModule(EditEvaluation):
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self.seconds += time.perf_counter() - self._step_start
+        if 0 < self.trainer.max_steps <= self.global_step:
+            # a run shorter than the epoch (data.train_steps) stops here; asking to stop makes
+            # Lightning validate this step first, so the delta and the table are written
+            self.trainer.should_stop = True
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trained = self.trained_weights()

@@ -8,6 +8,7 @@ import json
 import lightning as L
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from loco_lightning.cli import main
@@ -107,3 +108,17 @@ def test_only_the_chosen_sites_and_projections_train_and_the_teacher_stays_outsi
     )
     assert not any(k.startswith("teacher") for k in module.state_dict())
     assert module.teacher.module is not module.unet
+
+
+def test_a_run_shorter_than_the_epoch_writes_its_delta_and_a_longer_resume_trains_to_it(tmp_path):
+    def steps() -> int:
+        with safe_open(str(tmp_path / "esd.safetensors"), "pt") as f:
+            return json.loads(f.metadata()["loco_edit"])["steps"]
+
+    fit("esd", tmp_path, 6, "--trainer.max_steps", "2")
+    assert steps() == 2 and (tmp_path / "results.csv").exists()
+    last = str(tmp_path / "ckpt" / "last.ckpt")
+    fit("esd", tmp_path, 6, "--trainer.max_steps", "4", "--ckpt_path", last)
+    assert steps() == 4
+    fit("esd", tmp_path, 6, "--ckpt_path", last)  # to the end of the epoch (data.train_steps)
+    assert steps() == 6
