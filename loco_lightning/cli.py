@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import functools
+import logging
 import os
 import re
 import sys
@@ -176,8 +177,27 @@ def main(argv: list[str] | None = None) -> None:
         print(usage())
         return
     # sys.argv stays as it is: DDP re-launches this very command line on every other rank.
-    warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
+    quiet()
     build(argv[0], argv[1:])
+
+
+# Said on every run and meant for someone else: library deprecations between pinned versions,
+# Lightning's advertisements, and Lightning's doubt about modules our jobs freeze on purpose.
+NOISE = (
+    "LightningCLI's args parameter is intended",
+    "`torch_dtype` is deprecated",  # diffusers; older releases take only torch_dtype
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning on torch >= 2.10
+    r"Found \d+ module\(s\) in eval mode",  # the frozen models and scorers
+)
+
+
+def quiet() -> None:
+    """Filter :data:`NOISE` from warnings and Lightning's tips from its log, for this process."""
+    for message in NOISE:
+        warnings.filterwarnings("ignore", message=message)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "Tip:" not in record.getMessage()
+    )
 
 
 # bad values, names, files, options: the user's to fix

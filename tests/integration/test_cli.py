@@ -87,3 +87,20 @@ def test_a_users_mistake_is_one_line_and_exit_status_2_and_debug_shows_the_trace
     shown = loco_edit(tmp_path, missing, LOCO_DEBUG="1")
     assert shown.returncode == 1 and "Traceback" in shown.stderr
     assert "FileNotFoundError: Saved edit 'no/such.safetensors' does not exist" in shown.stderr
+
+
+def test_the_cli_filters_library_noise_and_lightning_tips_but_not_our_messages():
+    script = (
+        "import logging, warnings; from loco_lightning.cli import quiet; quiet()\n"
+        "from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "warnings.warn('`torch_dtype` is deprecated and will be removed', FutureWarning)\n"
+        "rank_zero_warn('Found 66 module(s) in eval mode at the start of training.')\n"
+        "rank_zero_info('💡 Tip: For seamless cloud logging, try installing litlogger')\n"
+        "rank_zero_info('LocoGen (clip, remove): original 57.1')\n"
+        "warnings.warn('a warning of ours', UserWarning)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert "LocoGen (clip, remove)" in out.stderr and "a warning of ours" in out.stderr
+    for noise in ("torch_dtype", "eval mode", "Tip:"):
+        assert noise not in out.stderr, out.stderr
