@@ -11,6 +11,7 @@ import re
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch and Lightning load with the first job, not for `loco --help`
@@ -170,12 +171,59 @@ def build(name: str, args: list[str], run: bool = True) -> LightningCLI:
     )
 
 
+HELP = Path(__file__).parent / "help"  # each job's help, stored: `loco <job> --help` at once
+
+
+def render_help(name: str) -> str:
+    """Job ``name``'s help as LightningCLI prints it, with the Trainer's ~300 lines and the
+    optimizer choices folded into a pointer to ``--help-all`` (slow: it imports the job)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"  # the stored text must not depend on the terminal
+    try:
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            build(name, ["--help"])
+    finally:
+        if columns is None:
+            os.environ.pop("COLUMNS")
+        else:
+            os.environ["COLUMNS"] = columns
+    blocks = re.split(r"\n\n(?=\S)", out.getvalue().strip())
+    stage = "" if JOBS[name].run else " {fit,validate,test,predict}"
+    kept = [f"usage: loco {name}{stage} [--config CONFIG.yaml] [options]", JOBS[name].help]
+    start = next((i for i, b in enumerate(blocks) if b.startswith("options:")), 1)
+    for block in blocks[start:]:
+        if re.search(r"^  --(trainer|optimizer|lr_scheduler)\b", block, re.M):
+            continue
+        kept.append(block)
+    kept.append(
+        "More options:\n  --trainer.*            every Lightning Trainer argument (accelerator, "
+        "devices, max_steps,\n                         callbacks, logger, ...)\n"
+        f"  --help-all             all of them (slower: `loco {name} --help-all`)"
+    )
+    return "\n\n".join(kept) + "\n"
+
+
+def write_help() -> None:
+    """Store every job's :func:`render_help` (after changing a job's options or docstrings)."""
+    HELP.mkdir(exist_ok=True)
+    for name in JOBS:
+        (HELP / f"{name}.txt").write_text(render_help(name))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``loco`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return
+    if argv[1:] in (["-h"], ["--help"]) and (HELP / f"{argv[0]}.txt").is_file():
+        print((HELP / f"{argv[0]}.txt").read_text(), end="")
+        return
+    argv = ["--help" if a == "--help-all" else a for a in argv]
     # sys.argv stays as it is: DDP re-launches this very command line on every other rank.
     quiet()
     build(argv[0], argv[1:])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from loco_lightning.cli import JOBS, build, main
+from loco_lightning.cli import HELP, JOBS, build, main, render_help
 
 CONFIGS = sorted(Path(__file__).resolve().parents[2].glob("configs/*/*.yaml"))
 
@@ -25,14 +25,27 @@ def test_loco_help_lists_every_job():
     assert all(name in out for name in JOBS)
 
 
-def test_loco_help_imports_neither_torch_nor_lightning():
-    """`loco --help` answers at once: the heavy libraries load with the first job (8 s here)."""
+@pytest.mark.parametrize("argv", [["--help"], ["localize", "--help"], ["edit", "-h"]])
+def test_loco_help_imports_neither_torch_nor_lightning(argv):
+    """`loco --help` and `loco <job> --help` answer at once: the heavy libraries load with the
+    first job (8 s here); a job's help is stored, and checked against the real one below."""
     script = (
-        "import sys; from loco_lightning.cli import main; main(['--help']); "
+        f"import sys; from loco_lightning.cli import main; main({argv!r}); "
         "print(sorted(m for m in ('torch', 'lightning', 'diffusers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+    assert "usage: loco" in out.stdout
+
+
+def test_the_stored_help_of_every_job_is_what_lightningcli_prints():
+    stale = [name for name in JOBS if (HELP / f"{name}.txt").read_text() != render_help(name)]
+    assert not stale, (
+        f"the stored help of {stale} is stale: regenerate it with "
+        "`python -c 'from loco_lightning.cli import write_help; write_help()'`"
+    )
+    assert "--model.margin" in (HELP / "localize.txt").read_text()
+    assert "--trainer.max_steps" not in (HELP / "localize.txt").read_text()
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
