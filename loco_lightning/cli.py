@@ -86,6 +86,12 @@ JOBS = {
         "fit",
         "every editor by name (LocoEdit, UCE, TIME, trained baselines, …): one table, plots",
     ),
+    "sample": Job(
+        "loco_lightning.editing.sample.SampleModule",
+        "loco_lightning.editing.sample.SampleData",
+        "predict",
+        "images from the base model beside edited variants (a saved edit, a LoRA, a pipeline)",
+    ),
     "trace": Job(
         "loco_lightning.localization.causal.CausalTracingModule",
         "loco_lightning.localization.data.TraceData",

@@ -23,6 +23,7 @@ LOCALIZE += ["--data.window_sizes", "[1]", "--data.seeds", "[0]", "--model.diffu
 EDIT = ["edit", "--config", "configs/edit/world_style.yaml", *QUIET]
 EDIT += ["--model.diffusion.steps", "2", "--data.seeds", "[0]"]
 TRACE = ["trace", "--config", "configs/trace/world_style.yaml", *QUIET]
+SAMPLE = ["sample", "--config", "configs/sample/world_shape.yaml", *QUIET, "--data.prompts", "[a]"]
 ESD = ["esd", "--config", "configs/esd/world_style.yaml", *QUIET]
 
 
@@ -186,6 +187,18 @@ CASES = [
     ("trace-chunk", lambda t: TRACE + ["--model.chunk", "0"], "chunk=0"),
     ("trace-seeds", lambda t: TRACE + ["--data.seeds", "[]"], "data.seeds is empty"),
     ("trace-tokens", lambda t: TRACE + ["--model.text_tokens", "first"], "first"),
+    (
+        "variant-missing",
+        lambda t: SAMPLE + ["--model.variants", '{"x": "no/such/lora"}'],
+        "'no/such/lora' does not exist",
+    ),
+    (
+        "variant-unknown",
+        lambda t: SAMPLE + ["--model.variants", '{"x": "README.md"}'],
+        "'README.md' is neither",
+    ),
+    ("variant-named-base", lambda t: SAMPLE + ["--model.variants", '{"base": "x"}'], "'base'"),
+    ("sample-no-prompts", lambda t: SAMPLE + ["--data.prompts", "[]"], "data.prompts is empty"),
     ("esd-no-steps", lambda t: ESD + ["--trainer.max_steps", "0"], "max_steps=0"),
 ]
 
