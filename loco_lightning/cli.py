@@ -121,7 +121,8 @@ JOBS = {
 
 @functools.cache
 def loco_cli() -> type[LightningCLI]:
-    """LightningCLI plus the process-wide setting a 2-core machine needs: torch's thread count.
+    """LightningCLI plus the process-wide setting a 2-core machine needs (torch's thread count)
+    and one folder per run (see :func:`run_folder`).
 
     Made on first use, so that `loco --help` imports neither torch nor Lightning.
     """
@@ -129,6 +130,8 @@ def loco_cli() -> type[LightningCLI]:
     from lightning.pytorch.cli import LightningCLI
 
     class LocoCLI(LightningCLI):
+        job = ""  # set per job by build()
+
         def add_arguments_to_parser(self, parser) -> None:
             parser.add_argument(
                 "--threads",
@@ -137,13 +140,40 @@ def loco_cli() -> type[LightningCLI]:
                 help="torch CPU threads (default: torch's choice). Two torch processes sharing "
                 "the cores must split them, or both slow down many times over.",
             )
+            parser.add_argument(
+                "--name",
+                type=str | None,
+                default=None,
+                help="the run's name: its folder becomes lightning_logs/<job>/<name> "
+                "(model.output_dir), holding results, TensorBoard events and config.yaml.",
+            )
 
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
             if config.get("threads"):
                 torch.set_num_threads(config.threads)
+            run_folder(config, self.job)
 
     return LocoCLI
+
+
+def run_folder(config, job: str) -> None:
+    """One folder per run: ``--name`` sets ``model.output_dir``, and a TensorBoard logger writes
+    into that folder itself (no ``version_N`` beside it), so the events, the resolved
+    ``config.yaml`` and every result sit together, and a rerun or resume finds the same folder."""
+    model = config.get("model")
+    if model is None or "output_dir" not in model:
+        return  # jobs without a results folder (world training, windows) keep Lightning's
+    if config.get("name"):
+        if "/" in config.name or config.name in ("", ".", ".."):
+            raise ValueError(f"--name={config.name!r}: give a plain folder name, e.g. my_run.")
+        model.output_dir = f"lightning_logs/{job}/{config.name}"
+    logger = config.get("trainer", {}).get("logger")
+    if getattr(logger, "class_path", "").endswith("TensorBoardLogger"):
+        folder = Path(model.output_dir)
+        logger.init_args.save_dir = str(folder.parent)
+        logger.init_args.name = folder.name
+        logger.init_args.version = ""
 
 
 def usage() -> str:
@@ -166,7 +196,8 @@ def build(name: str, args: list[str], run: bool = True) -> LightningCLI:
     module, datamodule = job.classes()
     if run and job.run:
         args = [job.run, *args]
-    return loco_cli()(
+    cli = type("LocoCLI", (loco_cli(),), {"job": name})
+    return cli(
         module,
         datamodule,
         args=args,

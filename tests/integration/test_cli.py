@@ -117,3 +117,24 @@ def test_the_cli_filters_library_noise_and_lightning_tips_but_not_our_messages()
     assert "LocoGen (clip, remove)" in out.stderr and "a warning of ours" in out.stderr
     for noise in ("torch_dtype", "eval mode", "Tip:"):
         assert noise not in out.stderr, out.stderr
+
+
+def test_a_named_run_is_one_folder_with_results_events_and_config_and_a_rerun_reuses_it(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # lightning_logs/<job>/<name> is relative to where loco runs
+    root = Path(__file__).resolve().parents[2]
+    args = ["localize", "--config", str(root / "configs/localize/world_shape.yaml"), "--name"]
+    args += ["shape_try", "--data.pairs", str(root / "datasets/world/shape_circle.pairs.yaml")]
+    args += ["--data.window_sizes", "[1]", "--data.seeds", "[0]", "--model.diffusion.steps", "2"]
+    main(args)
+    main(args)  # a rerun: finished, so nothing is generated, and no second folder appears
+    assert [p.name for p in (tmp_path / "lightning_logs").rglob("*") if p.is_dir()] == [
+        "localize",
+        "shape_try",
+    ]
+    run = tmp_path / "lightning_logs" / "localize" / "shape_try"
+    assert {"config.yaml", "selection.json", "windows.csv", "hparams.yaml"} <= {
+        p.name for p in run.iterdir()
+    }
+    assert len(list(run.glob("events.out.tfevents.*"))) == 2
