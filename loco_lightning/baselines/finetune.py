@@ -268,6 +268,7 @@ class FineTuneModule(EditEvaluation):
         pred = self.predict(self.unet, x_t, t, self.conditioning([p[0] for p in pairs]))
         loss = F.mse_loss(pred.float(), target.float())
         self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:

@@ -27,6 +27,7 @@ from loco_lightning.models.diffusion import Diffusion
 from loco_lightning.models.pipeline import packaged
 
 UNEDITED = "unedited"
+SHOWN = 8  # prompts of the first batch shown per method in the before/after grid
 
 
 class EditEvaluation(L.LightningModule):
@@ -107,7 +108,7 @@ class EditEvaluation(L.LightningModule):
         cond = self.model.encode([it.prompt.prompt for it in items])
         return self.diffusion.denoise(self.model, cond, [it.noise_seed for it in items])
 
-    def validation_step(self, batch: list[EvalItem], batch_idx: int) -> None:
+    def validation_step(self, batch: list[EvalItem], batch_idx: int) -> dict | None:
         images = {UNEDITED: self.generate(batch)}
         for name, edit in self.edits.items():
             with edit.applied(self.model):
@@ -130,6 +131,13 @@ class EditEvaluation(L.LightningModule):
                     fid = self.fids[metric_key(method, group)]
                     fid.update(images[UNEDITED][idx], real=True)
                     fid.update(imgs[idx], real=False)
+        if batch_idx == 0:  # before and after, a row per method, for the SampleGrid callback
+            n = min(SHOWN, len(batch))
+            return {
+                "images": torch.cat([imgs[:n] for imgs in images.values()]),
+                "captions": [f"{m}: {it.prompt.prompt}" for m in images for it in batch[:n]],
+            }
+        return None
 
     def on_validation_epoch_end(self) -> None:
         table = []

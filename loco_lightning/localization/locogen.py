@@ -173,10 +173,20 @@ class LocalizationModule(Localizer):
         write_json(Path(self.hparams.output_dir) / "selection.json", summary)
 
     def figures(self) -> dict:
-        sel = self.selection
+        hp, n = self.hparams, self.n_sites
+        text = "target" if hp.objective == "update" else "original"
+        better = "higher: the target shows" if hp.objective == "update" else "lower: concept gone"
         out = {}
         for value in ("clip", "reader"):
-            if any(f"{value}_mean" in r for r in self.table):
-                title = f"{value} score; original {sel.original:.2f}, all sites {sel.reference:.2f}"
-                out[f"heatmap_{value}"] = heatmap(self.table, self.n_sites, value, title)
+            means = {(r["m"], r["start"]): r.get(f"{value}_mean") for r in self.table}
+            if all(v is None for v in means.values()):
+                continue
+            original, reference = means.get((0, 0)), means.get((n, 0))
+            title = (
+                f"{value} score per window, against the {text} prompt\n"
+                f"original {original:.2f}, all sites {reference:.2f}"
+            )
+            selected = self.selection.window if value == hp.score else ()
+            label = f"{value} score ({better})"
+            out[f"heatmap_{value}"] = heatmap(self.table, n, value, title, label, selected)
         return out

@@ -5,17 +5,28 @@ from __future__ import annotations
 import math
 
 import matplotlib
+import matplotlib.patches
 from matplotlib.figure import Figure
 
 
-def heatmap(table: list[dict], n_sites: int, value: str, title: str) -> Figure:
-    """Window start (x) by window size m (y), coloured by the mean ``value`` score."""
+def heatmap(
+    table: list[dict],
+    n_sites: int,
+    value: str,
+    title: str,
+    label: str = "",
+    selected: tuple[int, ...] = (),
+) -> Figure:
+    """Window start (x) by window size m (y), coloured by the mean ``value`` score; ``label``
+    names the colour bar (say which way is better), ``selected`` is outlined."""
     sizes = sorted({r["m"] for r in table if 0 < r["m"] < n_sites})
     grid = [[math.nan] * n_sites for _ in sizes]
     for r in table:
         if r["m"] in sizes and f"{value}_mean" in r:
             grid[sizes.index(r["m"])][r["start"]] = r[f"{value}_mean"]
-    fig = Figure(figsize=(max(4, 0.45 * n_sites + 2), 0.5 * len(sizes) + 1.6))
+    fig = Figure(
+        figsize=(max(5.5, 0.45 * n_sites + 2.5), 0.5 * len(sizes) + 2.0), layout="constrained"
+    )
     ax = fig.subplots()
     image = ax.imshow(grid, aspect="auto", cmap="viridis")
     ax.set_xticks(range(n_sites))
@@ -24,30 +35,52 @@ def heatmap(table: list[dict], n_sites: int, value: str, title: str) -> Figure:
     ax.set_title(title, fontsize=9)
     for i, row in enumerate(grid):
         for j, v in enumerate(row):
-            if not math.isnan(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="w")
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
+            if not math.isnan(v):  # dark text on viridis' bright end, light on its dark end
+                colour = "black" if image.norm(v) > 0.6 else "white"
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color=colour)
+    if selected and len(selected) in sizes:
+        row = sizes.index(len(selected))
+        ax.add_patch(
+            matplotlib.patches.Rectangle(
+                (selected[0] - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2
+            )
+        )
+        ax.plot([], [], color="red", linewidth=2, label=f"selected: sites {list(selected)}")
+        ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
+    fig.colorbar(image, ax=ax).set_label(label, fontsize=8)
     return fig
 
 
 def layer_bars(table: list[dict], value: str, title: str) -> Figure:
-    """One bar per layer (execution order), coloured by layer kind."""
+    """One bar per layer (execution order), coloured by layer kind, named on the x axis."""
     kinds = sorted({r["kind"] for r in table})
-    colours = {k: matplotlib.colormaps["tab10"](i) for i, k in enumerate(kinds)}
+    colours = {k: matplotlib.colormaps["tab10"](i % 10) for i, k in enumerate(kinds)}
     rows = [r for r in table if f"{value}_mean" in r]
-    fig = Figure(figsize=(max(6, 0.12 * len(rows) + 2), 3.2))
+    fig = Figure(figsize=(max(6, 0.16 * len(rows) + 2), 4.8), layout="constrained")
     ax = fig.subplots()
     ax.bar(
         range(len(rows)),
         [r[f"{value}_mean"] for r in rows],
         color=[colours[r["kind"]] for r in rows],
     )
+    step = max(1, len(rows) // 60)  # at most ~60 names, so they stay legible
+    ax.set_xticks(
+        range(0, len(rows), step),
+        [short(rows[i]["layer"]) for i in range(0, len(rows), step)],
+        rotation=90,
+        fontsize=5,
+    )
     ax.set_xlabel("layer (execution order: UNet, then text encoder)")
     ax.set_ylabel(value)
     ax.set_title(title, fontsize=9)
-    for k in kinds:
-        ax.bar([], [], color=colours[k], label=k)
-    ax.legend(fontsize=6, ncol=min(len(kinds), 4))
-    fig.tight_layout()
+    handles = [matplotlib.patches.Patch(color=colours[k], label=k) for k in kinds]
+    ax.legend(handles=handles, fontsize=6, ncol=min(len(kinds), 4), title="layer kind")
     return fig
+
+
+def short(layer: str) -> str:
+    """A layer's module path without the words every path has."""
+    for long, brief in (("down_blocks.", "down."), ("up_blocks.", "up."), ("attentions.", "attn.")):
+        layer = layer.replace(long, brief)
+    layer = layer.replace("text_model.encoder.layers.", "te.").replace("encoder.layers.", "layers.")
+    return layer.replace("transformer_blocks.", "tb.")

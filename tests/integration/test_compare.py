@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from loco_lightning.cli import main
 from loco_lightning.editing.edits import load_edit
@@ -94,3 +95,6 @@ def test_compare_writes_one_row_per_method_and_group_with_the_triad_filled(tmp_p
     # one folder per run: the events and the resolved config beside the results, no version_N
     assert list(out.glob("events.out.tfevents.*")) and (out / "config.yaml").exists()
     assert not list(tmp_path.rglob("version_*"))
+    events = EventAccumulator(str(out))
+    events.Reload()
+    assert "edit/samples" in events.Tags()["images"]  # before/after, a row per method
