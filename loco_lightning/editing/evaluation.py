@@ -23,7 +23,7 @@ from loco_lightning.metrics.clip import SampleCLIPScore, load_clip
 from loco_lightning.metrics.fid import ClipImageFeatures, fid_metric
 from loco_lightning.metrics.readers import world_match
 from loco_lightning.models import LocoModel
-from loco_lightning.models.diffusion import Diffusion
+from loco_lightning.models.diffusion import Diffusion, log_resolved, resolved
 from loco_lightning.models.pipeline import packaged
 
 UNEDITED = "unedited"
@@ -68,6 +68,7 @@ class EditEvaluation(L.LightningModule):
         self.model = self.diffusion.load(str(self.device))
         self.model.unet.requires_grad_(False)
         self.scorer = hp.clip or self.model.scorer
+        log_resolved(self, resolved(self.diffusion, self.model, self.scorer))
         self.clip_score = SampleCLIPScore(packaged(self.scorer))
         self.fid_features = (
             None if hp.fid_weights else ClipImageFeatures(*load_clip(packaged(self.scorer)))

@@ -10,7 +10,7 @@ from loco_lightning.localization.results import ResultStore
 from loco_lightning.metrics.clip import SampleCLIPScore
 from loco_lightning.metrics.readers import world_match
 from loco_lightning.models import LocoModel
-from loco_lightning.models.diffusion import Diffusion
+from loco_lightning.models.diffusion import Diffusion, log_resolved, resolved
 from loco_lightning.models.pipeline import packaged
 
 
@@ -49,6 +49,7 @@ class Localizer(L.LightningModule):
             self.scorer = hp.clip or self.model.scorer
             self.clip_score = SampleCLIPScore(packaged(self.scorer))
             self.reader_match = world_match(self.model.world)
+            log_resolved(self, resolved(self.diffusion, self.model, self.scorer))
         self.store = ResultStore(
             hp.output_dir,
             self.fingerprint(self.trainer.datamodule),

@@ -100,3 +100,16 @@ class Diffusion:
     def denoise(self, model: LocoModel, cond: Conditioning, seeds: list[int]) -> Tensor:
         """``sampling.denoise`` with these settings: (B, 3, H, W) images in [0, 1]."""
         return sampling.denoise(model, cond, seeds, **self.sampler(model))
+
+
+def resolved(diffusion: Diffusion, model: LocoModel, scorer: str) -> dict:
+    """What a run's hyperparameters leave as None or ``auto``, as it ran: the family, source,
+    steps, guidance, scheduler and weights digest, and the CLIP scorer (logged with the
+    hyperparameters, so TensorBoard and ``hparams.yaml`` show the settings, not their defaults)."""
+    return {"diffusion": diffusion.resolved(model), "clip": scorer}
+
+
+def log_resolved(module, settings: dict) -> None:
+    """``settings`` beside the module's hyperparameters in every logger (``hparams.yaml``)."""
+    for logger in module.loggers:
+        logger.log_hyperparams({"resolved": settings})

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
 from loco_lightning.cli import HELP, JOBS, build, main, render_help
@@ -138,3 +139,6 @@ def test_a_named_run_is_one_folder_with_results_events_and_config_and_a_rerun_re
         p.name for p in run.iterdir()
     }
     assert len(list(run.glob("events.out.tfevents.*"))) == 2
+    resolved = yaml.safe_load((run / "hparams.yaml").read_text())["resolved"]  # not the Nones
+    assert resolved["clip"] == "worldclip" and resolved["diffusion"]["family"] == "sd1"
+    assert resolved["diffusion"]["steps"] == 2 and resolved["diffusion"]["guidance"] > 1
