@@ -179,6 +179,10 @@ def run_folder(config, job: str) -> None:
 def usage() -> str:
     lines = ["usage: loco <job> [--config CONFIG.yaml] [--help]", "", "jobs:"]
     lines += [f"  {name:<10} {job.help}" for name, job in JOBS.items()]
+    lines += [
+        "  prompts    write a concept's pairs, edit and evaluation prompt sets (any world "
+        "concept, or a real style or object)"
+    ]
     lines += ["", "Each job is a LightningCLI: `loco <job> --help` lists its options."]
     return "\n".join(lines)
 
@@ -256,6 +260,11 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
+        return
+    if argv[0] == "prompts":  # writes files: no model, no Lightning
+        from loco_lightning.prompt_sets import main as prompts
+
+        prompts(argv[1:])
         return
     if argv[1:] in (["-h"], ["--help"]) and (HELP / f"{argv[0]}.txt").is_file():
         print((HELP / f"{argv[0]}.txt").read_text(), end="")

@@ -95,10 +95,30 @@ def _pick(items: list, n: int, seed: int) -> list:
     return [items[i] for i in sorted(rng.permutation(len(items))[: min(n, len(items))])]
 
 
+KINDS = {"artist": "artists", "trademark": "trademarks", "fact": "countries"}
+
+
+def concept_spec(concept: str, vocab: Vocabulary) -> tuple[str, str | None, str]:
+    """(caption kind, attribute, value) of ``<attribute>_<value>`` (``style_dotted``,
+    ``shape_star``, ``colour_cyan``) or ``<kind>_<name>`` (``artist_quenstra``,
+    ``trademark_kelvato``, ``fact_ospandia``): any value of the world's vocabulary."""
+    if concept in CONCEPTS:
+        return CONCEPTS[concept]
+    head, _, value = concept.partition("_")
+    if head in ("style", "shape", "colour") and value in vocab.values(head):
+        return ("plain", head, value)
+    if head in KINDS and value in getattr(vocab, KINDS[head]):
+        kind = "country" if head == "fact" else head
+        return (kind, {"artist": "style", "trademark": "shape"}.get(head), value)
+    known = [f"{a}_{v}" for a in ("style", "shape", "colour") for v in vocab.values(a)]
+    known += [f"{k}_{v}" for k, field in KINDS.items() for v in getattr(vocab, field)]
+    raise ValueError(f"{concept!r} is no LocoWorld concept; the world has {', '.join(known)}.")
+
+
 def prompt_sets(concept: str, n: int = 12, seed: int = 0, vocab: Vocabulary | None = None):
     """(LocoGen pairs, LocoEdit request, evaluation triad) of one world concept."""
     vocab = vocab or default_vocabulary()
-    kind, attribute, value = CONCEPTS[concept]
+    kind, attribute, value = concept_spec(concept, vocab)
     expect = _expect(vocab, kind, attribute, value)
     train = _captions(vocab, kind, attribute, value, held_out=False)
     held = _captions(vocab, kind, attribute, value, held_out=True)
