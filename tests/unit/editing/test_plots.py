@@ -12,7 +12,8 @@ matplotlib.use("pdf")  # the user's choice, which importing the figures must not
 from loco_lightning.editing.plots import efficacy_specificity, time_to_edit
 from loco_lightning.localization.plots import heatmap, layer_bars
 table = [{{"m": m, "start": s, "clip_mean": float(m + s)}} for m in (1, 2) for s in range(4 - m)]
-layers = [{{"kind": k, "clip_mean": float(i)}} for i, k in enumerate(["resnet", "attn2", "mlp"])]
+layers = [{{"kind": k, "layer": f"up.{{i}}", "clip_mean": float(i)}}
+          for i, k in enumerate(["resnet", "attn2", "mlp"])]
 edits = [
     {{"method": "unedited", "group": g, "reader": 0.9, "seconds_to_edit": float("nan")}}
     for g in ("efficacy", "generality", "specificity", "reference")
