@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
-from loco_lightning.files import atomic_path, write_text
+from loco_lightning.files import save_figure, write_text
+from loco_lightning.grids import labelled_grid
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +55,15 @@ class WindowGridWriter(L.Callback):
             return
         labels = list(dict.fromkeys(label for row in self._rows.values() for label in row))
         blank = torch.zeros_like(next(iter(next(iter(self._rows.values())).values())))
-        images = torch.stack(
-            [row.get(label, blank) for row in self._rows.values() for label in labels]
-        )
+        cells = [[row.get(label, blank) for label in labels] for row in self._rows.values()]
+        names = [f"{o} -> {t}, seed {s}" for o, t, s in self._rows]
+        columns = [label if label != "none" else "none (original)" for label in labels]
+        out = Path(getattr(pl_module.hparams, "output_dir", None) or trainer.log_dir or ".")
+        save_figure(labelled_grid(cells, names, columns), out / f"{self.name}.png")
+        images = torch.stack([cell for row in cells for cell in row])
         mode = "nearest" if self.scale >= 1 else "area"
         images = F.interpolate(images, scale_factor=self.scale, mode=mode)
-        grid = make_grid(images, nrow=len(labels), padding=2, pad_value=0.5)
-        out = Path(getattr(pl_module.hparams, "output_dir", None) or trainer.log_dir or ".")
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / f"{self.name}.png") as tmp:
-            save_image(grid, tmp)
+        grid = make_grid(images, nrow=len(labels), padding=2, pad_value=0.5)  # TensorBoard's
         legend = ["columns: " + " ".join(labels)]
         legend += [f"row {i}: {o!r} -> {t!r}, seed {s}" for i, (o, t, s) in enumerate(self._rows)]
         write_text(out / f"{self.name}.txt", "\n".join(legend) + "\n")

@@ -15,13 +15,13 @@ import lightning as L
 import torch
 import yaml
 from lightning.pytorch.utilities import rank_zero_info
-from matplotlib.figure import Figure
 from safetensors import safe_open
 from torch.utils.data import DataLoader
 
 from loco_lightning.editing.edits import Edit, WeightEdit, load_edit
 from loco_lightning.editing.exports import LORA_FILE
 from loco_lightning.files import check_folder, save_figure
+from loco_lightning.grids import labelled_grid, single_image
 from loco_lightning.models import LocoModel
 from loco_lightning.models.diffusion import Diffusion
 
@@ -196,37 +196,8 @@ class SampleModule(L.LightningModule):
         out = Path(self.hparams.output_dir)
         for name, images in self.images.items():
             for i, image in enumerate(images):
-                save_figure(image_figure(image), out / name / f"{i:03d}.png", dpi=100)
-        save_figure(grid_figure(self.rows, self.images), out / "samples.png")
+                save_figure(single_image(image), out / name / f"{i:03d}.png", dpi=100)
+        labels = [f"{prompt}, seed {seed}" for prompt, seed in self.rows]
+        grid = labelled_grid(list(zip(*self.images.values())), labels, list(self.images))
+        save_figure(grid, out / "samples.png")
         rank_zero_info(f"wrote {out / 'samples.png'} ({len(self.rows)} rows x {len(self.images)})")
-
-
-def image_figure(image: torch.Tensor) -> Figure:
-    """One image at its own size (no axes)."""
-    h, w = image.shape[-2:]
-    fig = Figure(figsize=(w / 100, h / 100))
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-    ax.axis("off")
-    return fig
-
-
-def grid_figure(rows: list[tuple[str, int]], images: dict[str, list[torch.Tensor]]) -> Figure:
-    """Rows labelled with prompt and seed, columns with the variant."""
-    cell = 1.6
-    fig = Figure(figsize=(2.6 + cell * len(images), 0.4 + cell * len(rows)), layout="constrained")
-    axes = fig.subplots(len(rows), len(images), squeeze=False)
-    for c, (name, column) in enumerate(images.items()):
-        axes[0][c].set_title(name, fontsize=9)
-        for r, image in enumerate(column):
-            ax = axes[r][c]
-            ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                prompt, seed = rows[r]
-                wrapped = "\n".join(prompt[i : i + 28] for i in range(0, len(prompt), 28))
-                ax.set_ylabel(
-                    f"{wrapped}\nseed {seed}", fontsize=7, rotation=0, ha="right", va="center"
-                )
-    return fig
