@@ -261,6 +261,15 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return
+    if argv[0] == "report":  # rebuilt from a run folder: no model, no Lightning
+        from loco_lightning.report import write_report
+
+        if len(argv) != 2 or argv[1].startswith("-"):
+            raise ValueError("usage: loco report <run folder> (it writes report.html and .md)")
+        if not Path(argv[1], "config.yaml").is_file():
+            raise FileNotFoundError(f"{argv[1]} holds no run (no config.yaml); give a run folder.")
+        print(write_report(argv[1]))
+        return
     if argv[0] == "prompts":  # writes files: no model, no Lightning
         from loco_lightning.prompt_sets import main as prompts
 

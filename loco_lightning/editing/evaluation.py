@@ -25,6 +25,7 @@ from loco_lightning.metrics.readers import world_match
 from loco_lightning.models import LocoModel
 from loco_lightning.models.diffusion import Diffusion, log_resolved, resolved
 from loco_lightning.models.pipeline import packaged
+from loco_lightning.report import write_report
 
 UNEDITED = "unedited"
 SHOWN = 8  # prompts of the first batch shown per method in the before/after grid
@@ -139,6 +140,11 @@ class EditEvaluation(L.LightningModule):
                 "captions": [f"{m}: {it.prompt.prompt}" for m in images for it in batch[:n]],
             }
         return None
+
+    def on_fit_end(self) -> None:
+        """The run's report, after the callbacks wrote the tables, edits and exports."""
+        if self.trainer.is_global_zero and self.table:
+            write_report(self.hparams.output_dir)
 
     def on_validation_epoch_end(self) -> None:
         table = []

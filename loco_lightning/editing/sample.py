@@ -24,6 +24,7 @@ from loco_lightning.files import check_folder, save_figure
 from loco_lightning.grids import labelled_grid, single_image
 from loco_lightning.models import LocoModel
 from loco_lightning.models.diffusion import Diffusion
+from loco_lightning.report import write_report
 
 BASE = "base"
 
@@ -200,4 +201,5 @@ class SampleModule(L.LightningModule):
         labels = [f"{prompt}, seed {seed}" for prompt, seed in self.rows]
         grid = labelled_grid(list(zip(*self.images.values())), labels, list(self.images))
         save_figure(grid, out / "samples.png")
+        write_report(out)
         rank_zero_info(f"wrote {out / 'samples.png'} ({len(self.rows)} rows x {len(self.images)})")

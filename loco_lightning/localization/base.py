@@ -12,6 +12,7 @@ from loco_lightning.metrics.readers import world_match
 from loco_lightning.models import LocoModel
 from loco_lightning.models.diffusion import Diffusion, log_resolved, resolved
 from loco_lightning.models.pipeline import packaged
+from loco_lightning.report import write_report
 
 
 class Localizer(L.LightningModule):
@@ -78,6 +79,12 @@ class Localizer(L.LightningModule):
         if self.reader_match is not None and all(expects):
             reader = self.reader_match.scores(images, expects).tolist()
         return clip, reader
+
+    def on_validation_end(self) -> None:
+        """The run's report, after every callback wrote its files (Lightning calls the module's
+        hook after the callbacks')."""
+        if self.trainer.is_global_zero and self.table:
+            write_report(self.hparams.output_dir)
 
     def figures(self) -> dict:
         """Name -> matplotlib figure of the finished table (written by the report callback)."""
