@@ -9,6 +9,7 @@ and, on the world, the exact readers.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -18,7 +19,8 @@ from torchmetrics import MeanMetric, SumMetric
 
 from loco_lightning.editing.data import EvalItem
 from loco_lightning.editing.edits import Edit
-from loco_lightning.files import check_folder
+from loco_lightning.files import check_folder, save_figure
+from loco_lightning.grids import labelled_grid
 from loco_lightning.metrics.clip import SampleCLIPScore, load_clip
 from loco_lightning.metrics.fid import ClipImageFeatures, fid_metric
 from loco_lightning.metrics.readers import world_match
@@ -61,6 +63,7 @@ class EditEvaluation(L.LightningModule):
         # are frozen), so this empty one lets `fit` run on several processes
         self.ddp_anchor = nn.Parameter(torch.zeros(0))
         self.table: list[dict] = []
+        self.shown: tuple | None = None  # the first batch's prompts and images, for samples.png
 
     def setup(self, stage: str) -> None:
         hp = self.hparams
@@ -135,6 +138,8 @@ class EditEvaluation(L.LightningModule):
                     fid.update(imgs[idx], real=False)
         if batch_idx == 0:  # before and after, a row per method, for the SampleGrid callback
             n = min(SHOWN, len(batch))
+            shown = {m: imgs[:n].detach().cpu() for m, imgs in images.items()}
+            self.shown = ([it.prompt.prompt for it in batch[:n]], shown, n)
             return {
                 "images": torch.cat([imgs[:n] for imgs in images.values()]),
                 "captions": [f"{m}: {it.prompt.prompt}" for m in images for it in batch[:n]],
@@ -142,9 +147,16 @@ class EditEvaluation(L.LightningModule):
         return None
 
     def on_fit_end(self) -> None:
-        """The run's report, after the callbacks wrote the tables, edits and exports."""
-        if self.trainer.is_global_zero and self.table:
-            write_report(self.hparams.output_dir)
+        """The first batch's before/after grid (``samples.png``: a row per prompt, a column per
+        method) and the run's report, after the callbacks wrote the tables, edits and exports."""
+        if not (self.trainer.is_global_zero and self.table):
+            return
+        if self.shown is not None:
+            prompts, images, n = self.shown
+            cells = [[images[m][i] for m in images] for i in range(n)]
+            grid = labelled_grid(cells, prompts, list(images))
+            save_figure(grid, Path(self.hparams.output_dir) / "samples.png")
+        write_report(self.hparams.output_dir)
 
     def on_validation_epoch_end(self) -> None:
         table = []

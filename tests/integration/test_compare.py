@@ -94,6 +94,7 @@ def test_compare_writes_one_row_per_method_and_group_with_the_triad_filled(tmp_p
     assert (out / "time_to_edit.png").stat().st_size > 0
     report = (out / "report.html").read_text()  # the run's report, with its table and figures
     assert "<h2>Evaluation</h2>" in report and "efficacy_specificity.png" in report
+    assert "samples.png" in report  # the before/after grid: a row per prompt, a method each
     # one folder per run: the events and the resolved config beside the results, no version_N
     assert list(out.glob("events.out.tfevents.*")) and (out / "config.yaml").exists()
     assert not list(tmp_path.rglob("version_*"))
