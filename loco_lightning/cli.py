@@ -180,8 +180,9 @@ def usage() -> str:
     lines = ["usage: loco <job> [--config CONFIG.yaml] [--help]", "", "jobs:"]
     lines += [f"  {name:<10} {job.help}" for name, job in JOBS.items()]
     lines += [
+        "  report     rebuild a run folder's report.html and report.md from its files",
         "  prompts    write a concept's pairs, edit and evaluation prompt sets (any world "
-        "concept, or a real style or object)"
+        "concept, or a real style or object)",
     ]
     lines += ["", "Each job is a LightningCLI: `loco <job> --help` lists its options."]
     return "\n".join(lines)

@@ -89,6 +89,24 @@ def write_table(table: list[dict], folder: str | Path, name: str) -> None:
     write_json(folder / f"{name}.json", table)
 
 
+def cell(value) -> str:
+    """A table cell: numbers to 3 decimals, 2 significant below 1e-3 (drifts of 1e-7 are not
+    0.000), nothing for a missing value."""
+    if isinstance(value, float):
+        return f"{value:.1e}" if 0 < abs(value) < 1e-3 else f"{value:.3f}"
+    return "" if value is None else str(value)
+
+
+def markdown_table(table: list[dict]) -> str:
+    """The table as GitHub markdown (columns in order of appearance)."""
+    if not table:
+        return "(empty)"
+    columns = list(dict.fromkeys(k for row in table for k in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in table]
+    return "\n".join(lines)
+
+
 def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
     """A matplotlib figure as an image file (format from the suffix), atomically."""
     with atomic_path(path) as tmp:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from loco_lightning.files import write_text
+from loco_lightning.files import cell, markdown_table, write_text
 
 TABLES = {  # file -> (heading, at most this many rows shown)
     "results.json": ("Evaluation", 200),
@@ -75,22 +75,12 @@ def _rows(data) -> list[dict]:
     return list(data or [])
 
 
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.1e}" if 0 < abs(value) < 1e-3 else f"{value:.3f}"
-    return "" if value is None else str(value)
-
-
 def _markdown(title, facts, tables, figures, config) -> str:
     lines = [f"# {title}", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in facts.items()]
     for name, data in tables.items():
         heading, most = TABLES[name]
-        rows = _rows(data)[:most]
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        lines += ["", f"## {heading}", "", "| " + " | ".join(columns) + " |"]
-        lines += ["|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
+        lines += ["", f"## {heading}", "", markdown_table(_rows(data)[:most])]
     lines += [""] + [f"![{f}]({f})" for f in figures]
     lines += ["", "## Config", "", "```yaml", config.rstrip(), "```", ""]
     return "\n".join(lines)
@@ -111,7 +101,7 @@ def _html(title, facts, tables, figures, config) -> str:
         columns = list(dict.fromkeys(k for row in rows for k in row))
         head = "".join(f"<th title='{e(COLUMNS.get(c, ''))}'>{e(c)}</th>" for c in columns)
         body = "".join(
-            "<tr>" + "".join(f"<td>{e(_cell(r.get(c)))}</td>" for c in columns) + "</tr>"
+            "<tr>" + "".join(f"<td>{e(cell(r.get(c)))}</td>" for c in columns) + "</tr>"
             for r in rows
         )
         notes = "".join(f"<li><b>{e(c)}</b>: {e(COLUMNS[c])}</li>" for c in columns if c in COLUMNS)

@@ -10,9 +10,14 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-from loco_lightning.editing.evaluation import markdown
 from loco_lightning.editing.exports import export_lora, export_pipeline, model_card
-from loco_lightning.files import clean_temporaries, write_json, write_table, write_text
+from loco_lightning.files import (
+    clean_temporaries,
+    markdown_table,
+    write_json,
+    write_table,
+    write_text,
+)
 
 
 class EditReport(L.Callback):
@@ -43,7 +48,7 @@ class EditReport(L.Callback):
         table = pl_module.table
         if table:
             write_table(table, folder, "results")
-            write_text(folder / "results.md", markdown(table) + "\n")
+            write_text(folder / "results.md", markdown_table(table) + "\n")
             written += ["results.csv", "results.json", "results.md"]
         exported = not self.export
         for name, edit in pl_module.edits.items():

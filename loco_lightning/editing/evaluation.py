@@ -19,7 +19,7 @@ from torchmetrics import MeanMetric, SumMetric
 
 from loco_lightning.editing.data import EvalItem
 from loco_lightning.editing.edits import Edit
-from loco_lightning.files import check_folder, save_figure
+from loco_lightning.files import check_folder, markdown_table, save_figure
 from loco_lightning.grids import labelled_grid
 from loco_lightning.metrics.clip import SampleCLIPScore, load_clip
 from loco_lightning.metrics.fid import ClipImageFeatures, fid_metric
@@ -139,7 +139,7 @@ class EditEvaluation(L.LightningModule):
         if batch_idx == 0:  # before and after, a row per method, for the SampleGrid callback
             n = min(SHOWN, len(batch))
             shown = {m: imgs[:n].detach().cpu() for m, imgs in images.items()}
-            self.shown = ([it.prompt.prompt for it in batch[:n]], shown, n)
+            self.shown = ([it.prompt.prompt for it in batch[:n]], shown)
             return {
                 "images": torch.cat([imgs[:n] for imgs in images.values()]),
                 "captions": [f"{m}: {it.prompt.prompt}" for m in images for it in batch[:n]],
@@ -152,8 +152,8 @@ class EditEvaluation(L.LightningModule):
         if not (self.trainer.is_global_zero and self.table):
             return
         if self.shown is not None:
-            prompts, images, n = self.shown
-            cells = [[images[m][i] for m in images] for i in range(n)]
+            prompts, images = self.shown
+            cells = [[images[m][i] for m in images] for i in range(len(prompts))]
             grid = labelled_grid(cells, prompts, list(images))
             save_figure(grid, Path(self.hparams.output_dir) / "samples.png")
         write_report(self.hparams.output_dir)
@@ -180,25 +180,9 @@ class EditEvaluation(L.LightningModule):
                     entry["empty_drift"] = metadata.get("empty_drift", math.nan)
                 table.append(entry)
         self.table = table
-        rank_zero_info("Edit evaluation:\n" + markdown(table))
+        rank_zero_info("Edit evaluation:\n" + markdown_table(table))
 
 
 def metric_key(method: str, group: str, score: str = "fid") -> str:
     """A metric's name in its ``ModuleDict`` (module names take no dots)."""
     return f"{method}|{group}|{score}".replace(".", "_")
-
-
-def markdown(table: list[dict]) -> str:
-    """The table as GitHub markdown (numbers to 3 decimals, or 2 significant below 1e-3)."""
-    if not table:
-        return "(empty)"
-    columns = list(dict.fromkeys(k for row in table for k in row))
-
-    def cell(v):
-        if not isinstance(v, float):
-            return str(v)
-        return f"{v:.1e}" if 0 < abs(v) < 1e-3 else f"{v:.3f}"  # drifts of 1e-7 are not 0.000
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in table]
-    return "\n".join(lines)
