@@ -152,28 +152,44 @@ def loco_cli() -> type[LightningCLI]:
             config = self.config[self.subcommand] if self.subcommand else self.config
             if config.get("threads"):
                 torch.set_num_threads(config.threads)
-            run_folder(config, self.job)
+            run_folder(config, self.job, self.subcommand)
 
     return LocoCLI
 
 
-def run_folder(config, job: str) -> None:
-    """One folder per run: ``--name`` sets ``model.output_dir``, and a TensorBoard logger writes
-    into that folder itself (no ``version_N`` beside it), so the events, the resolved
-    ``config.yaml`` and every result sit together, and a rerun or resume finds the same folder."""
-    model = config.get("model")
-    if model is None or "output_dir" not in model:
-        return  # jobs without a results folder (world training, windows) keep Lightning's
-    if config.get("name"):
-        if "/" in config.name or config.name in ("", ".", ".."):
-            raise ValueError(f"--name={config.name!r}: give a plain folder name, e.g. my_run.")
-        model.output_dir = f"lightning_logs/{job}/{config.name}"
+def run_folder(config, job: str, subcommand: str | None = None) -> None:
+    """One folder per run: a TensorBoard logger writes into the run's folder itself (no
+    ``version_N`` beside it), so the events, the resolved ``config.yaml`` and every result sit
+    together, and a rerun or resume finds the same folder.
+
+    Result jobs keep their folder in ``model.output_dir``; ``--name`` sets it to
+    ``lightning_logs/<job>/<name>``. Training jobs' folder is the logger's own (``--name`` makes it
+    ``lightning_logs/<job>/<name>`` too); since a new ``fit`` there would overwrite its checkpoints
+    and exported model, one is refused unless it resumes (``--ckpt_path last``).
+    """
+    name = config.get("name")
+    if name is not None and ("/" in name or name in ("", ".", "..")):
+        raise ValueError(f"--name={name!r}: give a plain folder name, e.g. my_run.")
+    model = config.get("model") or {}
     logger = config.get("trainer", {}).get("logger")
-    if getattr(logger, "class_path", "").endswith("TensorBoardLogger"):
+    if not getattr(logger, "class_path", "").endswith("TensorBoardLogger"):
+        if name and "output_dir" in model:
+            model.output_dir = f"lightning_logs/{job}/{name}"
+        return
+    if "output_dir" in model:
+        if name:
+            model.output_dir = f"lightning_logs/{job}/{name}"
         folder = Path(model.output_dir)
-        logger.init_args.save_dir = str(folder.parent)
-        logger.init_args.name = folder.name
-        logger.init_args.version = ""
+        logger.init_args.save_dir, logger.init_args.name = str(folder.parent), folder.name
+    elif name:
+        logger.init_args.save_dir, logger.init_args.name = f"lightning_logs/{job}", name
+    logger.init_args.version = ""
+    folder = Path(logger.init_args.save_dir) / logger.init_args.name
+    if subcommand == "fit" and not config.get("ckpt_path") and any(folder.glob("checkpoints/*")):
+        raise ValueError(
+            f"{folder} holds an earlier run's checkpoints: resume it with --ckpt_path last, "
+            "or start a new one with --name <new_name>."
+        )
 
 
 def usage() -> str:
@@ -292,6 +308,7 @@ NOISE = (
     "`torch_dtype` is deprecated",  # diffusers; older releases take only torch_dtype
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning on torch >= 2.10
     r"Found \d+ module\(s\) in eval mode",  # the frozen models and scorers
+    r"Checkpoint directory .* exists and is not empty",  # run_folder: only a resume gets here
 )
 
 

@@ -170,10 +170,10 @@ class EditEvaluation(L.LightningModule):
                     key = metric_key(method, group, score)
                     if key in self.triad and self.triad[key].update_called:
                         entry[score] = float(self.triad[key].compute())
-                        self.log(f"val/{method}/{group}/{score}", entry[score])
+                        self.log(f"edit/{method}/{group}/{score}", entry[score])
                 if method != UNEDITED and n > 1:
                     entry["fid"] = float(self.fids[metric_key(method, group)].compute())
-                    self.log(f"val/{method}/{group}/fid", entry["fid"])
+                    self.log(f"edit/{method}/{group}/fid", entry["fid"])
                 if method in self.edits:
                     metadata = self.edits[method].metadata
                     entry["seconds_to_edit"] = metadata.get("seconds", math.nan)

@@ -82,13 +82,13 @@ def test_windows_job_writes_the_grid(tmp_path):
             '[{"original": "a red striped circle", "target": "a red circle"}]',
         ]
     )
-    [grid] = tmp_path.glob("windows/version_*/windows.png")
+    [grid] = tmp_path.glob("windows/windows.png")
     legend = (grid.parent / "windows.txt").read_text()
     columns = legend.splitlines()[0].split()[1:]
     assert columns[:3] == ["none", "0-6", "0-0"] and len(columns) == 2 + 7
     width, height = Image.open(grid).size
     assert width > 3 * height  # one labelled row, nine labelled columns
-    assert list(tmp_path.glob("windows/version_*/events.out.tfevents.*"))
+    assert list(tmp_path.glob("windows/events.out.tfevents.*"))
 
 
 def loco_edit(tmp_path, editors: str, **env: str) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ SMOKE = "configs/world/smoke.yaml"
 def test_world_fit_validates_exports_and_resumes(tmp_path):
     common = ["--config", SMOKE, "--trainer.logger.init_args.save_dir", str(tmp_path)]
     build("world", ["fit", *common])
-    [run] = tmp_path.glob("world-smoke/version_*")
+    run = tmp_path / "world-smoke"  # the run's one folder: no version_N
     record = json.loads((run / "model" / RECORD_NAME).read_text())
     assert record["steps"] == 4 and record["world"]["planted"] == {"colour": [5, 6]}
     assert {"val/shape", "val/colour", "val/style", "val/all"} <= set(record["metrics"])
@@ -29,10 +29,12 @@ def test_world_fit_validates_exports_and_resumes(tmp_path):
     exported = load_model(source=str(run / "model"))  # an ordinary SD-1 pipeline folder
     assert exported.family.name == "sd1" and exported.world is not None
 
-    ckpt = str(run / "checkpoints" / "last.ckpt")
-    build("world", ["fit", *common, "--trainer.max_steps", "6", "--ckpt_path", ckpt])
-    resumed = max(tmp_path.glob("world-smoke/version_*"), key=lambda p: int(p.name.split("_")[1]))
-    assert json.loads((resumed / "model" / RECORD_NAME).read_text())["steps"] == 6
+    # a new fit there would overwrite the exported model: refused; a resume continues in place
+    with pytest.raises(ValueError, match="earlier run's checkpoints: resume it with --ckpt_path"):
+        build("world", ["fit", *common])
+    build("world", ["fit", *common, "--trainer.max_steps", "6", "--ckpt_path", "last"])
+    assert [p.name for p in tmp_path.iterdir()] == ["world-smoke"]
+    assert json.loads((run / "model" / RECORD_NAME).read_text())["steps"] == 6
 
 
 def fit3(job: str, tmp_path, *extra: str) -> tuple[Path, dict]:
@@ -54,7 +56,7 @@ def fit3(job: str, tmp_path, *extra: str) -> tuple[Path, dict]:
             *extra,
         ],
     )
-    [run] = tmp_path.glob(f"{job}/version_*")
+    run = tmp_path / job
     return run, json.loads((run / "model" / RECORD_NAME).read_text())
 
 
