@@ -309,11 +309,19 @@ NOISE = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning on torch >= 2.10
     r"Found \d+ module\(s\) in eval mode",  # the frozen models and scorers
     r"Checkpoint directory .* exists and is not empty",  # run_folder: only a resume gets here
+    "predict returned None if it was on purpose",  # loco sample writes its images itself
 )
 
 
 def quiet() -> None:
-    """Filter :data:`NOISE` from warnings and Lightning's tips from its log, for this process."""
+    """Filter :data:`NOISE` from warnings and Lightning's tips from its log, and drop the
+    libraries' per-load progress bars ("Loading weights", "Loading pipeline components"), for
+    this process; the jobs' own progress bars stay."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
     for message in NOISE:
         warnings.filterwarnings("ignore", message=message)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(

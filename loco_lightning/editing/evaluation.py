@@ -139,7 +139,7 @@ class EditEvaluation(L.LightningModule):
         if batch_idx == 0:  # before and after, a row per method, for the SampleGrid callback
             n = min(SHOWN, len(batch))
             shown = {m: imgs[:n].detach().cpu() for m, imgs in images.items()}
-            self.shown = ([it.prompt.prompt for it in batch[:n]], shown)
+            self.shown = ([f"{it.prompt.prompt} (seed {it.seed})" for it in batch[:n]], shown)
             return {
                 "images": torch.cat([imgs[:n] for imgs in images.values()]),
                 "captions": [f"{m}: {it.prompt.prompt}" for m in images for it in batch[:n]],

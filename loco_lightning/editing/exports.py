@@ -114,18 +114,12 @@ def lora_factors(delta: Tensor, rtol: float = 1e-7) -> tuple[Tensor, Tensor]:
     return (root[:, None] * vh[:rank]).to(delta.dtype), (u[:, :rank] * root).to(delta.dtype)
 
 
-def lora_state_dict(edit: WeightEdit, larger: bool = False) -> dict[str, Tensor]:
+def lora_state_dict(edit: WeightEdit) -> dict[str, Tensor]:
     """The edit in the PEFT layout diffusers loads: ``<component>.<module>.lora_A/B.weight``,
     and a bias delta as ``lora_B.bias`` (PEFT's ``lora_bias``).
 
-    Args:
-        larger: also when the factors hold more numbers than the delta (a fine-tuned delta has
-            full rank, so its exact LoRA is up to twice its size; the pipeline folder or the
-            delta file serve it better).
-
     Raises:
-        ValueError: a delta that is not a linear layer's weight (a LoRA has no place for it), or
-            whose exact LoRA would be larger than it (unless ``larger``).
+        ValueError: a delta that is not a linear layer's weight (a LoRA has no place for it).
     """
     parts = {name: name.rpartition(".") for name in edit.deltas}
     weights = {m: edit.deltas[n] for n, (m, _, k) in parts.items() if k == "weight"}
@@ -141,12 +135,6 @@ def lora_state_dict(edit: WeightEdit, larger: bool = False) -> dict[str, Tensor]
     for module, delta in sorted(weights.items()):
         prefix = f"{edit.component}.{module}"
         a, b = lora_factors(delta)
-        if not larger and a.numel() + b.numel() > delta.numel():
-            raise ValueError(
-                f"{module} changes at rank {len(a)} of {min(delta.shape)}, so its exact LoRA "
-                f"({a.numel() + b.numel()} numbers) is larger than the delta ({delta.numel()}); "
-                "load the exported pipeline folder or the delta file, or pass larger=True."
-            )
         out[f"{prefix}.lora_A.weight"] = a.contiguous()
         out[f"{prefix}.lora_B.weight"] = b.contiguous()
         if module in biases:
@@ -154,12 +142,10 @@ def lora_state_dict(edit: WeightEdit, larger: bool = False) -> dict[str, Tensor]
     return out
 
 
-def export_lora(
-    edit: WeightEdit, folder: str | Path, card: str | None = None, larger: bool = False
-) -> Path:
+def export_lora(edit: WeightEdit, folder: str | Path, card: str | None = None) -> Path:
     """The edit as an exact LoRA folder (``pipe.load_lora_weights(folder)``), replaced
-    atomically; ``card`` becomes its ``README.md``; ``larger`` as for :func:`lora_state_dict`."""
-    tensors = {k: v.detach().float().cpu() for k, v in lora_state_dict(edit, larger).items()}
+    atomically; ``card`` becomes its ``README.md``."""
+    tensors = {k: v.detach().float().cpu() for k, v in lora_state_dict(edit).items()}
 
     def fill(tmp: Path) -> None:
         with atomic_path(tmp / LORA_FILE) as path:

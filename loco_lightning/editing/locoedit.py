@@ -13,7 +13,7 @@ from loco_lightning.editing.editors import (
 )
 from loco_lightning.editing.edits import WeightEdit
 from loco_lightning.editing.kv import Regression, kv_edit
-from loco_lightning.editing.requests import EditRequest, KeyTokens, key_positions
+from loco_lightning.editing.requests import EditRequest, KeyTokens, key_positions, preserved
 from loco_lightning.models import LocoModel
 
 
@@ -58,7 +58,7 @@ class LocoEdit(SiteEditor, ClosedForm, name="locoedit"):
             [s for s, _, _ in triples],
             [t for _, _, t in triples],
             positions,
-            self.preserve,
+            preserved(self, requests),
             keep_empty=self.keep_empty,
         )
         lambdas = {"k": self.lambda_k} if self.edit_k else {}

@@ -24,7 +24,7 @@ from loco_lightning.editing.editors import (
 )
 from loco_lightning.editing.edits import WeightEdit
 from loco_lightning.editing.kv import Regression, kv_edit
-from loco_lightning.editing.requests import EditRequest, last_token
+from loco_lightning.editing.requests import EditRequest, last_token, preserved
 from loco_lightning.hooks import site_inputs, sites
 from loco_lightning.models import LocoModel
 
@@ -71,7 +71,7 @@ class UCE(SiteEditor, ClosedForm, name="uce"):
         tok = model.pipeline.tokenizer
         length = tok.model_max_length
         pairs = [(s, t) for r in requests for s, _, t in r.pairs()]
-        preserve = self.preserve
+        preserve = preserved(self, requests)
         if self.variant == "current":
             positions = tuple(((end(tok, s), end(tok, t)),) for s, t in pairs)
             preserve_at = tuple((end(tok, p),) for p in preserve)
@@ -234,7 +234,7 @@ class SPEED(SiteEditor, ClosedForm, name="speed"):
     def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
         tok = model.pipeline.tokenizer
         pairs = [(s, t) for r in requests for s, _, t in r.pairs()]
-        n, retain = len(pairs), list(self.preserve)
+        n, retain = len(pairs), list(preserved(self, requests))
         prompts = [s for s, _ in pairs] + [t for _, t in pairs] + retain
         context = model.encode([*prompts, ""]).context
         at = [end(tok, p) for p in prompts]
@@ -436,7 +436,8 @@ class MACE(SiteEditor, ClosedForm, name="mace_cfr"):
             for s, t in pairs
         ]
         rows = Regression.of_prompts(
-            model, [s for s, _ in pairs], [t for _, t in pairs], positions, self.preserve,
+            model, [s for s, _ in pairs], [t for _, t in pairs], positions,
+            preserved(self, requests),
             keep_empty=self.keep_empty,
         )  # fmt: skip
         return kv_edit(

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from loco_lightning.editing.closed_form import edit_factor, edited_weight
 from loco_lightning.editing.editors import ClosedForm, check_scales, resolve_preserve
 from loco_lightning.editing.edits import WeightEdit
-from loco_lightning.editing.requests import EditRequest, KeyTokens, key_positions
+from loco_lightning.editing.requests import EditRequest, KeyTokens, key_positions, preserved
 from loco_lightning.models import LocoModel
 
 CLIP_LAYER0_OUT = "encoder.layers.0.self_attn.out_proj"  # transformers 4 prefixes text_model.
@@ -63,8 +63,9 @@ class QuickFix(ClosedForm, name="quickfix"):
         x = torch.stack([xs[i, a] for i, p in enumerate(pos) for a, _ in p])  # (n, d)
         y = torch.stack([ys[i, b] for i, p in enumerate(pos) for _, b in p])
         preserve = exact = None
-        if self.preserve:
-            preserve = layer_inputs(model, layer, list(self.preserve)).flatten(0, 1)  # (k, d)
+        kept = preserved(self, requests)
+        if kept:
+            preserve = layer_inputs(model, layer, list(kept)).flatten(0, 1)  # (k, d)
         if self.keep_empty:
             exact = layer_inputs(model, layer, [""]).flatten(0, 1)  # (T, d)
         dtype = getattr(torch, self.solve_dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -26,12 +27,16 @@ class EditRequest:
             style of {}" for styles.
         target_templates: templates for the target side, one per template; None (the
             reference) pairs every template with the bare ``target`` prompt.
+        preserve: prompts whose keys/values the edit should keep (other concepts of the same
+            kind); an ``*.edit.yaml`` carries them beside its request, so whoever loads the
+            request keeps what belongs to it. Editors add their own ``preserve`` to these.
     """
 
     concept: str
     target: str
     templates: tuple[str, ...] = ("{}",)
     target_templates: tuple[str, ...] | None = None
+    preserve: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         said = f"edit request concept={self.concept!r}, target={self.target!r}"
@@ -51,6 +56,22 @@ class EditRequest:
             raise ValueError(
                 f"{said}: {len(self.templates)} templates but {n} target_templates; give one "
                 "target template per template, or none."
+            )
+        self.check_preserve(self.preserve)
+
+    def mentions(self, prompt: str) -> bool:
+        """Whether ``prompt`` says the concept (as whole words, any case)."""
+        words = r"\s+".join(map(re.escape, self.concept.split()))
+        return re.search(rf"(?<!\w){words}(?!\w)", prompt, re.IGNORECASE) is not None
+
+    def check_preserve(self, prompts) -> None:
+        """Refuses preserve prompts that say the concept: keeping them would fight the edit."""
+        clash = [p for p in prompts if self.mentions(p)]
+        if clash:
+            raise ValueError(
+                f"edit request concept={self.concept!r}: preserve prompts {clash[:3]} say the "
+                "concept being edited, so keeping them would undo the edit; preserve other "
+                "concepts (`loco prompts <concept>` writes a matching set)."
             )
 
     def pairs(self) -> list[tuple[str, str, str]]:
@@ -125,18 +146,32 @@ def _read(path: str) -> dict:
 
 
 def edit_requests(requests: list[EditRequest | dict] | str) -> list[EditRequest]:
-    """The requests themselves, or those of a YAML file's ``request``/``requests`` entry."""
+    """The requests themselves, or those of a YAML file's ``request``/``requests`` entry (its
+    ``preserve`` entry goes with them)."""
     if isinstance(requests, str):
         raw = _read(requests)
         if "request" not in raw and "requests" not in raw:
             raise KeyError(f"{requests} has no 'request' or 'requests' entry.")
-        requests = raw.get("requests") or [raw["request"]]
+        kept = raw.get("preserve") or []
+        requests = [
+            {**r, "preserve": [*r.get("preserve", []), *kept]}
+            for r in raw.get("requests") or [raw["request"]]
+        ]
     out = []
     for r in requests:
         if isinstance(r, dict):  # YAML lists become tuples, as the dataclass declares
             r = EditRequest(**{k: tuple(v) if isinstance(v, list) else v for k, v in r.items()})
         out.append(r)
     return out
+
+
+def preserved(editor, requests: list[EditRequest]) -> tuple[str, ...]:
+    """What an edit keeps: the editor's ``preserve`` prompts, then those the requests carry, once
+    each; none may say a concept being edited."""
+    prompts = tuple(dict.fromkeys([*editor.preserve, *(p for r in requests for p in r.preserve)]))
+    for request in requests:
+        request.check_preserve(prompts)
+    return prompts
 
 
 def preserve_prompts(preserve: list[str] | str) -> list[str]:

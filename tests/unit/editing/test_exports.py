@@ -34,19 +34,6 @@ def test_lora_factors_have_the_deltas_rank_and_multiply_back_to_it():
     assert torch.allclose(b @ a, delta, atol=1e-5 * delta.abs().max())
 
 
-def test_a_full_rank_delta_gets_no_lora_larger_than_itself_unless_asked():
-    from loco_lightning.editing.edits import WeightEdit
-
-    delta = torch.randn(32, 48, generator=torch.Generator().manual_seed(0))  # as fine-tuning makes
-    edit = WeightEdit({"down.attn2.to_k.weight": delta})
-    with pytest.raises(ValueError, match=r"to_k changes at rank 32 of 32, so its exact LoRA "
-                       r"\(2560 numbers\) is larger than the delta \(1536\)"):  # fmt: skip
-        lora_state_dict(edit)
-    lora = lora_state_dict(edit, larger=True)
-    a, b = lora["unet.down.attn2.to_k.lora_A.weight"], lora["unet.down.attn2.to_k.lora_B.weight"]
-    assert torch.allclose(b @ a, delta, atol=1e-5)
-
-
 def plain_pipeline(source: str, model, tmp_path) -> StableDiffusionPipeline:
     """The base model as a diffusers user loads it, without loco-lightning in the way."""
     if source == "miniature":

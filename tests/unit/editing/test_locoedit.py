@@ -3,15 +3,18 @@ objective says, undoes bit for bit, round-trips through its file and a diffusers
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
+import yaml
 from diffusers import UNet2DConditionModel
 
 from loco_lightning.editing.editors import run_editor
 from loco_lightning.editing.edits import load_edit
 from loco_lightning.editing.exports import export_pipeline
 from loco_lightning.editing.locoedit import LocoEdit
-from loco_lightning.editing.requests import EditRequest, key_positions
+from loco_lightning.editing.requests import EditRequest, edit_requests, key_positions
 from loco_lightning.hooks import site_inputs, sites
 from loco_lightning.models import load_model
 from loco_lightning.models.sampling import denoise
@@ -63,6 +66,33 @@ def test_preserved_prompts_move_far_less_than_without_the_preserve_term(sd1):
         with edit.applied(sd1):
             moved[preserve] = (attn.to_k(inputs) - k0).norm().item()
     assert moved[keep] < 0.2 * moved[()]
+
+
+@pytest.mark.parametrize("editor", ["LocoEdit", "UCE", "SPEED", "RECE", "MACE", "QuickFix"])
+def test_an_edit_set_carries_its_preserve_prompts_to_every_editor(sd1, tmp_path, editor):
+    from loco_lightning.editing import published, quickfix
+
+    cls = getattr(published, editor, None) or getattr(quickfix, editor, None) or LocoEdit
+    make = functools.partial(cls, **({} if editor == "QuickFix" else {"sites": (1, 5)}))
+    keep = ("a photo of a dog", "a red car")
+    request = {"concept": "Van Gogh", "target": "a painting", "templates": list(STYLE.templates)}
+    path = tmp_path / "van_gogh.edit.yaml"
+    path.write_text(yaml.safe_dump({"request": request, "preserve": list(keep)}))
+    [carried] = edit_requests(str(path))
+    assert carried.preserve == keep
+    from_set = make(keep_empty=False).compute(sd1, [carried])
+    from_editor = make(preserve=keep, keep_empty=False).compute(sd1, [STYLE])
+    assert from_set.deltas.keys() == from_editor.deltas.keys()
+    assert all(torch.equal(from_set.deltas[k], from_editor.deltas[k]) for k in from_set.deltas)
+    # a preserve prompt that says the concept would fight the edit, wherever it comes from
+    with pytest.raises(ValueError, match=r"preserve prompts \['by van  gogh'\] say the concept"):
+        make(preserve=("by van  gogh",)).compute(sd1, [carried])
+
+
+def test_preserve_prompts_that_say_the_concept_are_refused_as_whole_words():
+    with pytest.raises(ValueError, match=r"concept='cyan': preserve prompts \['a cyan square'\]"):
+        EditRequest("cyan", "", ("a {} circle",), preserve=("a red circle", "a cyan square"))
+    assert EditRequest("cyan", "", ("a {} circle",), preserve=("a cyanotype",)).preserve
 
 
 def test_several_concepts_and_separate_lambdas(sd1):
