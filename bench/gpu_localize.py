@@ -14,13 +14,13 @@ import time
 
 import torch
 import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
 from torch.utils.flop_counter import FlopCounterMode
 
 from loco_lightning.hooks import PromptSwap, intervene, sites
-from loco_lightning.hooks.sites import unet_inputs
+from loco_lightning.hooks.denoisers import kind_of
 from loco_lightning.localization.windows import windows
 from loco_lightning.models import get_family
+from loco_lightning.models.families import build_denoiser
 
 
 def sync(device: str) -> None:
@@ -30,13 +30,13 @@ def sync(device: str) -> None:
 
 def contexts(unet, n: int, seed: int) -> torch.Tensor:
     """Stand-in text contexts (the text encoder is not what is timed)."""
-    base = unet_inputs(unet, batch=n)["encoder_hidden_states"]
+    base = kind_of(unet).trace_inputs(unet, batch=n)["encoder_hidden_states"]
     g = torch.Generator().manual_seed(seed)
     return torch.randn((n, 77, base.shape[-1]), generator=g).to(base)
 
 
 def added(unet, n: int) -> dict | None:
-    kwargs = unet_inputs(unet, batch=n)
+    kwargs = kind_of(unet).trace_inputs(unet, batch=n)
     return kwargs.get("added_cond_kwargs")
 
 
@@ -130,7 +130,7 @@ def main() -> None:
     fam = get_family(args.family)
     torch.manual_seed(0)
     with torch.device(args.device):
-        unet = UNet2DConditionModel(**fam.unet_config).eval()
+        unet = build_denoiser(fam).eval()
     wins = windows(len(sites(unet)), args.m)[: args.windows]
     serial = (
         serial_sweep(unet.float(), wins[: args.serial_windows], args.steps, args.size, args.device)

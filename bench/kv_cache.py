@@ -26,7 +26,7 @@ def sweep(model, items, cache_kv: bool, steps: int) -> tuple[torch.Tensor, float
         if it.window
     ]
     start = time.perf_counter()
-    with intervene(model.unet, specs, encode=model.encode, cache_kv=cache_kv):
+    with intervene(model.denoiser, specs, encode=model.encode, cache_kv=cache_kv):
         images = denoise(model, cond, [it.noise_seed for it in items], steps=steps)
     return images, time.perf_counter() - start
 
@@ -45,7 +45,7 @@ def main() -> None:
         PromptPair("a red striped circle", "a red circle"),
         PromptPair("a blue dotted square", "a blue square"),
     ]
-    items = sweep_items(pairs, len(sites(model.unet)), [1, 2], [0])
+    items = sweep_items(pairs, len(sites(model.denoiser)), [1, 2], [0])
     sweep(model, items[:2], True, 2)  # warm-up
     times = {False: [], True: []}
     for _ in range(args.repeats):

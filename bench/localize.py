@@ -25,7 +25,7 @@ from loco_lightning.models.sampling import denoise
 
 def reference_sweep(model, items, steps: int, guidance: float) -> torch.Tensor:
     """One generation per window; forward hooks overwrite the conditional K/V at the window."""
-    unet, all_sites = model.unet, sites(model.unet)
+    unet, all_sites = model.denoiser, sites(model.denoiser)
     images = []
     for it in items:
         target = model.encode([it.pair.target]).context
@@ -66,8 +66,8 @@ def main() -> None:
         PromptPair("a red striped circle", "a red circle"),
         PromptPair("a blue dotted square", "a blue square"),
     ]
-    items = sweep_items(pairs, len(sites(model.unet)), [1, 2, 3], [0])
-    items = [it for it in items if 0 < it.m < len(sites(model.unet))]
+    items = sweep_items(pairs, len(sites(model.denoiser)), [1, 2, 3], [0])
+    items = [it for it in items if 0 < it.m < len(sites(model.denoiser))]
 
     start = time.perf_counter()
     reference = reference_sweep(model, items, args.steps, guidance)

@@ -14,18 +14,27 @@ def mini_model(family: str) -> LocoModel:
     return load_model(family, "miniature")
 
 
-def unet_inputs(model: LocoModel, prompts: list[str], seeds=None, t: int = 500) -> dict:
-    """A UNet call's kwargs for these prompts; row i's noise comes from ``seeds[i]`` alone."""
+def denoiser_inputs(model: LocoModel, prompts: list[str], seeds=None, t: int = 500) -> dict:
+    """A denoiser call's kwargs for these prompts (a UNet's or a PixArt transformer's); row i's
+    noise comes from ``seeds[i]`` alone."""
     cond = model.encode(prompts)
-    cfg = model.unet.config
+    cfg = model.denoiser.config
     shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
     seeds = range(len(prompts)) if seeds is None else seeds
     x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    if model.family.denoiser == "unet":
+        return {
+            "sample": x,
+            "timestep": torch.tensor(t),
+            "encoder_hidden_states": cond.context,
+            "added_cond_kwargs": cond.added,
+        }
     return {
-        "sample": x,
-        "timestep": torch.tensor(t),
+        "hidden_states": x,
+        "timestep": torch.full((len(x),), t),
         "encoder_hidden_states": cond.context,
-        "added_cond_kwargs": cond.added,
+        "encoder_attention_mask": cond.mask,
+        "added_cond_kwargs": cond.added or {"resolution": None, "aspect_ratio": None},
     }
 
 

@@ -28,6 +28,7 @@ from loco_lightning.editing.edits import WeightEdit, digest
 from loco_lightning.editing.evaluation import EditEvaluation
 from loco_lightning.editing.requests import EditRequest, edit_requests
 from loco_lightning.hooks import sites as all_sites
+from loco_lightning.hooks.denoisers import kind_of
 from loco_lightning.hooks.executor import check_sites
 from loco_lightning.models import Conditioning
 from loco_lightning.models.diffusion import Diffusion
@@ -145,7 +146,7 @@ class FineTuneModule(EditEvaluation):
                     "out for the config's)."
                 )
         super().setup(stage)
-        self.unet = self.model.unet  # registered: the checkpoint holds what is trained
+        self.unet = self.model.denoiser  # registered: the checkpoint holds what is trained
         self.teacher = Frozen(copy.deepcopy(self.unet))
         self.trainable = self.trainable_names()
         wanted = set(self.trainable)
@@ -232,16 +233,13 @@ class FineTuneModule(EditEvaluation):
     def conditioning(self, prompts: list[str]) -> Conditioning:
         """Rows of the precomputed text conditioning for these prompts."""
         idx = torch.tensor([self.bank_rows[p] for p in prompts], device=self.bank.context.device)
-        added = self.bank.added
-        return Conditioning(
-            self.bank.context[idx], None if added is None else {k: v[idx] for k, v in added.items()}
-        )
+        return self.bank.rows(idx)
 
     @staticmethod
     def predict(unet: nn.Module, x_t: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
-        """The UNet's noise (or v) prediction, without a learned variance (IF)."""
-        out = unet(x_t, t, encoder_hidden_states=cond.context, added_cond_kwargs=cond.added)
-        return out.sample[:, : x_t.shape[1]]
+        """The denoiser's noise (or v) prediction, without a learned variance (IF, PixArt)."""
+        out = kind_of(unet).forward(unet, x_t, t, cond.context, cond.added, cond.mask)
+        return out[:, : x_t.shape[1]]
 
     def teacher_predict(self, x_t: Tensor, t: Tensor, prompts: list[str]) -> Tensor:
         """The frozen original's prediction for ``x_t`` under precomputed ``prompts``."""
@@ -334,7 +332,7 @@ class FineTuneModule(EditEvaluation):
             "seconds": self.seconds,
         }
         metadata["made_for"] = digest(self.originals[n] for n in sorted(self.trainable))
-        return WeightEdit(deltas, metadata, "unet")
+        return WeightEdit(deltas, metadata, self.model.family.denoiser)
 
     def on_validation_epoch_start(self) -> None:
         """The UNet goes back to its original weights, the unedited model every edit applies

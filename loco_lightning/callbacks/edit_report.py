@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from loco_lightning.editing.exports import export_lora, export_pipeline, model_card
 from loco_lightning.files import (
@@ -68,6 +68,12 @@ class EditReport(L.Callback):
         with edit.applied(model):
             export_pipeline(model, folder / "edited", card(), base["source"])
         written = ["edited"]
+        if not hasattr(model.pipeline, "load_lora_weights"):
+            rank_zero_info(
+                f"{name}: no LoRA export ({type(model.pipeline).__name__} loads none in "
+                "diffusers); edited/ holds the edit."
+            )
+            return written
         try:
             export_lora(edit, folder / "lora", card(lora=True))
             written.append("lora")

@@ -101,7 +101,7 @@ class SiteEditor(Editor):
     def site_indices(self, model: LocoModel) -> tuple[int, ...]:
         """The sites to edit: every one for ``all``; other choices must be resolved first."""
         if self.sites == "all":
-            return tuple(range(len(all_sites(model.unet))))
+            return tuple(range(len(all_sites(model.denoiser))))
         if isinstance(self.sites, str):
             raise ValueError(
                 f"sites={self.sites!r} depends on a LocoGen run: resolve(model, locogen, seed) "
@@ -133,11 +133,11 @@ def locogen_window(folder: str | None, model: LocoModel) -> tuple[int, ...]:
         )
     selection = json.loads(path.read_text())
     made = selection.get("diffusion", {})
-    n = len(all_sites(model.unet))
+    n = len(all_sites(model.denoiser))
     compared = {"family": (made.get("family"), model.family.name)}
-    if made.get("dtype") == str(model.unet.dtype).removeprefix("torch."):
+    if made.get("dtype") == str(model.denoiser.dtype).removeprefix("torch."):
         # the digest reads the weights as stored, so it compares only within one dtype
-        compared["weights"] = (made.get("weights"), weights_digest(model.unet))
+        compared["weights"] = (made.get("weights"), weights_digest(model.denoiser))
     if any(i >= n for i in selection["window"]):
         compared["sites"] = (f"up to {max(selection['window'])}", f"0..{n - 1}")
     wrong = [k for k, (was, now) in compared.items() if was is not None and was != now]
@@ -159,7 +159,7 @@ def choose_sites(
     choice: SiteChoice, model: LocoModel, locogen: str | None, seed: int
 ) -> tuple[int, ...]:
     """The site indices of a choice among ``model``'s sites."""
-    n = len(all_sites(model.unet))
+    n = len(all_sites(model.denoiser))
     if choice == "all":
         return tuple(range(n))
     located = locogen_window(locogen, model)

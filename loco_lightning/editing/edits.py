@@ -176,7 +176,7 @@ class ActivationEdit(Edit):
         if self._stack is not None:
             raise RuntimeError("This edit is already applied; undo it before applying it again.")
         self._stack = ExitStack()
-        self._stack.enter_context(intervene(model.unet, self.specs, cfg=model.cfg))
+        self._stack.enter_context(intervene(model.denoiser, self.specs, cfg=model.cfg))
 
     def undo(self, model: LocoModel) -> None:
         if self._stack is not None:
@@ -212,7 +212,7 @@ def digest(tensors: Iterable[Tensor], samples: int = 65536) -> str:
 @torch.no_grad()
 def empty_kv(model: LocoModel) -> list[Tensor]:
     """The empty prompt's keys and values at every site, in float64: [K_0, V_0, K_1, …]."""
-    unet = model.unet
+    unet = model.denoiser
     context = model.encode([""]).context
     out = []
     for site in sites(unet):

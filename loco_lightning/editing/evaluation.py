@@ -70,7 +70,7 @@ class EditEvaluation(L.LightningModule):
         if self.model is not None:
             return
         self.model = self.diffusion.load(str(self.device))
-        self.model.unet.requires_grad_(False)
+        self.model.denoiser.requires_grad_(False)
         self.scorer = hp.clip or self.model.scorer
         log_resolved(self, resolved(self.diffusion, self.model, self.scorer))
         self.clip_score = SampleCLIPScore(packaged(self.scorer))

@@ -88,7 +88,7 @@ def kv_edit(
     largest singular value. Sites whose projections read the same inputs (no per-site
     ``norm_cross``) share one solve.
     """
-    unet = model.unet
+    unet = model.denoiser
     found = sites(unet)
     check_sites(found, site_indices, "the edit")
     device = rows.sources.device
@@ -127,4 +127,4 @@ def kv_edit(
             delta = (new.to(exact_dtype) - weight.to(exact_dtype)).to(weight.dtype)
             deltas[f"{site.path}.{site.projection(proj)}.weight"] = delta
     metadata = {"sites": list(site_indices), "site_paths": [found[i].path for i in site_indices]}
-    return WeightEdit(deltas, metadata, "unet")
+    return WeightEdit(deltas, metadata, model.family.denoiser)

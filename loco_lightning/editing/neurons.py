@@ -32,11 +32,11 @@ def neuron_zscores(
     Returns:
         z (inner,), neutral mean (inner,).
     """
-    s = sites(model.unet)[site]
-    proj = getattr(model.unet.get_submodule(s.path), s.projection(projection))
+    s = sites(model.denoiser)[site]
+    proj = getattr(model.denoiser.get_submodule(s.path), s.projection(projection))
 
     def acts(prompts: list[str]) -> Tensor:
-        return proj(site_inputs(model.unet, s, model.encode(prompts).context)).flatten(0, 1)
+        return proj(site_inputs(model.denoiser, s, model.encode(prompts).context)).flatten(0, 1)
 
     a, b = acts(concept).float(), acts(neutral).float()
     z = (a.mean(0) - b.mean(0)) / (a.var(0) / len(a) + b.var(0) / len(b) + 1e-12).sqrt()
@@ -71,8 +71,8 @@ class Neurons(SiteEditor, name="neurons"):
         site_indices = self.site_indices(model)
         specs, deltas, chosen = [], {}, {}
         for index in site_indices:
-            s = sites(model.unet)[index]
-            attn = model.unet.get_submodule(s.path)
+            s = sites(model.denoiser)[index]
+            attn = model.denoiser.get_submodule(s.path)
             for p in self.projections:
                 z, mean = neuron_zscores(model, index, concept, neutral, p)
                 if self.k > len(z):
@@ -96,4 +96,4 @@ class Neurons(SiteEditor, name="neurons"):
         metadata = {"neurons": chosen, "sites": list(site_indices)}
         if self.mode == "mean":
             return ActivationEdit(specs, metadata)
-        return WeightEdit(deltas, metadata, "unet")
+        return WeightEdit(deltas, metadata, model.family.denoiser)

@@ -238,7 +238,7 @@ class SPEED(SiteEditor, ClosedForm, name="speed"):
         prompts = [s for s, _ in pairs] + [t for _, t in pairs] + retain
         context = model.encode([*prompts, ""]).context
         at = [end(tok, p) for p in prompts]
-        unet, found = model.unet, sites(model.unet)
+        unet, found = model.denoiser, sites(model.denoiser)
         deltas, g = {}, torch.Generator().manual_seed(self.seed)
         dtype = getattr(torch, self.solve_dtype)
         for index in self.site_indices(model):
@@ -255,7 +255,7 @@ class SPEED(SiteEditor, ClosedForm, name="speed"):
                 w = getattr(attn, site.projection(proj)).weight
                 delta = self.update(w.to(dtype), t, a, r, hold, g)
                 deltas[name] = delta.to(w.dtype)
-        return WeightEdit(deltas, {"sites": list(self.site_indices(model))}, "unet")
+        return WeightEdit(deltas, {"sites": list(self.site_indices(model))}, model.family.denoiser)
 
     def held(self, empty: Tensor, g: torch.Generator) -> Tensor:
         """(d, c) columns the update must not move: the start token and the centres, or with
@@ -343,7 +343,7 @@ class RECE(SiteEditor, ClosedForm, name="rece"):
 
     @torch.no_grad()
     def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
-        unet = model.unet
+        unet = model.denoiser
         chosen = self.site_indices(model)
         found = [sites(unet)[i] for i in chosen]
         reshaped = [s.path for s in found if unet.get_submodule(s.path).norm_cross is not None]
@@ -392,7 +392,7 @@ class RECE(SiteEditor, ClosedForm, name="rece"):
         a = self.mu * torch.eye(d, dtype=dtype, device=concept.device)
         b = torch.zeros(d, d, dtype=dtype, device=concept.device)
         for n in names:
-            w = model.unet.get_parameter(n).detach().to(dtype)
+            w = model.denoiser.get_parameter(n).detach().to(dtype)
             a, b = a + w.T @ w, b + w.T @ original[n]
         return concept.to(dtype) @ torch.linalg.solve(a, b).T
 

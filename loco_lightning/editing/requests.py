@@ -167,11 +167,13 @@ def edit_requests(requests: list[EditRequest | dict] | str) -> list[EditRequest]
 
 def preserved(editor, requests: list[EditRequest]) -> tuple[str, ...]:
     """What an edit keeps: the editor's ``preserve`` prompts, then those the requests carry, once
-    each; none may say a concept being edited."""
-    prompts = tuple(dict.fromkeys([*editor.preserve, *(p for r in requests for p in r.preserve)]))
+    each. The editor's may not say a concept being edited (refused); a request's set was written
+    for its own concept, so where several are edited at once, its prompts that say another of
+    them are left out."""
     for request in requests:
-        request.check_preserve(prompts)
-    return prompts
+        request.check_preserve(editor.preserve)
+    carried = [p for r in requests for p in r.preserve if not any(o.mentions(p) for o in requests)]
+    return tuple(dict.fromkeys([*editor.preserve, *carried]))
 
 
 def preserve_prompts(preserve: list[str] | str) -> list[str]:

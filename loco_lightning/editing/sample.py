@@ -87,7 +87,7 @@ def lora_edits(path: Path, model: LocoModel) -> list[Edit]:
 def folder_edits(folder: Path, model: LocoModel) -> list[Edit]:
     """An edited pipeline folder as the deltas of the weights it changed (of the UNet and the
     text encoders; a variant that changes anything else is refused)."""
-    other = type(model.pipeline).from_pretrained(str(folder), torch_dtype=model.unet.dtype)
+    other = type(model.pipeline).from_pretrained(str(folder), torch_dtype=model.denoiser.dtype)
     edits = []
     for name, module in model.pipeline.components.items():
         if not isinstance(module, torch.nn.Module):

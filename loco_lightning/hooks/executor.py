@@ -1,4 +1,5 @@
-"""The one executor: installs intervention specs on a UNet for the body of a ``with`` block."""
+"""The one executor: installs intervention specs on a denoiser (a UNet or a diffusion
+transformer) for the body of a ``with`` block."""
 
 from __future__ import annotations
 
@@ -8,18 +9,14 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from loco_lightning.hooks.denoisers import kind_of
 from loco_lightning.hooks.interventions import Intervention, NeuronAblation, PromptSwap, Record
 from loco_lightning.hooks.processors import RunState, SiteProcessor, Trace, rows
 from loco_lightning.hooks.sites import CrossAttnSite, sites
 
-Encoder = Callable[[list[str]], tuple[Tensor, dict[str, Tensor] | None]]
-"""Maps prompts to ``(context (N, T, D), added_cond_kwargs or None)`` as the UNet takes them."""
-
-
-def context_width(unet: nn.Module) -> int:
-    """Width of ``encoder_hidden_states`` the UNet expects (before IF's ``encoder_hid_proj``)."""
-    width = unet.config.encoder_hid_dim or unet.config.cross_attention_dim
-    return width[0] if isinstance(width, (list, tuple)) else width
+Encoder = Callable[[list[str]], tuple]
+"""Maps prompts to ``(context (N, T, D), added_cond_kwargs or None[, padding mask (N, T)])`` as
+the denoiser takes them (a LocoModel's ``encode``)."""
 
 
 def check_sites(all_sites: Sequence[CrossAttnSite], indices: Sequence[int], what: str) -> None:
@@ -39,20 +36,20 @@ def check_sites(all_sites: Sequence[CrossAttnSite], indices: Sequence[int], what
         )
 
 
-def _encode_bank(unet, prompts: list[str], encode: Encoder | None) -> tuple[Tensor, dict | None]:
+def _encode_bank(unet, prompts: list[str], encode: Encoder | None) -> tuple:
     if encode is None:
         raise ValueError(
             f"Prompt swaps to {prompts!r} need an encoder: pass encode=... to intervene() "
-            "(a LocoModel's encode does: intervene(model.unet, specs, encode=model.encode))."
+            "(a LocoModel's encode does: intervene(model.denoiser, specs, encode=model.encode))."
         )
-    context, added = encode(prompts)
-    width = context_width(unet)
+    context, added, *mask = encode(prompts)
+    width = kind_of(unet).context_width(unet)
     if context.ndim != 3 or context.shape[-1] != width:
         raise ValueError(
-            f"Encoder returned a context of shape {tuple(context.shape)}, but this UNet takes "
-            f"(N, T, {width}); use the text encoder(s) that belong to this UNet."
+            f"Encoder returned a context of shape {tuple(context.shape)}, but this model takes "
+            f"(N, T, {width}); use the text encoder(s) that belong to it."
         )
-    return context, added
+    return context, added, mask[0] if mask else None
 
 
 @contextmanager
@@ -91,11 +88,12 @@ def intervene(
     hooks = []
     prompts = list(dict.fromkeys(s.prompt for s in swaps))
     if prompts:
-        raw, added = _encode_bank(unet, prompts, encode)
+        raw, added, mask = _encode_bank(unet, prompts, encode)
         param = next(unet.parameters())
         raw = raw.to(param.device)
         added = {k: v.to(param.device) for k, v in (added or {}).items()}
-        state.bank = unet.process_encoder_hidden_states(raw, added)
+        state.bank = kind_of(unet).text_states(unet, raw, added)
+        state.bank_mask = None if mask is None else mask.to(param.device)
         pooled = [(prompts.index(s.prompt), s) for s in swaps if s.pooled]
         if pooled:
             hooks.append(_pooled_hook(unet, pooled, raw, added, cfg))
@@ -163,7 +161,7 @@ def _pooled_hook(unet, pooled: list[tuple[int, PromptSwap]], raw: Tensor, added:
             x[rows(x.shape[0], spec.samples, spec.uncond, cfg)] = bank[i].to(x.dtype)
         return x
 
-    kind = unet.config.addition_embed_type
+    kind = getattr(unet.config, "addition_embed_type", None)
     if kind == "text_time":
 
         def unet_hook(module, args, kwargs):
@@ -177,6 +175,7 @@ def _pooled_hook(unet, pooled: list[tuple[int, PromptSwap]], raw: Tensor, added:
             lambda module, args: (swap(args[0], raw), *args[1:])
         )
     raise ValueError(
-        f"PromptSwap(pooled=True) asks to swap the global text path, but this UNet "
-        f"(addition_embed_type={kind!r}) has none; drop pooled=True."
+        f"PromptSwap(pooled=True) asks to swap the global text path, but this "
+        f"{type(unet).__name__} has none (the text enters only through its sites); drop "
+        "pooled=True."
     )

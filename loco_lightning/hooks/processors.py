@@ -39,6 +39,7 @@ class RunState:
     cfg: bool
     cache_kv: bool
     bank: Tensor | None = None  # (N, T, D_site): the swapped-in contexts, as the sites see them
+    bank_mask: Tensor | None = None  # (N, T): their padding masks (1: a token), where masked
     generation: int = 0
     trace: Trace = field(default_factory=Trace)
 
@@ -116,6 +117,16 @@ class SiteProcessor:
         src = self._source(context.shape[0], context.device)  # (B,)
         swapped = bank.to(context.dtype)[src.clamp(min=0)]  # (B, T, D)
         return torch.where((src >= 0)[:, None, None], swapped, context)
+
+    def mask(self, attention_mask: Tensor | None) -> Tensor | None:
+        """Per-row attention bias over the text tokens (B, 1, T), as a masked denoiser passes it:
+        a swapped row reads its prompt's padding, not the row's own."""
+        if not self.swaps or attention_mask is None or self.state.bank_mask is None:
+            return attention_mask
+        src = self._source(attention_mask.shape[0], attention_mask.device)
+        bias = (1 - self.state.bank_mask.to(attention_mask.dtype)) * -10000.0  # as PixArt makes it
+        swapped = bias[src.clamp(min=0)].unsqueeze(1)
+        return torch.where((src >= 0)[:, None, None], swapped, attention_mask)
 
     def _ablate(self, kv: Tensor, which: str) -> Tensor:
         for ab in self.ablations:
@@ -195,6 +206,7 @@ class SiteProcessor:
             batch, channel, height, width = hidden_states.shape
             hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
         batch, sequence_length, _ = context.shape
+        attention_mask = self.mask(attention_mask)
         if attention_mask is not None:
             attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch)
             attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])

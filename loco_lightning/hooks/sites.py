@@ -1,4 +1,5 @@
-"""Cross-attention sites: the places where text enters a UNet, named once, in execution order."""
+"""Cross-attention sites: the places where text enters a denoiser (a UNet or a diffusion
+transformer), named once, in execution order."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Literal
 
 import torch
 from torch import nn
+
+from loco_lightning.hooks.denoisers import kind_of
 
 SiteKind = Literal["attn2", "added_kv"]
 
@@ -61,48 +64,13 @@ def _kind(module: nn.Module) -> SiteKind | None:
     return None
 
 
-def unet_inputs(unet: nn.Module, batch: int = 1, size: int | None = None) -> dict:
-    """Smallest valid forward inputs implied by a diffusers UNet's config.
-
-    Used to trace execution order; values are zeros, only shapes and dtypes matter.
-    """
-    cfg = unet.config
-    param = next(unet.parameters())
-    device, dtype = param.device, param.dtype
-    if size is None:
-        size = 2 ** len(cfg.block_out_channels)
-    context_dim = cfg.encoder_hid_dim or cfg.cross_attention_dim
-    if isinstance(context_dim, (list, tuple)):
-        context_dim = context_dim[0]
-    kwargs = {
-        "sample": torch.zeros(batch, cfg.in_channels, size, size, device=device, dtype=dtype),
-        "timestep": torch.tensor(1, device=device),
-        "encoder_hidden_states": torch.zeros(batch, 4, context_dim, device=device, dtype=dtype),
-    }
-    if cfg.addition_embed_type == "text_time":
-        n_time = 6
-        pooled = cfg.projection_class_embeddings_input_dim - n_time * cfg.addition_time_embed_dim
-        kwargs["added_cond_kwargs"] = {
-            "text_embeds": torch.zeros(batch, pooled, device=device, dtype=dtype),
-            "time_ids": torch.zeros(batch, n_time, device=device, dtype=dtype),
-        }
-    elif cfg.addition_embed_type not in (None, "text"):
-        raise ValueError(
-            f"UNet addition_embed_type={cfg.addition_embed_type!r} is not supported for site "
-            "tracing; supported: None (SD-1/2), 'text_time' (SD-XL), 'text' (DeepFloyd IF)."
-        )
-    if cfg.class_embed_type is not None or cfg.num_class_embeds is not None:
-        kwargs["class_labels"] = torch.zeros(batch, dtype=torch.long, device=device)
-    return kwargs
-
-
 def execution_order(unet: nn.Module, modules) -> list[nn.Module]:
     """``modules`` (of ``unet``) in the order one forward pass first calls them."""
     order: list[nn.Module] = []
     handles = [m.register_forward_pre_hook(lambda mod, args: order.append(mod)) for m in modules]
     try:
         with torch.no_grad():
-            unet(**unet_inputs(unet))
+            unet(**kind_of(unet).trace_inputs(unet))
     finally:
         for h in handles:
             h.remove()
@@ -153,5 +121,5 @@ def site_module(unet: nn.Module, site: CrossAttnSite) -> nn.Module:
 def site_inputs(unet: nn.Module, site: CrossAttnSite, context: torch.Tensor) -> torch.Tensor:
     """What a site's key/value projections read for a UNet context: (N, T, d)."""
     attn = unet.get_submodule(site.path)
-    ctx = unet.process_encoder_hidden_states(context, {})
+    ctx = kind_of(unet).text_states(unet, context, None)
     return attn.norm_encoder_hidden_states(ctx) if attn.norm_cross else ctx

@@ -126,7 +126,7 @@ class CausalTracingModule(Localizer):
         guidance, seed, generate = self.guidance, item.seed, self.diffusion.denoise
         original = item.pair.original
         tokens = concept_positions(pipe.tokenizer, original, item.pair.target)
-        layers = unet_layers(model.unet)
+        layers = unet_layers(model.denoiser)
         texts = text_layers(pipe, model.family.text_encoders)
         text_paths = {c: [p for cc, p, _ in texts if cc == c] for c in model.family.text_encoders}
 
@@ -135,7 +135,7 @@ class CausalTracingModule(Localizer):
                 c: stack.enter_context(record_outputs(getattr(pipe, c), ps))
                 for c, ps in text_paths.items()
             }
-            unet_rec = stack.enter_context(record_outputs(model.unet, [p for p, _ in layers]))
+            unet_rec = stack.enter_context(record_outputs(model.denoiser, [p for p, _ in layers]))
             clean_cond = model.encode([original])
             clean = generate(model, clean_cond, [seed])
         with torch.no_grad():
@@ -150,8 +150,8 @@ class CausalTracingModule(Localizer):
                 for b, (path, _) in enumerate(chunk):
                     values = [v[cond_row : cond_row + 1] for v in unet_rec[path]]
                     patches.setdefault(path, []).append(Patch((b,), values))
-                cond = _repeat(corrupt_cond, len(chunk))
-                with patch_outputs(model.unet, patches, cfg=guidance > 1):
+                cond = corrupt_cond.expand(len(chunk))
+                with patch_outputs(model.denoiser, patches, cfg=guidance > 1):
                     images.append(generate(model, cond, [seed] * len(chunk)))
                 names += chunk
             token_sel = tuple(tokens[-1:] if hp.text_tokens == "last" else tokens)
@@ -205,9 +205,3 @@ class CausalTracingModule(Localizer):
         layers = [r for r in self.table if r["order"] >= 0]
         value = "recovery" if any("recovery_mean" in r for r in layers) else "clip"
         return {f"layers_{value}": layer_bars(layers, value, f"causal tracing: {value} per layer")}
-
-
-def _repeat(cond, n: int):
-    """``cond`` (one row) repeated ``n`` times."""
-    added = cond.added and {k: v.expand(n, *v.shape[1:]) for k, v in cond.added.items()}
-    return type(cond)(cond.context.expand(n, *cond.context.shape[1:]), added)

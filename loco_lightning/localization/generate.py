@@ -32,7 +32,7 @@ def generate_items(
         if it.window
     ]
     guidance = model.guidance if guidance is None else guidance
-    with intervene(model.unet, specs, encode=model.encode, cfg=guidance > 1, cache_kv=cache_kv):
+    with intervene(model.denoiser, specs, encode=model.encode, cfg=guidance > 1, cache_kv=cache_kv):
         return denoise(
             model,
             cond,

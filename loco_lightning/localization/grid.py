@@ -38,7 +38,7 @@ class WindowGenerator(L.LightningModule):
 
     @property
     def n_sites(self) -> int:
-        return len(sites(self.model.unet))
+        return len(sites(self.model.denoiser))
 
     def generate(self, items: list[SweepItem]) -> Tensor:
         """(B, 3, H, W) images, item b generated with its window given its target prompt."""

@@ -79,7 +79,7 @@ class LocalizationModule(Localizer):
 
     @property
     def n_sites(self) -> int:
-        return len(sites(self.model.unet))
+        return len(sites(self.model.denoiser))
 
     def setup(self, stage: str) -> None:
         super().setup(stage)

@@ -47,7 +47,7 @@ class Diffusion:
             (built from its config), e.g. ``DPMSolverMultistepScheduler`` with fewer steps.
     """
 
-    family: Literal["auto", "sd1", "sd2", "sdxl", "if"] = "auto"
+    family: Literal["auto", "sd1", "sd2", "sdxl", "if", "pixart", "pixart_sigma"] = "auto"
     source: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     steps: int | None = None
@@ -86,7 +86,7 @@ class Diffusion:
             "steps": self.steps or model.steps,
             "guidance": model.guidance if self.guidance is None else self.guidance,
             "scheduler": self.scheduler or type(model.pipeline.scheduler).__name__,
-            "weights": weights_digest(model.unet),
+            "weights": weights_digest(model.denoiser),
         }
 
     def sampler(self, model: LocoModel) -> dict:

@@ -1,7 +1,8 @@
 """Model families as data: every architecture fact the rest of the code needs, in one registry.
 
-A family names its pipeline class, its text encoders, how its conditional inputs are built and the
-full-size UNet config (used to count sites without weights). Code asks the registry; it never
+A family names its pipeline class, its denoiser (a UNet or a diffusion transformer), its text
+encoders, how its conditional inputs are built and the full-size denoiser config (used to count
+sites without weights). Code asks the registry; it never
 branches on model names.
 """
 
@@ -23,10 +24,13 @@ class Family:
         default_source: hub id loaded when none is given.
         n_sites: cross-attention sites in the full-size model, in execution order.
         site_kind: ``attn2`` (``to_k``, ``to_v``) or ``added_kv`` (IF's ``add_k_proj``...).
+        denoiser: the pipeline component text enters: ``unet`` or ``transformer`` (PixArt).
+        denoiser_class: its diffusers class, which ``denoiser_config`` configures.
         text_encoders: pipeline component names of the text encoders, in context order.
         encoding: how prompts become UNet inputs: ``clip`` (one CLIP encoder's last hidden state),
             ``sdxl`` (two encoders' penultimate states concatenated, pooled ``text_embeds`` and
-            ``time_ids``) or ``t5`` (T5 states, projected inside the UNet by ``encoder_hid_proj``).
+            ``time_ids``), ``t5`` (T5 states, projected inside the UNet by ``encoder_hid_proj``)
+            or ``t5_masked`` (PixArt: T5 states and their padding mask, ``max_tokens`` long).
         context_dim: width of ``encoder_hidden_states`` given to the UNet.
         pooled: where a prompt also enters the UNet outside cross-attention, if anywhere:
             ``text_embeds`` (SD-XL ``added_cond_kwargs``) or ``add_embedding`` (IF's text-time
@@ -39,10 +43,10 @@ class Family:
         steps: default denoising steps.
         max_tokens: tokenizer limit of the text encoder(s).
         scorer: the CLIP that scores its images unless a job names another (the paper's).
-        unet_config: the full-size UNet config (diffusers ``UNet2DConditionModel``), for counting
-            sites on the meta device.
-        miniature: overrides that turn ``unet_config`` into a tiny random-weight test model with the
-            same block types.
+        denoiser_config: the full-size denoiser config (diffusers ``UNet2DConditionModel`` or
+            ``PixArtTransformer2DModel``), for counting sites on the meta device.
+        miniature: overrides that turn ``denoiser_config`` into a tiny random-weight test model
+            with the same block types.
     """
 
     name: str
@@ -51,7 +55,7 @@ class Family:
     n_sites: int
     site_kind: Literal["attn2", "added_kv"]
     text_encoders: tuple[str, ...]
-    encoding: Literal["clip", "sdxl", "t5"]
+    encoding: Literal["clip", "sdxl", "t5", "t5_masked"]
     context_dim: int
     pooled: GlobalTextPath | None
     resolution: int
@@ -61,8 +65,10 @@ class Family:
     steps: int
     max_tokens: int
     scorer: str = "openai/clip-vit-large-patch14"
+    denoiser: Literal["unet", "transformer"] = "unet"
+    denoiser_class: str = "UNet2DConditionModel"
     scheduler_config: dict = field(default_factory=dict, compare=False)
-    unet_config: dict = field(default_factory=dict, compare=False)
+    denoiser_config: dict = field(default_factory=dict, compare=False)
     miniature: dict = field(default_factory=dict, compare=False)
 
 
@@ -90,6 +96,40 @@ _SD_MINI = {
     "attention_head_dim": 2,
 }
 
+_PIXART = {  # PixArt-α 1024 (PixArt-alpha/PixArt-XL-2-1024-MS)
+    "num_attention_heads": 16,
+    "attention_head_dim": 72,
+    "in_channels": 4,
+    "out_channels": 8,
+    "num_layers": 28,
+    "cross_attention_dim": 1152,
+    "sample_size": 128,
+    "patch_size": 2,
+    "caption_channels": 4096,
+    "attention_bias": True,
+    "activation_fn": "gelu-approximate",
+    "num_embeds_ada_norm": 1000,
+    "norm_type": "ada_norm_single",
+    "norm_elementwise_affine": False,
+    "norm_eps": 1e-6,
+}
+_PIXART_SCHED = {
+    "beta_schedule": "linear",
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "algorithm_type": "dpmsolver++",
+    "solver_order": 2,
+    "lower_order_final": True,
+    "timestep_spacing": "linspace",
+}
+_PIXART_MINI = {
+    "num_attention_heads": 2,
+    "attention_head_dim": 8,
+    "cross_attention_dim": 16,
+    "sample_size": 8,
+    "caption_channels": 32,
+}
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
@@ -110,7 +150,7 @@ FAMILIES: dict[str, Family] = {
             steps=50,
             max_tokens=77,
             scheduler_config={**_SD_SCHED, "skip_prk_steps": True},
-            unet_config=_SD_UNET,
+            denoiser_config=_SD_UNET,
             miniature={**_SD_MINI, "cross_attention_dim": 32},
         ),
         Family(
@@ -135,7 +175,7 @@ FAMILIES: dict[str, Family] = {
                 "set_alpha_to_one": False,
                 "prediction_type": "v_prediction",
             },
-            unet_config={
+            denoiser_config={
                 **_SD_UNET,
                 "sample_size": 96,
                 "cross_attention_dim": 1024,
@@ -161,7 +201,7 @@ FAMILIES: dict[str, Family] = {
             steps=50,
             max_tokens=77,
             scheduler_config={**_SD_SCHED, "timestep_spacing": "leading"},
-            unet_config={
+            denoiser_config={
                 "sample_size": 128,
                 "in_channels": 4,
                 "out_channels": 4,
@@ -210,7 +250,7 @@ FAMILIES: dict[str, Family] = {
                 "dynamic_thresholding_ratio": 0.95,
                 "sample_max_value": 1.5,
             },
-            unet_config={
+            denoiser_config={
                 "sample_size": 64,
                 "in_channels": 3,
                 "out_channels": 6,
@@ -243,6 +283,54 @@ FAMILIES: dict[str, Family] = {
                 "addition_embed_type_num_heads": 2,
             },
         ),
+        Family(
+            name="pixart",
+            pipeline="PixArtAlphaPipeline",
+            default_source="PixArt-alpha/PixArt-XL-2-1024-MS",
+            n_sites=28,
+            site_kind="attn2",
+            denoiser="transformer",
+            denoiser_class="PixArtTransformer2DModel",
+            text_encoders=("text_encoder",),
+            encoding="t5_masked",
+            context_dim=4096,
+            pooled=None,
+            resolution=1024,
+            space="latent",
+            scheduler="DPMSolverMultistepScheduler",
+            guidance=4.5,
+            steps=20,
+            max_tokens=120,
+            scheduler_config=_PIXART_SCHED,
+            denoiser_config=_PIXART,
+            miniature=_PIXART_MINI,
+        ),
+        Family(
+            name="pixart_sigma",
+            pipeline="PixArtSigmaPipeline",
+            default_source="PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
+            n_sites=28,
+            site_kind="attn2",
+            denoiser="transformer",
+            denoiser_class="PixArtTransformer2DModel",
+            text_encoders=("text_encoder",),
+            encoding="t5_masked",
+            context_dim=4096,
+            pooled=None,
+            resolution=1024,
+            space="latent",
+            scheduler="DPMSolverMultistepScheduler",
+            guidance=4.5,
+            steps=20,
+            max_tokens=300,
+            scheduler_config=_PIXART_SCHED,
+            denoiser_config={
+                **_PIXART,
+                "interpolation_scale": 2,
+                "use_additional_conditions": False,
+            },
+            miniature=_PIXART_MINI,
+        ),
     )
 }
 
@@ -257,6 +345,14 @@ def get_family(name: str) -> Family:
             "Any other diffusers UNet with cross-attention can still be used directly with "
             "loco_lightning.hooks."
         ) from None
+
+
+def build_denoiser(family: Family, **overrides):
+    """The family's denoiser from its full-size config and ``overrides`` (random weights; on the
+    meta device under ``torch.device("meta")``, to count sites without memory)."""
+    import diffusers
+
+    return getattr(diffusers, family.denoiser_class)(**{**family.denoiser_config, **overrides})
 
 
 # Components a pipeline may declare that have no place in these models (safety checkers and the

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import diffusers
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
@@ -16,7 +16,7 @@ from transformers import (
     T5EncoderModel,
 )
 
-from loco_lightning.models.families import Family, build_pipeline
+from loco_lightning.models.families import Family, build_denoiser, build_pipeline
 from loco_lightning.models.tokenizers import word_tokenizer
 
 MAX_TOKENS = 77
@@ -51,12 +51,36 @@ def _vae() -> AutoencoderKL:
     ).eval()
 
 
+def _t5(tok, width: int) -> T5EncoderModel:
+    config = T5Config(
+        vocab_size=len(tok),
+        d_model=width,
+        d_kv=16,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    return T5EncoderModel(config).eval()
+
+
 def miniature(family: Family, seed: int = 0) -> diffusers.DiffusionPipeline:
-    """A random-weight pipeline of ``family`` whose UNet has the family's true block layout."""
+    """A random-weight pipeline of ``family`` whose denoiser has the family's true block layout
+    (and so its true site count)."""
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**{**family.unet_config, **family.miniature}).eval()
+    net = build_denoiser(family, **family.miniature).eval()
     scheduler = getattr(diffusers, family.scheduler)(**family.scheduler_config)
     tok = word_tokenizer([], MAX_TOKENS, chars=True)
+    if family.denoiser == "transformer":
+        return build_pipeline(
+            family,
+            tokenizer=tok,
+            text_encoder=_t5(tok, family.miniature["caption_channels"]),
+            vae=_vae(),
+            transformer=net,
+            scheduler=scheduler,
+        )
     context = family.miniature["cross_attention_dim"]
     if family.name in ("sd1", "sd2"):
         return build_pipeline(
@@ -64,7 +88,7 @@ def miniature(family: Family, seed: int = 0) -> diffusers.DiffusionPipeline:
             vae=_vae(),
             text_encoder=_clip(tok, context),
             tokenizer=tok,
-            unet=unet,
+            unet=net,
             scheduler=scheduler,
         )
     if family.name == "sdxl":
@@ -79,25 +103,15 @@ def miniature(family: Family, seed: int = 0) -> diffusers.DiffusionPipeline:
             text_encoder_2=_clip(tok, pooled, projection=pooled),
             tokenizer=tok,
             tokenizer_2=tok,
-            unet=unet,
+            unet=net,
             scheduler=scheduler,
         )
     if family.name == "if":
-        t5 = T5Config(
-            vocab_size=len(tok),
-            d_model=family.miniature["encoder_hid_dim"],
-            d_kv=16,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
-        )
         return build_pipeline(
             family,
             tokenizer=tok,
-            text_encoder=T5EncoderModel(t5).eval(),
-            unet=unet,
+            text_encoder=_t5(tok, family.miniature["encoder_hid_dim"]),
+            unet=net,
             scheduler=scheduler,
         )
     raise ValueError(f"No miniature recipe for family {family.name!r}.")

@@ -48,22 +48,43 @@ def packaged(source: str) -> str:
 
 
 class Conditioning(NamedTuple):
-    """What the UNet takes for a batch of prompts.
+    """What the denoiser takes for a batch of prompts.
 
     Attributes:
         context: ``encoder_hidden_states`` (B, T, D).
-        added: ``added_cond_kwargs`` (SD-XL: ``text_embeds`` (B, P), ``time_ids`` (B, 6)) or None.
+        added: ``added_cond_kwargs`` (SD-XL: ``text_embeds`` (B, P), ``time_ids`` (B, 6); PixArt-α
+            1024: ``resolution``, ``aspect_ratio``) or None.
+        mask: the text's padding mask (B, T), 1 for tokens, where the denoiser masks (PixArt);
+            None elsewhere.
     """
 
     context: Tensor
     added: dict[str, Tensor] | None
+    mask: Tensor | None = None
 
     def cat(self, other: Conditioning) -> Conditioning:
         """Rows of ``self`` then ``other`` (e.g. unconditional then conditional)."""
-        added = None
+        added = mask = None
         if self.added is not None:
             added = {k: torch.cat([v, other.added[k]]) for k, v in self.added.items()}
-        return Conditioning(torch.cat([self.context, other.context]), added)
+        if self.mask is not None:
+            mask = torch.cat([self.mask, other.mask])
+        return Conditioning(torch.cat([self.context, other.context]), added, mask)
+
+    def expand(self, n: int) -> Conditioning:
+        """One row repeated ``n`` times (the empty prompt beside a batch)."""
+        return self._map(lambda v: v.expand(n, *v.shape[1:]))
+
+    def rows(self, index: Tensor) -> Conditioning:
+        """The rows ``index`` picks."""
+        return self._map(lambda v: v[index])
+
+    def _map(self, f) -> Conditioning:
+        return Conditioning(
+            f(self.context),
+            None if self.added is None else {k: f(v) for k, v in self.added.items()},
+            None if self.mask is None else f(self.mask),
+        )
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -109,12 +130,13 @@ class LocoModel:
         return self.guidance > 1
 
     @property
-    def unet(self) -> torch.nn.Module:
-        return self.pipeline.unet
+    def denoiser(self) -> torch.nn.Module:
+        """The network text enters: the pipeline's ``unet`` or ``transformer``."""
+        return getattr(self.pipeline, self.family.denoiser)
 
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        return self.denoiser.device
 
     def component(self, name: str) -> torch.nn.Module:
         """A pipeline component by name (``unet``, ``text_encoder``, …)."""
@@ -154,7 +176,7 @@ class LocoModel:
                             f"Prompt {p!r}: {words or p!r} not in the vocabulary of {name} "
                             f"(it would read as {tok.unk_token!r}); use words this model knows."
                         )
-            limit = tok.model_max_length
+            limit = min(tok.model_max_length, self.family.max_tokens)
             for p, ids in zip(prompts, tok(prompts, truncation=False).input_ids):
                 n = len(ids)
                 if n > limit:
@@ -174,14 +196,21 @@ def encode_prompts(pipe, family: Family, prompts: list[str]) -> Conditioning:
     return _ENCODERS[family.encoding](pipe, list(prompts), family)
 
 
+def _device(pipe, family: Family) -> torch.device:
+    return getattr(pipe, family.denoiser).device
+
+
 def _encode_clip(pipe, prompts: list[str], family: Family) -> Conditioning:
-    context, _ = pipe.encode_prompt(prompts, pipe.unet.device, 1, False)
+    context, _ = pipe.encode_prompt(prompts, _device(pipe, family), 1, False)
     return Conditioning(context, None)
 
 
 def _encode_sdxl(pipe, prompts: list[str], family: Family) -> Conditioning:
     context, _, pooled, _ = pipe.encode_prompt(
-        prompts, device=pipe.unet.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        prompts,
+        device=_device(pipe, family),
+        num_images_per_prompt=1,
+        do_classifier_free_guidance=False,
     )
     size = (pipe.default_sample_size * pipe.vae_scale_factor,) * 2
     time_ids = pipe._get_add_time_ids(
@@ -203,13 +232,39 @@ def _encode_t5(pipe, prompts: list[str], family: Family) -> Conditioning:
         pipe,
         prompts,
         do_classifier_free_guidance=False,
-        device=pipe.unet.device,
+        device=_device(pipe, family),
         clean_caption=False,
     )
     return Conditioning(context, None)
 
 
-_ENCODERS = {"clip": _encode_clip, "sdxl": _encode_sdxl, "t5": _encode_t5}
+def _encode_t5_masked(pipe, prompts: list[str], family: Family) -> Conditioning:
+    encode_prompt = inspect.unwrap(type(pipe).encode_prompt)
+    context, mask, _, _ = encode_prompt(
+        pipe,
+        prompts,
+        do_classifier_free_guidance=False,
+        device=_device(pipe, family),
+        clean_caption=False,
+        max_sequence_length=family.max_tokens,
+    )
+    added = None
+    if pipe.transformer.use_additional_conditions:  # PixArt-α 1024: the image's size and shape
+        side = pipe.transformer.config.sample_size * pipe.vae_scale_factor
+        n = len(prompts)
+        added = {
+            "resolution": context.new_tensor([[side, side]]).repeat(n, 1),
+            "aspect_ratio": context.new_tensor([[1.0]]).repeat(n, 1),
+        }
+    return Conditioning(context, added, mask)
+
+
+_ENCODERS = {
+    "clip": _encode_clip,
+    "sdxl": _encode_sdxl,
+    "t5": _encode_t5,
+    "t5_masked": _encode_t5_masked,
+}
 
 
 AUTO = "auto"
@@ -298,7 +353,7 @@ def load_model(
         source = DEFAULT_WORLD if family == AUTO else get_family(family).default_source
     source = packaged(source)
     if source == "miniature" and family == AUTO:
-        raise ValueError("source: miniature needs an explicit family (sd1, sd2, sdxl or if).")
+        raise ValueError(f"source: miniature needs an explicit family ({', '.join(FAMILIES)}).")
     if family == AUTO:
         family = infer_family(source)
     elif source != "miniature":
@@ -311,11 +366,11 @@ def load_model(
         pipe = _from_pretrained(getattr(diffusers, fam.pipeline), fam, source, torch_dtype)
     pipe.set_progress_bar_config(disable=True)
     check_tokenizers(pipe, source)
-    if pipe.unet.dtype != torch_dtype:
+    if getattr(pipe, fam.denoiser).dtype != torch_dtype:
         pipe = pipe.to(dtype=torch_dtype)
     pipe = pipe.to(device)
     if channels_last:
-        pipe.unet.to(memory_format=torch.channels_last)
+        getattr(pipe, fam.denoiser).to(memory_format=torch.channels_last)
     return LocoModel(fam, pipe, world_record(source))
 
 

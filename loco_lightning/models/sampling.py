@@ -11,6 +11,7 @@ import diffusers
 import torch
 from torch import Tensor
 
+from loco_lightning.hooks.denoisers import kind_of
 from loco_lightning.models.pipeline import Conditioning, LocoModel
 from loco_lightning.models.schedulers import step_options
 
@@ -57,11 +58,11 @@ def initial_noise(
 
     Drawing per row makes a batched sweep and a one-image-at-a-time loop start from identical noise.
     """
-    cfg = model.unet.config
+    cfg = model.denoiser.config
     shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
     generators = row_generators(seeds) if generators is None else generators
     noise = [torch.randn(shape, generator=g) for g in generators]
-    return torch.stack(noise).to(model.device, model.unet.dtype)
+    return torch.stack(noise).to(model.device, model.denoiser.dtype)
 
 
 @torch.no_grad()
@@ -91,7 +92,8 @@ def denoise(
     Returns:
         (B, 3, H, W) images in [0, 1], float32.
     """
-    fam, pipe, unet = model.family, model.pipeline, model.unet
+    fam, pipe, net = model.family, model.pipeline, model.denoiser
+    forward = kind_of(net).forward
     steps = model.steps if steps is None else steps
     guidance = model.guidance if guidance is None else guidance
     if steps < 1 or not (math.isfinite(guidance) and guidance >= 0):
@@ -106,12 +108,7 @@ def denoise(
     use_cfg = guidance > 1.0
     inputs = cond
     if use_cfg:
-        empty = model.encode([""])
-        uncond = Conditioning(
-            empty.context.expand(n, -1, -1),
-            None if empty.added is None else {k: v.expand(n, -1) for k, v in empty.added.items()},
-        )
-        inputs = uncond.cat(cond)
+        inputs = model.encode([""]).expand(n).cat(cond)
     generators = row_generators(seeds)
     x = initial_noise(model, seeds, generators) * sched.init_noise_sigma
     step_kwargs = step_options(sched)
@@ -122,10 +119,9 @@ def denoise(
     sched.set_timesteps(steps, device=model.device)
     for t in sched.timesteps:
         inp = sched.scale_model_input(torch.cat([x, x]) if use_cfg else x, t)
-        out = unet(inp, t, encoder_hidden_states=inputs.context, added_cond_kwargs=inputs.added)
-        out = out.sample
+        out = forward(net, inp, t, inputs.context, inputs.added, inputs.mask)
         variance = None
-        if out.shape[1] != x.shape[1]:  # IF predicts a learned variance after the noise
+        if out.shape[1] != x.shape[1]:  # IF and PixArt predict a learned variance after the noise
             out, variance = out.split(x.shape[1], dim=1)
         if use_cfg:
             out_u, out_c = out.chunk(2)

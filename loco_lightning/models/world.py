@@ -72,7 +72,7 @@ WORLD_UNETS: dict[str, dict] = {
     # over the image tokens with the text's keys/values added (add_k_proj/add_v_proj) at 8x8 and
     # 4x4, the T5 states projected by encoder_hid_proj and pooled into the time embedding: 7 sites
     "if": {
-        **get_family("if").unet_config,  # IF's block kinds, text path and resnet settings
+        **get_family("if").denoiser_config,  # IF's block kinds, text path and resnet settings
         "sample_size": 16,
         "layers_per_block": 1,
         # (16, 32, 64) was 1.8x faster per step but had learned colour 0.49, style 0.60 by step

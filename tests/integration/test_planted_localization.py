@@ -189,7 +189,8 @@ def test_causal_tracing_on_the_planted_model_has_one_row_per_layer(tmp_path):
         ]
     )
     model = load_model(source="world-sd1-planted")
-    n_layers = len(unet_layers(model.unet)) + len(text_layers(model.pipeline, ("text_encoder",)))
+    n_layers = len(unet_layers(model.denoiser))
+    n_layers += len(text_layers(model.pipeline, ("text_encoder",)))
     table = json.loads((tmp_path / "trace" / "layers.json").read_text())
     assert len(table) == 2 + n_layers and len({r["layer"] for r in table}) == len(table)
     assert {r["layer"] for r in table[:2]} == {"clean", "corrupted"}

@@ -46,7 +46,7 @@ def trace(tmp_path, *extra) -> list[dict]:
 
 def test_layers_are_listed_in_execution_order():
     model = mini_model("sd1")
-    layers = unet_layers(model.unet)
+    layers = unet_layers(model.denoiser)
     paths = [p for p, _ in layers]
     assert paths[0] == "down_blocks.0.resnets.0"
     first_mid = next(i for i, p in enumerate(paths) if p.startswith("mid_block"))
@@ -67,7 +67,7 @@ def test_concept_tokens_are_what_the_target_lacks():
 def test_trace_has_one_row_per_layer_and_the_last_unet_layer_restores_exactly(tmp_path):
     table = trace(tmp_path)
     model = mini_model("sdxl")
-    n_layers = len(unet_layers(model.unet)) + len(
+    n_layers = len(unet_layers(model.denoiser)) + len(
         text_layers(model.pipeline, model.family.text_encoders)
     )
     assert len(table) == 2 + n_layers
@@ -76,7 +76,7 @@ def test_trace_has_one_row_per_layer_and_the_last_unet_layer_restores_exactly(tm
     assert abs(clean - corrupted) > 1e-3  # the corruption changed the image
     # SD-XL's UNet ends in a ResNet whose output alone decides the noise prediction, so
     # restoring it at every step replays the clean trajectory exactly.
-    path, kind = unet_layers(model.unet)[-1]
+    path, kind = unet_layers(model.denoiser)[-1]
     assert kind == "resnet"
     last = rows[path]
     assert last["clip_mean"] == pytest.approx(clean, abs=1e-3)

@@ -88,9 +88,8 @@ def test_editing_the_located_window_removes_shape_and_nothing_else(located, tmp_
     assert abs(read[("locoedit", "specificity")] - read[("unedited", "specificity")]) <= 0.05
     assert read[("locoedit_random", "efficacy")] >= 0.8  # a wrong window changes nothing
     assert read[("locoedit_all", "efficacy")] <= reference + 0.10
-    # the preserve set given as a file reached the solve as its prompts
+    # the edit set's preserve prompts came with its request
     edit = load_edit(tmp_path / "edit" / "locoedit.safetensors")
-    assert list(edit.metadata["params"]["preserve"]) == preserve_prompts(
-        "datasets/world/shape_circle.edit.yaml"
-    )
+    [request] = edit.metadata["requests"]
+    assert list(request["preserve"]) == preserve_prompts("datasets/world/shape_circle.edit.yaml")
     assert edit.metadata["empty_drift"] <= 0.01  # the unconditional branch is kept

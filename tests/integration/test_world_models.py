@@ -171,7 +171,7 @@ def test_world_folder_records_how_it_was_made_and_what_it_is(name):
     folder = Path(packaged(name))
     for file in rec["world"]["vocab"], rec["world"]["readers"]:
         assert (folder / file).is_file()
-    assert len(sites(model(name).unet)) == N_SITES[FAMILY[name]]
+    assert len(sites(model(name).denoiser)) == N_SITES[FAMILY[name]]
     assert rec["world"]["planted"] == PLANTED.get(name, {})
 
 
@@ -204,7 +204,7 @@ def test_causal_text_encoder_ignores_later_words():
 
 def test_sd2_world_has_sd2s_structure_and_padding():
     m = model("world-sd2-planted")
-    assert m.unet.config.use_linear_projection
+    assert m.denoiser.config.use_linear_projection
     assert m.pipeline.scheduler.config.prediction_type == "v_prediction"
     tok = m.pipeline.tokenizer
     assert tok.pad_token == "!" and tok.pad_token_id != tok.eos_token_id
@@ -219,20 +219,20 @@ def test_sdxl_world_has_sdxls_inputs():
     assert pipe.tokenizer_2.pad_token == "!" and pipe.tokenizer.pad_token == "<|endoftext|>"
     cond = m.encode(["a red circle"])
     width = pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size
-    assert cond.context.shape[-1] == width == m.unet.config.cross_attention_dim
+    assert cond.context.shape[-1] == width == m.denoiser.config.cross_attention_dim
     assert cond.added["text_embeds"].shape == (1, pipe.text_encoder_2.config.projection_dim)
     assert cond.added["time_ids"].tolist() == [[16.0, 16.0, 0.0, 0.0, 16.0, 16.0]]
     assert pipe.config.force_zeros_for_empty_prompt is False
     # several transformer layers per attention, as SD-XL stacks them
-    assert m.unet.config.transformer_layers_per_block == [1, 2, 3]
+    assert m.denoiser.config.transformer_layers_per_block == [1, 2, 3]
 
 
 def test_if_world_has_ifs_structure():
     m = model("world-if-planted")
-    assert m.family.space == "pixel" and m.unet.config.out_channels == 6
+    assert m.family.space == "pixel" and m.denoiser.config.out_channels == 6
     assert m.pipeline.scheduler.config.variance_type == "learned_range"
     assert type(m.pipeline.text_encoder).__name__ == "T5EncoderModel"
-    assert all(s.kind == "added_kv" for s in sites(m.unet))
+    assert all(s.kind == "added_kv" for s in sites(m.denoiser))
     a, b = m.encode(["a red striped circle"]).context, m.encode(["a red striped square"]).context
     assert not torch.equal(a[:, :4], b[:, :4])  # bidirectional: later words change earlier states
 
@@ -252,7 +252,7 @@ def test_planted_windows_control_their_attribute(name):
         for i in range(n)
     ]
     captions = [caption_for(s, template) for s in scenes]
-    n_sites = len(sites(m.unet))
+    n_sites = len(sites(m.denoiser))
     originals, swaps, targets = [], [], []
     for attribute, window in planted.items():
         others = tuple(s for s in range(n_sites) if s not in window)
@@ -261,7 +261,7 @@ def test_planted_windows_control_their_attribute(name):
                 swaps.append(PromptSwap(sites_, c.removed(attribute), samples=(len(originals),)))
                 originals.append(c.text())
                 targets.append(vocab.index(attribute, getattr(scene, attribute)))
-    with intervene(m.unet, swaps, encode=lambda p: tuple(m.encode(p))):
+    with intervene(m.denoiser, swaps, encode=lambda p: tuple(m.encode(p))):
         images = denoise(m, m.encode(originals), list(range(len(originals))))
     read = reader(name).read(images * 2 - 1)
     for k, attribute in enumerate(planted):

@@ -40,17 +40,17 @@ def test_edit_parameters_that_would_make_a_nan_model_are_refused(field, value, m
 
 def test_a_site_named_twice_is_refused_before_any_weight_moves():
     model = mini_model("sd1")
-    before = {k: v.clone() for k, v in model.unet.state_dict().items()}
+    before = {k: v.clone() for k, v in model.denoiser.state_dict().items()}
     with pytest.raises(ValueError, match=r"site\(s\) \[1\] more than once in \[1, 1\]"):
         LocoEdit(sites=(1, 1)).compute(model, [STYLE])
-    assert all(torch.equal(v, before[k]) for k, v in model.unet.state_dict().items())
+    assert all(torch.equal(v, before[k]) for k, v in model.denoiser.state_dict().items())
 
 
 def test_a_prompt_swap_naming_a_site_twice_is_refused():
     model = mini_model("sd1")
     with (
         pytest.raises(ValueError, match=r"PromptSwap names site\(s\) \[2\] more than once"),
-        intervene(model.unet, [PromptSwap((2, 2), "a house")], encode=model.encode),
+        intervene(model.denoiser, [PromptSwap((2, 2), "a house")], encode=model.encode),
     ):
         pass
 

@@ -47,7 +47,7 @@ def test_edit_report_writes_the_table_every_edit_and_the_first_weight_edit_expor
         "neurons/k=2": Neurons(sites=(2,), k=2).compute(sd1, [STRIPED]),
         "locoedit": LocoEdit(sites=(1, 2), keep_empty=False).compute(sd1, [STRIPED]),
     }
-    before = {k: v.clone() for k, v in sd1.unet.state_dict().items()}
+    before = {k: v.clone() for k, v in sd1.denoiser.state_dict().items()}
     module = SimpleNamespace(
         hparams=SimpleNamespace(output_dir=str(tmp_path / "out")),
         table=TABLE,
@@ -76,7 +76,7 @@ def test_edit_report_writes_the_table_every_edit_and_the_first_weight_edit_expor
     exported = json.loads((out / "edited" / "model_index.json").read_text())
     assert exported["unet"] == ["diffusers", "UNet2DConditionModel"]
     # ... and the model is left as it was
-    assert all(torch.equal(v, before[k]) for k, v in sd1.unet.state_dict().items())
+    assert all(torch.equal(v, before[k]) for k, v in sd1.denoiser.state_dict().items())
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
 

@@ -65,7 +65,7 @@ def test_the_lora_loaded_by_diffusers_gives_the_edited_weights(source, editor, t
     pipe.unload_lora_weights()
     fused = dict(pipe.unet.named_parameters())
     with edit.applied(model):
-        edited = {k: v.detach().clone() for k, v in model.unet.named_parameters()}
+        edited = {k: v.detach().clone() for k, v in model.denoiser.named_parameters()}
     for name in edit.deltas:
         error = (fused[name] - edited[name]).abs().max() / edited[name].abs().max()
         assert error <= 1e-5, (name, float(error))
@@ -104,5 +104,5 @@ def test_the_exported_pipeline_carries_a_model_card_and_no_absolute_path(tmp_pat
     site = "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"
     with edit.applied(model):
         assert torch.equal(
-            dict(again.unet.named_parameters())[site], model.unet.get_parameter(site)
+            dict(again.unet.named_parameters())[site], model.denoiser.get_parameter(site)
         )

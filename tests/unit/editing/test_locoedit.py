@@ -27,38 +27,39 @@ def weights(unet):
     return {k: v.detach().clone() for k, v in unet.state_dict().items()}
 
 
-@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl", "if"])
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl", "if", "pixart"])
 def test_edit_maps_the_concept_key_to_the_target_key_and_undoes_bit_for_bit(family):
     model = mini_model(family)
-    before = weights(model.unet)
-    site = sites(model.unet)[2]
+    before = weights(model.denoiser)
+    site = sites(model.denoiser)[2]
     result = LocoEdit(sites=(2,), lambda_k=1e-5, keep_empty=False).compute(model, [STYLE])
-    assert all(torch.equal(v, before[k]) for k, v in model.unet.state_dict().items())
+    assert all(torch.equal(v, before[k]) for k, v in model.denoiser.state_dict().items())
     with result.applied(model):
-        attn = model.unet.get_submodule(site.path)
+        attn = model.denoiser.get_submodule(site.path)
         proj = getattr(attn, site.key_name)
         tok = model.pipeline.tokenizer
         for source, without, target in STYLE.pairs():
             [[(a, b)]] = key_positions(tok, [(source, without, target)], "last_subject")
-            x = site_inputs(model.unet, site, model.encode([source]).context)[0, a]
-            y = site_inputs(model.unet, site, model.encode([target]).context)[0, b]
+            x = site_inputs(model.denoiser, site, model.encode([source]).context)[0, a]
+            y = site_inputs(model.denoiser, site, model.encode([target]).context)[0, b]
             w0 = before[f"{site.path}.{site.key_name}.weight"]
             # the bias (IF) is added on both sides and stays as it was
             assert torch.allclose(
                 proj(x), y @ w0.T + (0 if proj.bias is None else proj.bias), atol=2e-3
             )
-        changed = {k for k, v in model.unet.state_dict().items() if not torch.equal(v, before[k])}
+        state = model.denoiser.state_dict()
+        changed = {k for k, v in state.items() if not torch.equal(v, before[k])}
         assert changed == set(result.deltas) and len(changed) == 2
         with pytest.raises(RuntimeError, match="already applied"):
             result.apply(model)
-    assert all(torch.equal(v, before[k]) for k, v in model.unet.state_dict().items())
+    assert all(torch.equal(v, before[k]) for k, v in model.denoiser.state_dict().items())
 
 
 def test_preserved_prompts_move_far_less_than_without_the_preserve_term(sd1):
-    site = sites(sd1.unet)[5]
+    site = sites(sd1.denoiser)[5]
     keep = ("a photo of a dog", "a red car")
-    inputs = site_inputs(sd1.unet, site, sd1.encode(list(keep)).context)
-    attn = sd1.unet.get_submodule(site.path)
+    inputs = site_inputs(sd1.denoiser, site, sd1.encode(list(keep)).context)
+    attn = sd1.denoiser.get_submodule(site.path)
     k0 = attn.to_k(inputs)
     moved = {}
     for preserve in ((), keep):
@@ -130,7 +131,7 @@ def test_saved_delta_and_exported_folder_reproduce_the_edit_in_plain_diffusers(t
 
     unet = UNet2DConditionModel.from_pretrained(tmp_path / "edited", subfolder="unet")
     for name, param in unet.named_parameters():
-        expected = dict(model.unet.named_parameters())[name]
+        expected = dict(model.denoiser.named_parameters())[name]
         if name in result.deltas:
             assert torch.allclose(param, expected + result.deltas[name], atol=1e-6)
         else:
@@ -159,14 +160,14 @@ def test_keep_empty_holds_the_unconditional_keys_and_values_and_still_edits():
 
     model = load_model(source="world-sd1")
     requests = edit_requests("datasets/world/shape_circle.edit.yaml")
-    all_sites = sites(model.unet)
+    all_sites = sites(model.denoiser)
     [(source, _, target)] = requests[0].pairs()[:1]
     concept, goal = model.encode([source]).context, model.encode([target]).context
 
     def outputs(context):
         return {
-            (i, proj): getattr(model.unet.get_submodule(s.path), proj)(
-                site_inputs(model.unet, s, context)
+            (i, proj): getattr(model.denoiser.get_submodule(s.path), proj)(
+                site_inputs(model.denoiser, s, context)
             )
             for i, s in enumerate(all_sites)
             for proj in (s.key_name, s.value_name)
@@ -193,7 +194,7 @@ def test_a_bad_delta_is_refused_before_any_weight_moves(sd1, tmp_path):
     from loco_lightning.editing.edits import WeightEdit
 
     edit = run_editor(LocoEdit(sites=(1, 2), keep_empty=False), sd1, [STYLE])
-    before = weights(sd1.unet)
+    before = weights(sd1.denoiser)
     names = sorted(edit.deltas)
     cases = {
         "is \\(1, ": {**edit.deltas, names[-1]: edit.deltas[names[-1]][:1]},  # broadcastable
@@ -202,7 +203,7 @@ def test_a_bad_delta_is_refused_before_any_weight_moves(sd1, tmp_path):
     for match, deltas in cases.items():
         with pytest.raises(ValueError, match=match):
             WeightEdit(deltas, dict(edit.metadata)).apply(sd1)
-        assert all(torch.equal(v, before[k]) for k, v in sd1.unet.state_dict().items())
+        assert all(torch.equal(v, before[k]) for k, v in sd1.denoiser.state_dict().items())
     # the same saved edit loaded twice is applied once; on other weights, not at all
     path = edit.save(tmp_path / "edit.safetensors")
     first, second = load_edit(path), load_edit(path)
@@ -210,15 +211,15 @@ def test_a_bad_delta_is_refused_before_any_weight_moves(sd1, tmp_path):
     with pytest.raises(ValueError, match="made for other weights"):
         second.apply(sd1)
     first.undo(sd1)
-    assert all(torch.equal(v, before[k]) for k, v in sd1.unet.state_dict().items())
+    assert all(torch.equal(v, before[k]) for k, v in sd1.denoiser.state_dict().items())
     with pytest.raises(ValueError, match="apply it to the model it was made for"):
         load_edit(path).apply(mini_model("sd2"))  # another model: its shapes differ
     other = load_edit(path)
     with torch.no_grad():
-        sd1.unet.get_parameter(names[0]).mul_(1.5)  # the same architecture, other weights
+        sd1.denoiser.get_parameter(names[0]).mul_(1.5)  # the same architecture, other weights
     try:
         with pytest.raises(ValueError, match="made for other weights"):
             other.apply(sd1)
     finally:
         with torch.no_grad():
-            sd1.unet.get_parameter(names[0]).copy_(before[names[0]])
+            sd1.denoiser.get_parameter(names[0]).copy_(before[names[0]])

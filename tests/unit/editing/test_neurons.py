@@ -9,7 +9,7 @@ from loco_lightning.editing.neurons import Neurons, neuron_zscores
 from loco_lightning.editing.requests import EditRequest
 from loco_lightning.hooks import NeuronAblation, Record, intervene, site_inputs, sites
 from loco_lightning.models.sampling import denoise
-from tests.helpers import unet_inputs
+from tests.helpers import denoiser_inputs
 
 CONCEPT = ["a red striped circle", "a blue striped square", "a green striped star"]
 NEUTRAL = ["a red circle", "a blue square", "a green star"]
@@ -17,14 +17,14 @@ STRIPED = EditRequest("striped", "", ("a red {} circle", "a blue {} square", "a 
 
 
 def test_zscore_finds_a_neuron_that_reads_the_concept(sd1):
-    s = sites(sd1.unet)[3]
-    proj = sd1.unet.get_submodule(s.path).to_k
+    s = sites(sd1.denoiser)[3]
+    proj = sd1.denoiser.get_submodule(s.path).to_k
     z0, _ = neuron_zscores(sd1, 3, CONCEPT, NEUTRAL, "k")
     with torch.no_grad():
         original = proj.weight[5].clone()
         # plant: neuron 5 now reads the direction in which concept inputs differ most
-        a = site_inputs(sd1.unet, s, sd1.encode(CONCEPT).context).flatten(0, 1).mean(0)
-        b = site_inputs(sd1.unet, s, sd1.encode(NEUTRAL).context).flatten(0, 1).mean(0)
+        a = site_inputs(sd1.denoiser, s, sd1.encode(CONCEPT).context).flatten(0, 1).mean(0)
+        b = site_inputs(sd1.denoiser, s, sd1.encode(NEUTRAL).context).flatten(0, 1).mean(0)
         proj.weight[5] = 50 * (a - b) / (a - b).norm()
         try:
             z, mean = neuron_zscores(sd1, 3, CONCEPT, NEUTRAL, "k")
@@ -59,17 +59,17 @@ def test_mean_ablation_changes_the_output_undoes_and_round_trips(sd1, tmp_path):
 def test_zeroed_weights_equal_the_executor_setting_those_neurons_to_zero(sd1):
     edit = Neurons(sites=(4,), k=3, projections=("k",), mode="zero").compute(sd1, [STRIPED])
     [neurons] = edit.metadata["neurons"].values()
-    inputs = unet_inputs(sd1, CONCEPT)
+    inputs = denoiser_inputs(sd1, CONCEPT)
     with (
         torch.no_grad(),
-        intervene(sd1.unet, [NeuronAblation((4,), tuple(neurons), "k", 0.0)], cfg=False),
+        intervene(sd1.denoiser, [NeuronAblation((4,), tuple(neurons), "k", 0.0)], cfg=False),
     ):
-        expected = sd1.unet(**inputs).sample
+        expected = sd1.denoiser(**inputs).sample
     with (
         edit.applied(sd1),
         torch.no_grad(),
-        intervene(sd1.unet, [Record((4,), ("k",))], cfg=False) as trace,
+        intervene(sd1.denoiser, [Record((4,), ("k",))], cfg=False) as trace,
     ):
-        zeroed = sd1.unet(**inputs).sample
+        zeroed = sd1.denoiser(**inputs).sample
     assert torch.all(trace.records[(4, "k")][0][..., neurons] == 0)
     assert (zeroed - expected).abs().max() <= 1e-6

@@ -34,11 +34,12 @@ KEEP = ("a picture of a blue square", "a green triangle")  # words the world kno
 
 def vectors(model, site, prompts: list[str]) -> torch.Tensor:
     """(N, T, d) float64 inputs of a site's projections."""
-    return site_inputs(model.unet, model_site(model, site), model.encode(prompts).context).double()
+    context = model.encode(prompts).context
+    return site_inputs(model.denoiser, model_site(model, site), context).double()
 
 
 def model_site(model, index):
-    return sites(model.unet)[index]
+    return sites(model.denoiser)[index]
 
 
 def ends(model, prompts: list[str]) -> list[int]:
@@ -61,13 +62,13 @@ def solve(w, keys, values, lam, preserve=None, scale=1.0):
 def edited(model, edit, site, proj: str) -> np.ndarray:
     s = model_site(model, site)
     name = f"{s.path}.{s.projection(proj)}.weight"
-    w = model.unet.get_parameter(name).detach().double()
+    w = model.denoiser.get_parameter(name).detach().double()
     return (w + edit.deltas[name].double()).numpy()
 
 
 def original(model, site, proj: str) -> np.ndarray:
     s = model_site(model, site)
-    return model.unet.get_parameter(f"{s.path}.{s.projection(proj)}.weight").detach().double()
+    return model.denoiser.get_parameter(f"{s.path}.{s.projection(proj)}.weight").detach().double()
 
 
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])
@@ -78,7 +79,7 @@ def test_uce_is_its_published_update_with_its_scales(family):
     result = edit.compute(model, [STYLE, MONET])
     sources = [s for r in (STYLE, MONET) for s, _, _ in r.pairs()]
     guides = [t for r in (STYLE, MONET) for _, _, t in r.pairs()]
-    for site in (0, len(sites(model.unet)) - 1):
+    for site in (0, len(sites(model.denoiser)) - 1):
         c = vectors(model, site, sources)[list(range(len(sources))), ends(model, sources)].numpy()
         g = vectors(model, site, guides)[list(range(len(guides))), ends(model, guides)].numpy()
         p = vectors(model, site, list(KEEP))[[0, 1], ends(model, list(KEEP))].numpy()
@@ -91,7 +92,7 @@ def test_uce_is_its_published_update_with_its_scales(family):
             expected = left @ np.linalg.inv(right)
             got = edited(model, result, site, proj)
             assert np.abs(got - expected).max() < 1e-4 * np.abs(expected).max()
-    assert len(result.deltas) == 2 * len(sites(model.unet))  # every site's to_k and to_v
+    assert len(result.deltas) == 2 * len(sites(model.denoiser))  # every site's to_k and to_v
 
 
 def test_uce_2023_aligns_the_tails_and_always_preserves_the_empty_prompt(sd1):
@@ -259,8 +260,8 @@ def test_speed_is_its_published_update_and_holds_what_it_must(world):
 def test_rece_erases_the_embedding_that_regenerates_the_concept_after_uce(sd1):
     result = RECE(rounds=1, keep_empty=False).compute(sd1, [STYLE])
     start = UCE(variant="2023", keep_empty=False).compute(sd1, [STYLE])
-    names = [f"{s.path}.{s.projection(p)}.weight" for s in sites(sd1.unet) for p in ("k", "v")]
-    w0 = {k: sd1.unet.get_parameter(k).detach().double().numpy() for k in names}
+    names = [f"{s.path}.{s.projection(p)}.weight" for s in sites(sd1.denoiser) for p in ("k", "v")]
+    w0 = {k: sd1.denoiser.get_parameter(k).detach().double().numpy() for k in names}
     w1 = {k: w0[k] + start.deltas[k].double().numpy() for k in names}
     e = sd1.encode([STYLE.concept]).context[0].double().numpy()  # (T, d)
     g = sd1.encode([STYLE.target]).context[0].double().numpy()

@@ -7,15 +7,15 @@ import torch
 import torch.nn.functional as F
 
 from loco_lightning.hooks import NeuronAblation, PromptSwap, Record, intervene, sites
-from tests.helpers import unet_inputs
+from tests.helpers import denoiser_inputs
 
 ORIGINAL = ["a red striped circle", "a blue dotted square"]
 TARGET = ["a red circle", "a blue square"]
 
 
 def run(model, prompts, specs=(), cfg=False, seeds=None, **kwargs):
-    with torch.no_grad(), intervene(model.unet, specs, encode=model.encode, cfg=cfg, **kwargs):
-        return model.unet(**unet_inputs(model, prompts, seeds)).sample
+    with torch.no_grad(), intervene(model.denoiser, specs, encode=model.encode, cfg=cfg, **kwargs):
+        return model.denoiser(**denoiser_inputs(model, prompts, seeds)).sample
 
 
 def swaps(model, window, targets=TARGET, pooled=None):
@@ -28,10 +28,10 @@ def swaps(model, window, targets=TARGET, pooled=None):
 
 def test_empty_window_is_the_original_and_all_sites_the_target(mini):
     with torch.no_grad():
-        original = mini.unet(**unet_inputs(mini, ORIGINAL)).sample
-        target = mini.unet(**unet_inputs(mini, TARGET)).sample
+        original = mini.denoiser(**denoiser_inputs(mini, ORIGINAL)).sample
+        target = mini.denoiser(**denoiser_inputs(mini, TARGET)).sample
     assert (original - target).abs().max() > 1e-3  # the test can tell the two apart
-    n = len(sites(mini.unet))
+    n = len(sites(mini.denoiser))
     assert (run(mini, ORIGINAL, swaps(mini, [])) - original).abs().max() <= 1e-6
     assert (run(mini, ORIGINAL, swaps(mini, range(n))) - target).abs().max() <= 1e-6
 
@@ -41,33 +41,37 @@ def test_kv_swap_leaves_the_global_text_path_alone_unless_asked(family):
     from tests.helpers import mini_model
 
     model = mini_model(family)
-    n = len(sites(model.unet))
+    n = len(sites(model.denoiser))
     kv_only = run(model, ORIGINAL, swaps(model, range(n), pooled=False))
     with torch.no_grad():
-        target = model.unet(**unet_inputs(model, TARGET)).sample
+        target = model.denoiser(**denoiser_inputs(model, TARGET)).sample
     assert (kv_only - target).abs().max() > 1e-4  # the pooled path still carries the original
     # Known answer: target contexts at every site, original global path.
     orig, tgt = model.encode(ORIGINAL), model.encode(TARGET)
-    inputs = unet_inputs(model, ORIGINAL)
+    inputs = denoiser_inputs(model, ORIGINAL)
     inputs["encoder_hidden_states"] = tgt.context
     if family == "sdxl":
         inputs["added_cond_kwargs"] = orig.added
-        expected = model.unet(**inputs).sample
+        expected = model.denoiser(**inputs).sample
     else:  # IF's text-time embedding reads the context: feed it the original's
-        handle = model.unet.add_embedding.register_forward_pre_hook(
+        handle = model.denoiser.add_embedding.register_forward_pre_hook(
             lambda m, a: (orig.context, *a[1:])
         )
         try:
-            expected = model.unet(**inputs).sample
+            expected = model.denoiser(**inputs).sample
         finally:
             handle.remove()
     assert (kv_only - expected).abs().max() <= 1e-6
 
 
-def test_batched_windows_equal_separate_calls(sd1):
-    """One [uncond; cond] batch with a window per sample equals one call per sample."""
-    model = sd1
-    n = len(sites(model.unet))
+@pytest.mark.parametrize("family", ["sd1", "pixart"])
+def test_batched_windows_equal_separate_calls(family):
+    """One [uncond; cond] batch with a window per sample equals one call per sample (PixArt: each
+    swapped row also reads its prompt's padding mask)."""
+    from tests.helpers import mini_model
+
+    model = mini_model(family)
+    n = len(sites(model.denoiser))
     windows = [(), (0,), (1, 2), (n - 1,), tuple(range(n)), (2, 3, 4)]
     originals, targets = ORIGINAL * 3, TARGET * 3
     specs = [PromptSwap(w, t, samples=(b,)) for b, (w, t) in enumerate(zip(windows, targets)) if w]
@@ -82,7 +86,7 @@ def test_batched_windows_equal_separate_calls(sd1):
 
 
 def test_batched_windows_without_cfg_equal_separate_calls(sd1):
-    n = len(sites(sd1.unet))
+    n = len(sites(sd1.denoiser))
     prompts = ORIGINAL * 2
     targets = TARGET * 2
     windows = [(0,), (5, 6, 7), (n - 1,), tuple(range(n))]
@@ -95,10 +99,10 @@ def test_batched_windows_without_cfg_equal_separate_calls(sd1):
 
 def test_processor_swap_equals_the_reference_scripts_mechanism(sd1):
     """Reference: forward hooks overwrite the conditional half of to_k/to_v outputs."""
-    unet = sd1.unet
+    unet = sd1.denoiser
     window = (3, 4, 8)
     target = sd1.encode(["a red circle"]).context
-    inputs = unet_inputs(sd1, ["", "a red striped circle"])  # [uncond; cond], batch of 2
+    inputs = denoiser_inputs(sd1, ["", "a red striped circle"])  # [uncond; cond], batch of 2
     handles = []
     for site in sites(unet):
         if site.index not in window:
@@ -125,7 +129,7 @@ def test_processor_swap_equals_the_reference_scripts_mechanism(sd1):
 
 
 def test_exit_restores_processors_and_weights_bit_for_bit(sd1):
-    unet = sd1.unet
+    unet = sd1.denoiser
     before = dict(unet.attn_processors)
     weights = {k: v.clone() for k, v in unet.state_dict().items()}
     specs = [
@@ -153,18 +157,18 @@ def test_kv_cache_projects_once_per_generation_and_matches(sd1):
     model = sd1
     cond = model.encode(ORIGINAL)
     specs = [PromptSwap((1, 2), "a red circle", samples=(0,)), NeuronAblation((3,), (0, 5))]
-    attn = model.unet.get_submodule(sites(model.unet)[1].path)
+    attn = model.denoiser.get_submodule(sites(model.denoiser)[1].path)
     calls, unet_calls = [], []
     handles = [
         attn.to_k.register_forward_hook(lambda *a: calls.append(1)),
-        model.unet.register_forward_hook(lambda *a: unet_calls.append(1)),
+        model.denoiser.register_forward_hook(lambda *a: unet_calls.append(1)),
     ]
     try:
         outs = {}
         for cache in (False, True):
             calls.clear()
             unet_calls.clear()
-            with intervene(model.unet, specs, encode=model.encode, cache_kv=cache):
+            with intervene(model.denoiser, specs, encode=model.encode, cache_kv=cache):
                 outs[cache] = denoise(model, cond, [0, 1], steps=4, guidance=1.5)
             outs[cache, "calls"], outs[cache, "unet"] = len(calls), len(unet_calls)
     finally:
@@ -180,16 +184,16 @@ def test_if_added_kv_bias_is_honoured():
     from tests.helpers import mini_model
 
     model = mini_model("if")
-    unet = model.unet
+    unet = model.denoiser
     site = sites(unet)[3]
     attn = unet.get_submodule(site.path)
     bias = attn.add_k_proj.bias.detach().clone()
     with torch.no_grad():
         attn.add_k_proj.bias.add_(1.0)  # a bias large enough to matter
         try:
-            plain = unet(**unet_inputs(model, ORIGINAL)).sample
+            plain = unet(**denoiser_inputs(model, ORIGINAL)).sample
             with intervene(unet, [Record((3,), ("context", "k"))], cfg=False) as trace:
-                ours = unet(**unet_inputs(model, ORIGINAL)).sample
+                ours = unet(**denoiser_inputs(model, ORIGINAL)).sample
             ctx = attn.norm_encoder_hidden_states(trace.records[(3, "context")][0])
             expected_k = ctx @ attn.add_k_proj.weight.T + attn.add_k_proj.bias
             assert (trace.records[(3, "k")][0] - expected_k).abs().max() <= 1e-5
@@ -205,10 +209,10 @@ def test_neuron_ablation_sets_only_the_chosen_neurons_of_the_chosen_samples(sd1)
         NeuronAblation((2,), (0, 3), projection="k", value=(5.0, -5.0), samples=(1,)),
         Record((2,), ("k", "v")),
     ]
-    with torch.no_grad(), intervene(sd1.unet, specs, encode=sd1.encode, cfg=False) as trace:
-        ablated = sd1.unet(**unet_inputs(sd1, ORIGINAL)).sample
-    with torch.no_grad(), intervene(sd1.unet, [Record((2,), ("k",))], cfg=False) as clean:
-        plain = sd1.unet(**unet_inputs(sd1, ORIGINAL)).sample
+    with torch.no_grad(), intervene(sd1.denoiser, specs, encode=sd1.encode, cfg=False) as trace:
+        ablated = sd1.denoiser(**denoiser_inputs(sd1, ORIGINAL)).sample
+    with torch.no_grad(), intervene(sd1.denoiser, [Record((2,), ("k",))], cfg=False) as clean:
+        plain = sd1.denoiser(**denoiser_inputs(sd1, ORIGINAL)).sample
     k, k0 = trace.records[(2, "k")][0], clean.records[(2, "k")][0]
     assert torch.all(k[1, :, 0] == 5.0) and torch.all(k[1, :, 3] == -5.0)
     assert torch.equal(k[0], k0[0])  # sample 0 untouched
@@ -226,7 +230,7 @@ def test_scaling_neurons_by_one_changes_nothing(sd1):
 def test_unknown_site_index_names_the_valid_range_and_paths(sd1):
     match = r"site\(s\) \[16\].*16 cross-attention sites.*attn2"
     spec = PromptSwap((3, 16), "x")
-    with pytest.raises(IndexError, match=match), intervene(sd1.unet, [spec], encode=sd1.encode):
+    with pytest.raises(IndexError, match=match), intervene(sd1.denoiser, [spec], encode=sd1.encode):
         pass
 
 
@@ -237,7 +241,7 @@ def test_context_of_the_wrong_width_is_refused(sd1):
     spec = PromptSwap((0,), "x")
     with (
         pytest.raises(ValueError, match=r"\(N, T, 32\)"),
-        intervene(sd1.unet, [spec], encode=wrong),
+        intervene(sd1.denoiser, [spec], encode=wrong),
     ):
         pass
 
@@ -245,13 +249,13 @@ def test_context_of_the_wrong_width_is_refused(sd1):
 def test_swap_without_encoder_says_how_to_get_one(sd1):
     with (
         pytest.raises(ValueError, match="need an encoder") as err,
-        intervene(sd1.unet, [PromptSwap((0,), "x")]),
+        intervene(sd1.denoiser, [PromptSwap((0,), "x")]),
     ):
         pass
     # the fix it names works as written
     assert "encode=model.encode" in str(err.value)
     model = sd1
-    with intervene(model.unet, [PromptSwap((0,), "x")], encode=model.encode):
+    with intervene(model.denoiser, [PromptSwap((0,), "x")], encode=model.encode):
         pass
 
 
@@ -261,5 +265,5 @@ def test_samples_out_of_range_are_refused(sd1):
 
 
 def test_pooled_swap_on_a_unet_without_global_path_is_refused(sd1):
-    with pytest.raises(ValueError, match="has none; drop pooled=True"):
+    with pytest.raises(ValueError, match="UNet2DConditionModel has none .*; drop pooled=True"):
         run(sd1, ORIGINAL, [PromptSwap((0,), "a", pooled=True)])

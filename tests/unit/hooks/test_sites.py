@@ -1,22 +1,25 @@
-"""Sites are the UNet's cross-attention layers in execution order, for every family."""
+"""Sites are the denoiser's cross-attention layers in execution order, for every family."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import UNet2DConditionModel, UNet2DModel
+from diffusers import UNet2DModel
 
 from loco_lightning.hooks import sites
 from loco_lightning.models import FAMILIES, get_family
+from loco_lightning.models.families import build_denoiser
+
+TRUE_COUNTS = {"sd1": 16, "sd2": 16, "sdxl": 70, "if": 22, "pixart": 28, "pixart_sigma": 28}
 
 
-@pytest.mark.parametrize("name", ["sd1", "sd2", "sdxl", "if"])
+@pytest.mark.parametrize("name", list(TRUE_COUNTS))
 def test_full_size_site_counts_on_meta_device(name):
     family = get_family(name)
     with torch.device("meta"):
-        unet = UNet2DConditionModel(**family.unet_config)
+        unet = build_denoiser(family)
     found = sites(unet)
-    assert len(found) == family.n_sites == {"sd1": 16, "sd2": 16, "sdxl": 70, "if": 22}[name]
+    assert len(found) == family.n_sites == TRUE_COUNTS[name]
     assert [s.index for s in found] == list(range(len(found)))
     assert {s.kind for s in found} == {family.site_kind}
     assert all(s.context_dim == unet.config.cross_attention_dim for s in found)
@@ -24,7 +27,7 @@ def test_full_size_site_counts_on_meta_device(name):
 
 def test_sd1_execution_order_puts_mid_block_between_down_and_up():
     with torch.device("meta"):
-        unet = UNet2DConditionModel(**get_family("sd1").unet_config)
+        unet = build_denoiser(get_family("sd1"))
     paths = [s.path for s in sites(unet)]
     # named_modules lists mid_block last; execution runs it after the 6 down sites.
     assert [p for p, _ in unet.named_modules()].index("mid_block") > [
@@ -41,15 +44,15 @@ def test_miniatures_keep_the_true_site_count(name):
     from tests.helpers import mini_model
 
     model = mini_model(name)
-    assert len(sites(model.unet)) == get_family(name).n_sites
+    assert len(sites(model.denoiser)) == get_family(name).n_sites
 
 
 def test_if_sites_are_added_kv_with_bias():
     from tests.helpers import mini_model
 
     model = mini_model("if")
-    for site in sites(model.unet):
-        attn = model.unet.get_submodule(site.path)
+    for site in sites(model.denoiser):
+        attn = model.denoiser.get_submodule(site.path)
         assert site.kind == "added_kv"
         assert attn.add_k_proj.bias is not None and attn.add_v_proj.bias is not None
 

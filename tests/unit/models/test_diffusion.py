@@ -43,7 +43,7 @@ def test_denoise_uses_these_settings_and_a_fresh_scheduler_each_time():
 
 
 def test_weights_digest_tells_edited_weights_apart_and_restores():
-    unet = mini_model("sd1").unet
+    unet = mini_model("sd1").denoiser
     before = weights_digest(unet)
     weight = unet.get_submodule(sites(unet)[0].path).to_k.weight
     with torch.no_grad():

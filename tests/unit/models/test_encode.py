@@ -18,10 +18,17 @@ def test_prompt_longer_than_the_tokenizer_limit_is_refused_by_name(mini):
         mini.encode(["a red circle", long])
 
 
-def test_context_widths_match_the_unet(mini):
+def test_context_widths_match_the_denoiser(mini):
     cond = mini.encode(["a red circle", "a blue square"])
-    width = mini.unet.config.encoder_hid_dim or mini.unet.config.cross_attention_dim
+    config = mini.denoiser.config
+    width = {
+        "unet": lambda: config.encoder_hid_dim or config.cross_attention_dim,
+        "transformer": lambda: config.caption_channels,
+    }[mini.family.denoiser]()
     assert cond.context.shape[0] == 2 and cond.context.shape[-1] == width
+    if mini.family.encoding == "t5_masked":  # PixArt: padded to its length, with the mask
+        assert cond.mask.shape == (2, mini.family.max_tokens) == cond.context.shape[:2]
+        assert 0 < cond.mask[0].sum() < mini.family.max_tokens
 
 
 def test_sdxl_conditioning_concatenates_both_encoders_and_carries_pooled_and_time_ids():
@@ -29,7 +36,7 @@ def test_sdxl_conditioning_concatenates_both_encoders_and_carries_pooled_and_tim
     cond = model.encode(["a red circle", "a blue square"])
     te1 = model.pipeline.text_encoder.config.hidden_size
     te2 = model.pipeline.text_encoder_2.config.hidden_size
-    assert cond.context.shape[-1] == te1 + te2 == model.unet.config.cross_attention_dim
+    assert cond.context.shape[-1] == te1 + te2 == model.denoiser.config.cross_attention_dim
     assert cond.added["text_embeds"].shape == (
         2,
         model.pipeline.text_encoder_2.config.projection_dim,

@@ -1,0 +1,123 @@
+"""The denoisers text enters, as far as the hooks care: a UNet, or a diffusion transformer whose
+blocks read the caption through cross-attention (PixArt).
+
+Each kind says how to call the model, what its sites read (the text context after the model's
+own caption projection, before each attention's ``norm_cross``), and its smallest valid inputs (to
+trace the sites' execution order). Everything else (sites, processors, the executor, the editors)
+is the same for both.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class UNetKind:
+    """``UNet2DConditionModel`` (SD-1/2, SD-XL, DeepFloyd IF)."""
+
+    @staticmethod
+    def context_width(module: nn.Module) -> int:
+        """Width of ``encoder_hidden_states`` it takes (before IF's ``encoder_hid_proj``)."""
+        width = module.config.encoder_hid_dim or module.config.cross_attention_dim
+        return width[0] if isinstance(width, (list, tuple)) else width
+
+    @staticmethod
+    def text_states(module: nn.Module, context: Tensor, added: dict | None) -> Tensor:
+        return module.process_encoder_hidden_states(context, added or {})
+
+    @staticmethod
+    def forward(module, x: Tensor, t, context: Tensor, added, mask) -> Tensor:
+        return module(x, t, encoder_hidden_states=context, added_cond_kwargs=added).sample
+
+    @staticmethod
+    def trace_inputs(module: nn.Module, batch: int = 1, size: int | None = None) -> dict:
+        """Zero inputs of the right shapes (``size``: latent side, default the smallest)."""
+        cfg = module.config
+        param = next(module.parameters())
+        device, dtype = param.device, param.dtype
+        size = size or 2 ** len(cfg.block_out_channels)
+        zeros = dict(device=device, dtype=dtype)
+        width = UNetKind.context_width(module)
+        kwargs = {
+            "sample": torch.zeros(batch, cfg.in_channels, size, size, **zeros),
+            "timestep": torch.tensor(1, device=device),
+            "encoder_hidden_states": torch.zeros(batch, 4, width, **zeros),
+        }
+        if cfg.addition_embed_type == "text_time":
+            n_time = 6
+            pooled = (
+                cfg.projection_class_embeddings_input_dim - n_time * cfg.addition_time_embed_dim
+            )
+            kwargs["added_cond_kwargs"] = {
+                "text_embeds": torch.zeros(batch, pooled, **zeros),
+                "time_ids": torch.zeros(batch, n_time, **zeros),
+            }
+        elif cfg.addition_embed_type not in (None, "text"):
+            raise ValueError(
+                f"UNet addition_embed_type={cfg.addition_embed_type!r} is not supported for site "
+                "tracing; supported: None (SD-1/2), 'text_time' (SD-XL), 'text' (DeepFloyd IF)."
+            )
+        if cfg.class_embed_type is not None or cfg.num_class_embeds is not None:
+            kwargs["class_labels"] = torch.zeros(batch, dtype=torch.long, device=device)
+        return kwargs
+
+
+class CaptionDiTKind:
+    """A diffusion transformer with a caption projection and a cross-attention ``attn2`` per
+    block (``PixArtTransformer2DModel``: PixArt-α and -Σ). The caption's padding is masked
+    (``encoder_attention_mask``), so a swapped-in prompt brings its own mask (see
+    :class:`~loco_lightning.hooks.processors.SiteProcessor`)."""
+
+    @staticmethod
+    def context_width(module: nn.Module) -> int:
+        return module.config.caption_channels
+
+    @staticmethod
+    def text_states(module: nn.Module, context: Tensor, added: dict | None) -> Tensor:
+        return module.caption_projection(context)
+
+    @staticmethod
+    def forward(module, x: Tensor, t, context: Tensor, added, mask) -> Tensor:
+        timestep = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
+        return module(
+            x,
+            encoder_hidden_states=context,
+            encoder_attention_mask=mask,
+            timestep=timestep,
+            added_cond_kwargs=added or {"resolution": None, "aspect_ratio": None},
+        ).sample
+
+    @staticmethod
+    def trace_inputs(module: nn.Module, batch: int = 1, size: int | None = None) -> dict:
+        """Zero inputs of the right shapes (``size``: latent side, default one 2×2 patch grid)."""
+        cfg = module.config
+        param = next(module.parameters())
+        zeros = dict(device=param.device, dtype=param.dtype)
+        size = size or cfg.patch_size * 2
+        added = {"resolution": None, "aspect_ratio": None}
+        if module.use_additional_conditions:  # PixArt-α 1024: image size and aspect ratio
+            added = {
+                "resolution": torch.ones(batch, 2, **zeros),
+                "aspect_ratio": torch.ones(batch, 1, **zeros),
+            }
+        return {
+            "hidden_states": torch.zeros(batch, cfg.in_channels, size, size, **zeros),
+            "encoder_hidden_states": torch.zeros(batch, 4, cfg.caption_channels, **zeros),
+            "timestep": torch.ones(batch, device=param.device),
+            "added_cond_kwargs": added,
+        }
+
+
+KINDS = {"UNet2DConditionModel": UNetKind, "PixArtTransformer2DModel": CaptionDiTKind}
+
+
+def kind_of(module: nn.Module) -> type[UNetKind] | type[CaptionDiTKind]:
+    """The kind of a denoiser module, by its diffusers class (or a subclass of one)."""
+    for cls in type(module).__mro__:
+        if cls.__name__ in KINDS:
+            return KINDS[cls.__name__]
+    raise ValueError(
+        f"{type(module).__name__} is not a denoiser the hooks know; supported: "
+        f"{', '.join(KINDS)}. Pass the pipeline's unet or transformer."
+    )
