@@ -98,6 +98,13 @@ JOBS = {
         "validate",
         "causal tracing (the older localizer): restore one layer at a time, score recovery",
     ),
+    "contribution": Job(
+        "loco_lightning.localization.contribution.ContributionModule",
+        "loco_lightning.localization.data.TraceData",
+        "validate",
+        "DiT localizer (Zarei et al.): rank sites by the attention output the concept's tokens "
+        "carry, take the top K",
+    ),
     "world": Job(
         "loco_lightning.training.world.WorldDiffusion",
         "loco_lightning.data.world.datamodule.WorldDataModule",

@@ -119,6 +119,14 @@ def intervene(
                 if isinstance(r, Record) and site.index in r.sites
                 for w in r.what
             },
+            tokens=next(
+                (
+                    r.tokens
+                    for r in interventions
+                    if isinstance(r, Record) and site.index in r.sites and r.tokens
+                ),
+                None,
+            ),
         )
     unet.set_attn_processor(processors)
     try:

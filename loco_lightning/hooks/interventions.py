@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 KV = Literal["k", "v", "kv"]
-Recordable = Literal["context", "k", "v", "output"]
+Recordable = Literal["context", "k", "v", "output", "contribution"]
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,24 @@ class Record:
 
     ``context`` is the text context the site read (after swaps), ``k``/``v`` the text keys and
     values (after ablations, before the head split), ``output`` the attention module's output.
+    ``contribution`` is, per conditional sample, the attention output its ``tokens`` carry:
+    ``mean over image positions of ‖to_out[0](Σ_{j ∈ tokens} A[:, :, j] v_j)‖`` (heads merged), the
+    block score of Zarei et al.'s DiT localizer; one (samples,) tensor per call.
+
+    Attributes:
+        tokens: for ``contribution``, the text positions of each conditional sample.
     """
 
     sites: tuple[int, ...]
     what: tuple[Recordable, ...] = ("k", "v")
+    tokens: tuple[tuple[int, ...], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if "contribution" in self.what and not (self.tokens and all(self.tokens)):
+            raise ValueError(
+                f"Record(what={list(self.what)}) needs tokens: the text positions whose "
+                "contribution to measure, one non-empty tuple per conditional sample."
+            )
 
 
 Intervention = PromptSwap | NeuronAblation | Record

@@ -70,6 +70,7 @@ class SiteProcessor:
         swaps: ``(bank index, samples, uncond)`` per prompt swap at this site.
         ablations: neuron ablations at this site.
         record: activations to record here.
+        tokens: per conditional sample, the text positions whose ``contribution`` is recorded.
     """
 
     def __init__(
@@ -79,8 +80,10 @@ class SiteProcessor:
         swaps: list[tuple[int, tuple[int, ...] | None, bool]],
         ablations: list[NeuronAblation],
         record: set[str],
+        tokens: tuple[tuple[int, ...], ...] | None = None,
     ) -> None:
         self.site = site
+        self.tokens = tokens
         self.state = state
         self.swaps = swaps
         self.ablations = ablations
@@ -127,6 +130,28 @@ class SiteProcessor:
         bias = (1 - self.state.bank_mask.to(attention_mask.dtype)) * -10000.0  # as PixArt makes it
         swapped = bias[src.clamp(min=0)].unsqueeze(1)
         return torch.where((src >= 0)[:, None, None], swapped, attention_mask)
+
+    def _contribution(self, attn, query: Tensor, key: Tensor, value: Tensor, mask) -> None:
+        """Record what each conditional sample's ``tokens`` add to the attention output: the
+        mean over image positions of ``‖to_out[0](Σ_{j ∈ tokens} A[:, :, j] v_j)‖`` (heads
+        merged; the text keys come first, so for IF the positions index its text part)."""
+        scores = (query @ key.transpose(-1, -2)).float() * attn.scale  # (B, h, Q, K)
+        if mask is not None:
+            scores = scores + mask.float()
+        probs = scores.softmax(-1).to(value.dtype)
+        cond = rows(query.shape[0], None, False, self.state.cfg)
+        if len(cond) != len(self.tokens):
+            raise ValueError(
+                f"Record(contribution) has tokens for {len(self.tokens)} samples, but the batch "
+                f"has {len(cond)} conditional samples; give one tuple of positions per sample."
+            )
+        out = torch.empty(len(cond), device=query.device)
+        for s, r in enumerate(cond):
+            tok = torch.as_tensor(self.tokens[s], device=query.device)
+            o = probs[r][:, :, tok] @ value[r][:, tok, :]  # (h, Q, d)
+            o = attn.to_out[0](o.transpose(0, 1).reshape(o.shape[1], -1))  # (Q, inner)
+            out[s] = o.float().norm(dim=-1).mean()
+        self.state.trace.records[(self.site.index, "contribution")].append(out.detach())
 
     def _ablate(self, kv: Tensor, which: str) -> Tensor:
         for ab in self.ablations:
@@ -222,6 +247,8 @@ class SiteProcessor:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
             key = attn.norm_k(key)
+        if "contribution" in self.record:
+            self._contribution(attn, query, key, value, attention_mask)
         hidden_states = F.scaled_dot_product_attention(
             query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
         )
@@ -252,6 +279,8 @@ class SiteProcessor:
             value = torch.cat(
                 [value, attn.head_to_batch_dim(attn.to_v(hidden_states), out_dim=4)], 2
             )
+        if "contribution" in self.record:
+            self._contribution(attn, query, key, value, attention_mask)
         hidden_states = F.scaled_dot_product_attention(
             query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
         )

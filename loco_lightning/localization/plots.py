@@ -84,3 +84,34 @@ def short(layer: str) -> str:
         layer = layer.replace(long, brief)
     layer = layer.replace("text_model.encoder.layers.", "te.").replace("encoder.layers.", "layers.")
     return layer.replace("transformer_blocks.", "tb.")
+
+
+def site_bars(table: list[dict], selected, locogen=()) -> Figure:
+    """The attention contribution per site (execution order): the top K filled, the rest grey,
+    and LocoGen's window, if given, outlined, so the two localizers read side by side."""
+    fig = Figure(figsize=(max(5.5, 0.28 * len(table) + 2), 3.6), layout="constrained")
+    ax = fig.subplots()
+    chosen, window = set(selected), set(locogen)
+    ax.bar(
+        [r["site"] for r in table],
+        [r["contribution_mean"] for r in table],
+        yerr=[r.get("contribution_std", 0.0) for r in table],
+        color=["tab:orange" if r["site"] in chosen else "tab:grey" for r in table],
+        edgecolor=["black" if r["site"] in window else "none" for r in table],
+        linewidth=1.5,
+        capsize=2,
+    )
+    handles = [
+        matplotlib.patches.Patch(color="tab:orange", label=f"top {len(chosen)}"),
+        matplotlib.patches.Patch(color="tab:grey", label="other sites"),
+    ]
+    if window:
+        handles.append(
+            matplotlib.patches.Patch(facecolor="none", edgecolor="black", label="LocoGen window")
+        )
+    ax.legend(handles=handles, fontsize=7)
+    ax.set_xticks([r["site"] for r in table], [str(r["site"]) for r in table], fontsize=7)
+    ax.set_xlabel("site (execution order)")
+    ax.set_ylabel("contribution of the concept's tokens\n(higher: more of it is read here)")
+    ax.set_title("Attention contribution per site (Zarei et al.)", fontsize=9)
+    return fig

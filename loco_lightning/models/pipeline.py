@@ -246,7 +246,7 @@ def _encode_t5_masked(pipe, prompts: list[str], family: Family) -> Conditioning:
         do_classifier_free_guidance=False,
         device=_device(pipe, family),
         clean_caption=False,
-        max_sequence_length=family.max_tokens,
+        max_sequence_length=min(family.max_tokens, pipe.tokenizer.model_max_length),
     )
     added = None
     if pipe.transformer.use_additional_conditions:  # PixArt-α 1024: the image's size and shape

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 import diffusers
-from diffusers import SchedulerMixin, UNet2DConditionModel
+from diffusers import SchedulerMixin
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
@@ -22,10 +22,10 @@ from transformers import (
     T5EncoderModel,
 )
 
-from loco_lightning.models.families import build_pipeline, get_family
+from loco_lightning.models.families import build_denoiser, build_pipeline, get_family
 
 TextEncoderKind = Literal["causal", "bidirectional"]
-WorldFamily = Literal["sd1", "sd2", "sdxl", "if"]
+WorldFamily = Literal["sd1", "sd2", "sdxl", "if", "pixart"]
 
 RECORD_NAME = "loco_world.json"  # written beside every exported world model and WorldCLIP
 WIDTH = 64  # text-encoder width = the UNets' cross-attention width in every world
@@ -48,7 +48,7 @@ _SD_WORLD = {
 }
 WIDTH_SDXL = (32, 64)  # SD-XL's two text encoders (CLIP-L 768 ‖ bigG 1280), concatenated
 TIME_EMBED_SDXL = 8  # per size/crop number of SD-XL's six ``time_ids``
-WORLD_UNETS: dict[str, dict] = {
+WORLD_DENOISERS: dict[str, dict] = {
     "sd1": _SD_WORLD,
     # SD-2: linear projections in and out of each transformer, heads of 8 channels per block
     "sd2": {**_SD_WORLD, "use_linear_projection": True, "attention_head_dim": (4, 8, 8)},
@@ -94,6 +94,21 @@ WORLD_UNETS: dict[str, dict] = {
         "addition_embed_type_num_heads": 4,
         "norm_num_groups": 16,
     },
+    # PixArt-α: a diffusion transformer on the world autoencoder's 8×8×4 latents, one token per
+    # latent pixel (patch 1: 64 tokens), 7 blocks, each with a cross-attention on the T5 states
+    # (after the caption projection): 7 sites, as the SD worlds; no learned variance
+    "pixart": {
+        **get_family("pixart").denoiser_config,
+        "sample_size": 8,
+        "patch_size": 1,
+        "in_channels": 4,
+        "out_channels": 4,
+        "num_layers": 7,
+        "num_attention_heads": 4,
+        "attention_head_dim": 16,
+        "cross_attention_dim": WIDTH,
+        "caption_channels": WIDTH,
+    },
 }
 # Samplers of each world, as its folder ships them: DDIM over the training betas (SD-2 predicts
 # velocity), with SD's "leading" spacing. Latents are not in [-1, 1], so nothing is clipped, and
@@ -114,6 +129,7 @@ WORLD_SCHEDULERS: dict[str, tuple[str, dict]] = {
     "sd1": ("DDIMScheduler", {**_DDIM, "prediction_type": "epsilon"}),
     "sd2": ("DDIMScheduler", {**_DDIM, "prediction_type": "v_prediction"}),
     "sdxl": ("DDIMScheduler", {**_DDIM, "prediction_type": "epsilon"}),
+    "pixart": ("DDIMScheduler", {**_DDIM, "prediction_type": "epsilon"}),
     "if": (
         "DDPMScheduler",
         {
@@ -143,9 +159,9 @@ def _known(family: str, table: dict) -> dict:
     return table[family]
 
 
-def world_unet(family: str = "sd1") -> UNet2DConditionModel:
-    """An untrained world-size UNet of ``family``."""
-    return UNet2DConditionModel(**_known(family, WORLD_UNETS))
+def world_denoiser(family: str = "sd1"):
+    """An untrained world-size denoiser of ``family`` (a UNet, or PixArt's transformer)."""
+    return build_denoiser(get_family(family), **_known(family, WORLD_DENOISERS))
 
 
 def world_scheduler(family: str = "sd1") -> SchedulerMixin:
@@ -212,6 +228,7 @@ WORLD_TEXT_ENCODERS: dict[str, dict[str, tuple[TextEncoderKind, int, bool]]] = {
         "text_encoder_2": ("causal", WIDTH_SDXL[1], True),
     },
     "if": {"text_encoder": ("bidirectional", WIDTH, False)},
+    "pixart": {"text_encoder": ("bidirectional", WIDTH, False)},
 }
 
 
@@ -230,15 +247,15 @@ def world_text_encoders(
 
 def world_pipeline(
     family: str,
-    unet,
+    denoiser,
     text_encoders: dict,
     tokenizers: dict,
     scheduler,
     vae=None,
 ) -> diffusers.DiffusionPipeline:
     """The family's own diffusers pipeline around world components (no safety checker)."""
-    _known(family, WORLD_UNETS)
-    components = {**text_encoders, **tokenizers, "unet": unet}
+    _known(family, WORLD_DENOISERS)
+    components = {**text_encoders, **tokenizers, get_family(family).denoiser: denoiser}
     if vae is not None:
         components["vae"] = vae
     options = WORLD_PIPELINE_OPTIONS.get(family, {})

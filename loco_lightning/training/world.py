@@ -40,6 +40,7 @@ from loco_lightning.data.world import (
 )
 from loco_lightning.data.world.readers import READER_WEIGHTS
 from loco_lightning.hooks import PromptSwap, intervene, sites
+from loco_lightning.hooks.denoisers import kind_of
 from loco_lightning.hooks.executor import check_sites
 from loco_lightning.models import LocoModel, get_family
 from loco_lightning.models.pipeline import Conditioning, encode_prompts, packaged
@@ -50,10 +51,10 @@ from loco_lightning.models.world import (
     WORLD_SCORER,
     WORLD_TEXT_ENCODERS,
     WorldFamily,
+    world_denoiser,
     world_pipeline,
     world_scheduler,
     world_text_encoders,
-    world_unet,
 )
 from loco_lightning.training.schedules import warmup_cosine
 
@@ -71,6 +72,7 @@ PADDING = {
     "sd2": {"tokenizer": "!"},
     "sdxl": {"tokenizer": "<|endoftext|>", "tokenizer_2": "!"},
     "if": {"tokenizer": "!"},
+    "pixart": {"tokenizer": "!"},
 }
 
 
@@ -181,7 +183,7 @@ class WorldDiffusion(L.LightningModule):
         self.save_hyperparameters()
         self.family = get_family(family)
         with torch.device("meta"):
-            n_sites = len(sites(world_unet(family)))
+            n_sites = len(sites(world_denoiser(family)))
         planted = {a: sorted(set(w)) for a, w in (planted or {}).items()}
         unknown = set(planted) - set(ATTRIBUTES)
         if unknown:
@@ -216,7 +218,7 @@ class WorldDiffusion(L.LightningModule):
         self.tokenizers = world_tokenizers(hp.family)
         self.net = nn.ModuleDict(
             {
-                "unet": world_unet(hp.family),
+                self.family.denoiser: world_denoiser(hp.family),
                 **world_text_encoders(hp.family, self.tokenizers, hp.text_layers, hp.text_heads),
             }
         )
@@ -224,15 +226,15 @@ class WorldDiffusion(L.LightningModule):
         if self.family.space == "latent":  # frozen: the world autoencoder is shared, not trained
             self.vae = AutoencoderKL.from_pretrained(packaged("world-vae")).requires_grad_(False)
         check_sites(
-            sites(self.net["unet"]),
+            sites(self.net[self.family.denoiser]),
             sorted({s for w in self.planted.values() for s in w}),
             "planted",
         )
         self.ema = AveragedModel(self.net, multi_avg_fn=EMAWarmup(hp.ema_decay), use_buffers=False)
         self.ema.requires_grad_(False)
         if hp.channels_last:
-            self.net["unet"].to(memory_format=torch.channels_last)
-            self.ema.module["unet"].to(memory_format=torch.channels_last)
+            self.net[self.family.denoiser].to(memory_format=torch.channels_last)
+            self.ema.module[self.family.denoiser].to(memory_format=torch.channels_last)
         sampler = world_scheduler(hp.family).config
         self.noise_scheduler = DDPMScheduler(
             hp.train_timesteps,
@@ -259,7 +261,12 @@ class WorldDiffusion(L.LightningModule):
         family = self.hparams.family
         encoders = {name: net[name] for name in WORLD_TEXT_ENCODERS[family]}
         return world_pipeline(
-            family, net["unet"], encoders, self.tokenizers, world_scheduler(family), self.vae
+            family,
+            net[self.family.denoiser],
+            encoders,
+            self.tokenizers,
+            world_scheduler(family),
+            self.vae,
         )
 
     def parameter_counts(self) -> dict[str, int]:
@@ -296,13 +303,12 @@ class WorldDiffusion(L.LightningModule):
             xt = xt.contiguous(memory_format=torch.channels_last)
         cond = self.encode(list(batch["caption"]))
         swaps = self.planted_swaps(batch, full, alone)
+        net = self.net[self.family.denoiser]
         executor = contextlib.nullcontext()
         if swaps:
-            executor = intervene(self.net["unet"], swaps, encode=self.encode, cfg=False)
+            executor = intervene(net, swaps, encode=self.encode, cfg=False)
         with executor:
-            out = self.net["unet"](
-                xt, timesteps, encoder_hidden_states=cond.context, added_cond_kwargs=cond.added
-            ).sample
+            out = kind_of(net).forward(net, xt, timesteps, cond.context, cond.added, cond.mask)
         variance = None
         if out.shape[1] != x0.shape[1]:  # learned variance after the prediction
             out, variance = out.split(x0.shape[1], dim=1)
@@ -467,8 +473,11 @@ class WorldDiffusion(L.LightningModule):
         hp = self.hparams
         pipe = self.ema_model().pipeline
         options = {}
-        if "clean_caption" in inspect.signature(pipe.__call__).parameters:
+        takes = inspect.signature(pipe.__call__).parameters
+        if "clean_caption" in takes:
             options["clean_caption"] = False  # IF's web-caption cleaning (needs bs4): not ours
+        if "use_resolution_binning" in takes:
+            options["use_resolution_binning"] = False  # PixArt's bins know no 16-px images
         out = pipe(
             list(captions),
             num_inference_steps=hp.val_steps or SAMPLING["steps"],
@@ -506,7 +515,7 @@ class WorldDiffusion(L.LightningModule):
         """
         folder = Path(folder)
         net = copy.deepcopy(self.ema.module)
-        net["unet"].to(memory_format=torch.contiguous_format)
+        net[self.family.denoiser].to(memory_format=torch.contiguous_format)
         pipe = self._pipeline(net)
         tmp = folder.with_name(f".{folder.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -25,6 +25,7 @@ EDIT += ["--model.diffusion.steps", "2", "--data.seeds", "[0]"]
 TRACE = ["trace", "--config", "configs/trace/world_style.yaml", *QUIET]
 SAMPLE = ["sample", "--config", "configs/sample/world_shape.yaml", *QUIET, "--data.prompts", "[a]"]
 ESD = ["esd", "--config", "configs/esd/world_style.yaml", *QUIET]
+CONTRIBUTION = ["contribution", "--config", "configs/contribution/world_style.yaml", *QUIET]
 
 
 def editor(cls: str = "LocoEdit", **init) -> list[str]:
@@ -187,6 +188,13 @@ CASES = [
     ("trace-chunk", lambda t: TRACE + ["--model.chunk", "0"], "chunk=0"),
     ("trace-seeds", lambda t: TRACE + ["--data.seeds", "[]"], "data.seeds is empty"),
     ("trace-tokens", lambda t: TRACE + ["--model.text_tokens", "first"], "first"),
+    ("contribution-k0", lambda t: CONTRIBUTION + ["--model.top_k", "0"], "model.top_k=0"),
+    ("contribution-k", lambda t: CONTRIBUTION + ["--model.top_k", "9"], "has 7 sites; choose 1..7"),
+    (
+        "contribution-locogen",
+        lambda t: CONTRIBUTION + ["--model.locogen", str(t), "--data.seeds", "[0]"],
+        "has no selection.json",
+    ),
     (
         "variant-missing",
         lambda t: SAMPLE + ["--model.variants", '{"x": "no/such/lora"}'],

@@ -113,3 +113,46 @@ def test_esd_fine_tunes_the_cross_attention_of_every_block(tmp_path):
     assert all(".attn2." in k for k in deltas)  # the cross-attentions only
     assert {k.split(".attn2.")[0] for k in deltas} == {f"transformer_blocks.{b}" for b in range(28)}
     assert all(torch.isfinite(d).all() for d in deltas.values())
+
+
+def test_the_dit_localizer_ranks_the_blocks_beside_locogen_and_feeds_locoedit(located):
+    """One generation per prompt, a contribution per block; its selection.json has LocoGen's
+    format, so an editor's ``sites: locogen`` reads it the same way."""
+    out = located / "contribution"
+    main(
+        miniature_job(
+            "contribution",
+            "configs/contribution/pixart_style.yaml",
+            out,
+            located / "tb",
+            "--data.pairs",
+            PAIRS,
+            "--model.locogen",
+            str(located / "localize"),
+        )
+    )
+    rows = json.loads((out / "sites.json").read_text())
+    assert [r["site"] for r in rows] == list(range(28))
+    assert sorted(r["rank"] for r in rows) == list(range(1, 29))
+    selection = json.loads((out / "selection.json").read_text())
+    top = sorted(r["site"] for r in rows if r["rank"] <= 6)
+    assert selection["window"] == top and selection["top_k"] == 6
+    locogen = json.loads((located / "localize" / "selection.json").read_text())["window"]
+    assert selection["locogen"] == locogen
+    assert selection["overlap"] == sorted(set(top) & set(locogen))
+    assert (out / "contribution.png").exists() and (out / "report.html").exists()
+
+    edit = [
+        "--model.locogen",
+        str(out),
+        "--model.editors",
+        json.dumps({"top6": {"class_path": "LocoEdit", "init_args": {"sites": "locogen"}}}),
+        "--data.seeds",
+        "[0]",
+    ]
+    main(
+        miniature_job(
+            "edit", "configs/edit/pixart_style.yaml", located / "e6", located / "tb", *edit
+        )
+    )
+    assert load_edit(located / "e6" / "top6.safetensors").metadata["params"]["sites"] == top
