@@ -1,9 +1,11 @@
-"""LocoGen sweep on a full-size UNet architecture with random weights (timing does not depend on
-weight values): a reference-shaped serial fp32 loop against our batched executor in bf16.
+"""LocoGen sweep on a full-size denoiser architecture (a UNet, or PixArt-α's transformer) with
+random weights (timing does not depend on weight values): a reference-shaped serial fp32 loop
+against our batched executor in bf16.
 
 Prints seconds per sweep, the ratio, and the achieved fraction of the bf16 matmul peak.
     python bench/gpu_localize.py --family sd1 --size 64 --steps 50 --windows 16 --batch 16
     python bench/gpu_localize.py --family sdxl --size 128 --steps 50 --m 4 --batch 8
+    python bench/gpu_localize.py --family pixart --size 128 --steps 20 --m 4 --batch 8
 Runs on CPU for a smoke check: --device cpu --size 8 --steps 2 --windows 2 --serial-windows 1
 """
 
@@ -46,9 +48,9 @@ def step_inputs(unet, n: int, size: int):
     return x, torch.tensor(500, device=p.device)
 
 
-def cfg_eps(unet, x, t, ctx, add):
-    """One guidance step's UNet call on ``[x; x]`` (the sampler update is not what is timed)."""
-    return unet(torch.cat([x, x]), t, encoder_hidden_states=ctx, added_cond_kwargs=add).sample
+def call(net, x, t, ctx, add):
+    """One denoiser call, whatever its kind (the sampler update is not what is timed)."""
+    return kind_of(net).forward(net, x, t, ctx, add, None)
 
 
 @torch.no_grad()
@@ -58,6 +60,7 @@ def serial_sweep(unet, wins, steps: int, size: int, device: str) -> float:
     uncond, cond, target = contexts(unet, 1, 0), contexts(unet, 1, 1), contexts(unet, 1, 2)
     ctx = torch.cat([uncond, cond])
     add = added(unet, 2)
+    target = kind_of(unet).text_states(unet, target, None)  # what sites read (PixArt: projected)
     sync(device)
     start = time.perf_counter()
     for window in wins:
@@ -75,10 +78,8 @@ def serial_sweep(unet, wins, steps: int, size: int, device: str) -> float:
                     handles.append(proj.register_forward_hook(hook))
         x, t = step_inputs(unet, 1, size)
         for _ in range(steps):
-            eps = unet(
-                torch.cat([x, x]), t, encoder_hidden_states=ctx, added_cond_kwargs=add
-            ).sample
-            x = x - 0.01 * eps[:1]
+            eps = call(unet, torch.cat([x, x]), t, ctx, add)
+            x = x - 0.01 * eps[:1, : x.shape[1]]
         for h in handles:
             h.remove()
     sync(device)
@@ -106,10 +107,8 @@ def batched_sweep(unet, wins, steps: int, size: int, batch: int, device: str) ->
         x, t = step_inputs(unet, n, size)
         with intervene(unet, specs, encode=encode, cache_kv=True):
             for _ in range(steps):
-                eps = unet(
-                    torch.cat([x, x]), t, encoder_hidden_states=ctx, added_cond_kwargs=add
-                ).sample
-                x = x - 0.01 * eps[:n]
+                eps = call(unet, torch.cat([x, x]), t, ctx, add)
+                x = x - 0.01 * eps[:n, : x.shape[1]]
     sync(device)
     return time.perf_counter() - start
 
@@ -145,7 +144,7 @@ def main() -> None:
     x, t = step_inputs(unet, 2 * min(args.batch, len(wins)), args.size)
     ctx = contexts(unet, x.shape[0], 0)
     with FlopCounterMode(display=False) as counter:
-        unet(x, t, encoder_hidden_states=ctx, added_cond_kwargs=added(unet, x.shape[0]))
+        call(unet, x, t, ctx, added(unet, x.shape[0]))
     per_sample = counter.get_total_flops() / x.shape[0]
     total = per_sample * 2 * len(wins) * args.steps
     floor = total / (args.peak_tflops * 1e12)

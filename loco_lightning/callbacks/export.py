@@ -58,7 +58,7 @@ class ExportModel(L.Callback):
         }
         config_file = Path(trainer.log_dir or ".") / "config.yaml"
         record = {
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "command": " ".join(["loco", *sys.argv[1:]]),  # as `python -m loco_lightning.cli`
             "seed": os.environ.get("PL_GLOBAL_SEED"),
             "steps": trainer.global_step,
             "wall_minutes": round(wall / 60, 2),

@@ -27,6 +27,7 @@ PACKAGED = (
     "world-sd2-planted",
     "world-sdxl-planted",
     "world-if-planted",
+    "world-pixart-planted",
     "world-vae",
     "world-tokenizer",
     "worldclip",

@@ -1,12 +1,12 @@
 """LocoGen and LocoEdit on the planted worlds, where the answer is known.
 
-Each planted world (SD-1, SD-2, SD-XL, IF) was trained so that only its colour window sees colour
-and only its style window sees style (recorded in its ``loco_world.json``), each site of a window
-able to carry the attribute alone. Run as a user runs it: the ordinary CLI, CLIP scoring by the
-world's CLIP. The selected window lies inside the planted one; at the planted window's size m the
-paper's argmin is exactly the planted window. LocoEdit there must reach the all-sites reference,
-a random window of the same size must leave the attribute in place, and the other attributes must
-stay.
+Each planted world (SD-1, SD-2, SD-XL, IF, PixArt-α) was trained so that only its colour window
+sees colour and only its style window sees style (recorded in its ``loco_world.json``), each site
+of a window able to carry the attribute alone. Run as a user runs it: the ordinary CLI, CLIP
+scoring by the world's CLIP. The selected window lies inside the planted one; at the planted
+window's size m the paper's argmin is exactly the planted window. LocoEdit there must reach the
+all-sites reference, a random window of the same size must leave the attribute in place, and the
+other attributes must stay.
 """
 
 from __future__ import annotations
@@ -24,8 +24,18 @@ from loco_lightning.models import load_model
 from loco_lightning.models.pipeline import packaged
 from loco_lightning.models.world import RECORD_NAME
 
-WORLDS = ("world-sd1-planted", "world-sd2-planted", "world-sdxl-planted", "world-if-planted")
+WORLDS = (
+    "world-sd1-planted",
+    "world-sd2-planted",
+    "world-sdxl-planted",
+    "world-if-planted",
+    "world-pixart-planted",
+)
 CONFIGS = {"colour": "world_colour", "style": "world_style"}
+PAIRS = {
+    "colour": "datasets/world/colour_red.pairs.yaml",
+    "style": "datasets/world/style_striped.pairs.yaml",
+}
 CASES = [(w, a) for w in WORLDS for a in sorted(CONFIGS)]
 
 
@@ -147,6 +157,16 @@ SDXL_COLOUR_EDIT = pytest.mark.xfail(
 )
 
 
+# PixArt's style edit at [3, 4] (LocoGen's exact pick) leaves stripes on 9 of 24 efficacy
+# prompts (0.375) where the reference prompts read 6 (0.25): one image past the 0.10 allowed. The
+# same closed form on all 7 blocks leaves 10 (0.417), and the window swap itself matches the
+# all-blocks swap (0.333 and 0.333 over LocoGen's 24 scenes): the edit is as good as the blocks'
+# keys and values allow, which is less than the prompt swap on this transformer.
+PIXART_STYLE_EDIT = pytest.mark.xfail(
+    strict=True, reason="PixArt style edit at 3-4 stops 0.125 above the reference (0.10 allowed)"
+)
+
+
 @pytest.mark.parametrize(
     ("world", "attribute"),
     marked(
@@ -154,6 +174,7 @@ SDXL_COLOUR_EDIT = pytest.mark.xfail(
         {
             ("world-sd1-planted", "colour"): SD1_COLOUR_USES_ONE_SITE,
             ("world-sdxl-planted", "colour"): SDXL_COLOUR_EDIT,
+            ("world-pixart-planted", "style"): PIXART_STYLE_EDIT,
         },
     ),
 )
@@ -194,3 +215,33 @@ def test_causal_tracing_on_the_planted_model_has_one_row_per_layer(tmp_path):
     table = json.loads((tmp_path / "trace" / "layers.json").read_text())
     assert len(table) == 2 + n_layers and len({r["layer"] for r in table}) == len(table)
     assert {r["layer"] for r in table[:2]} == {"clean", "corrupted"}
+
+
+@pytest.mark.parametrize("attribute", sorted(CONFIGS))
+def test_the_dit_localizer_finds_the_planted_blocks_of_the_pixart_world(attribute, tmp_path):
+    """Zarei et al.'s attention contribution, top K = the planted size, agrees with LocoGen's
+    window on the transformer world. (On world-sd1-planted's UNet it picks sites [2, 3] for both
+    style and colour: the measure is made for DiTs, whose blocks share one width.)"""
+    world = "world-pixart-planted"
+    window = planted(world)[attribute]
+    main(
+        [
+            "contribution",
+            "--config",
+            "configs/contribution/world_style.yaml",
+            "--model.diffusion.source",
+            world,
+            "--data.pairs",
+            PAIRS[attribute],
+            "--model.top_k",
+            str(len(window)),
+            "--model.locogen",
+            str(located(world, attribute)),
+            "--model.output_dir",
+            str(tmp_path),
+            "--trainer.logger",
+            "false",
+        ]
+    )
+    sel = json.loads((tmp_path / "selection.json").read_text())
+    assert sel["window"] == window == sel["locogen"] == sel["overlap"], sel
