@@ -178,14 +178,12 @@ def run_folder(config, job: str, subcommand: str | None = None) -> None:
     if name is not None and ("/" in name or name in ("", ".", "..")):
         raise ValueError(f"--name={name!r}: give a plain folder name, e.g. my_run.")
     model = config.get("model") or {}
+    if name and "output_dir" in model:
+        model.output_dir = f"lightning_logs/{job}/{name}"
     logger = config.get("trainer", {}).get("logger")
     if not getattr(logger, "class_path", "").endswith("TensorBoardLogger"):
-        if name and "output_dir" in model:
-            model.output_dir = f"lightning_logs/{job}/{name}"
         return
     if "output_dir" in model:
-        if name:
-            model.output_dir = f"lightning_logs/{job}/{name}"
         folder = Path(model.output_dir)
         logger.init_args.save_dir, logger.init_args.name = str(folder.parent), folder.name
     elif name:

@@ -102,6 +102,7 @@ def intervene(
     processors: dict[str, Any] = dict(unet.attn_processors)
     original = dict(processors)
     for site in all_sites:
+        records = [r for r in interventions if isinstance(r, Record) and site.index in r.sites]
         processors[f"{site.path}.processor"] = SiteProcessor(
             site,
             state,
@@ -113,20 +114,8 @@ def intervene(
             ablations=[
                 a for a in interventions if isinstance(a, NeuronAblation) and site.index in a.sites
             ],
-            record={
-                w
-                for r in interventions
-                if isinstance(r, Record) and site.index in r.sites
-                for w in r.what
-            },
-            tokens=next(
-                (
-                    r.tokens
-                    for r in interventions
-                    if isinstance(r, Record) and site.index in r.sites and r.tokens
-                ),
-                None,
-            ),
+            record={w for r in records for w in r.what},
+            tokens=next((r.tokens for r in records if r.tokens), None),
         )
     unet.set_attn_processor(processors)
     try:

@@ -66,6 +66,10 @@ class Localizer(L.LightningModule):
             | data.fingerprint()
         )
 
+    def done_keys(self) -> set[str]:
+        """Keys of the finished items (their rows carry it as ``item``), which a resume skips."""
+        return {row["item"] for row in self.store.rows()}
+
     @property
     def guidance(self) -> float:
         return self.model.guidance

@@ -89,9 +89,6 @@ class CausalTracingModule(Localizer):
         self.save_hyperparameters()
         self.table_name = "layers"
 
-    def done_keys(self) -> set[str]:
-        return {row["item"] for row in self.store.rows()}
-
     def _encode(self, prompts: list[str], tokens: list[int], patches: dict | None = None):
         """Encode with noise on the concept tokens' input embeddings.
 

@@ -65,9 +65,6 @@ class ContributionModule(Localizer):
                 f"model.top_k={self.hparams.top_k}, but this model has {n} sites; choose 1..{n}."
             )
 
-    def done_keys(self) -> set[str]:
-        return {row["item"] for row in self.store.rows()}
-
     @torch.no_grad()
     def contributions(self, items: list[TraceItem]) -> list[dict]:
         """One row per item and site: its concept tokens' contribution, averaged over steps."""

@@ -8,7 +8,7 @@ branches on model names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 GlobalTextPath = Literal["text_embeds", "add_embedding"]
@@ -129,6 +129,29 @@ _PIXART_MINI = {
     "sample_size": 8,
     "caption_channels": 32,
 }
+
+_PIXART_ALPHA = Family(
+    name="pixart",
+    pipeline="PixArtAlphaPipeline",
+    default_source="PixArt-alpha/PixArt-XL-2-1024-MS",
+    n_sites=28,
+    site_kind="attn2",
+    denoiser="transformer",
+    denoiser_class="PixArtTransformer2DModel",
+    text_encoders=("text_encoder",),
+    encoding="t5_masked",
+    context_dim=4096,
+    pooled=None,
+    resolution=1024,
+    space="latent",
+    scheduler="DPMSolverMultistepScheduler",
+    guidance=4.5,
+    steps=20,
+    max_tokens=120,
+    scheduler_config=_PIXART_SCHED,
+    denoiser_config=_PIXART,
+    miniature=_PIXART_MINI,
+)
 
 FAMILIES: dict[str, Family] = {
     f.name: f
@@ -283,53 +306,18 @@ FAMILIES: dict[str, Family] = {
                 "addition_embed_type_num_heads": 2,
             },
         ),
-        Family(
-            name="pixart",
-            pipeline="PixArtAlphaPipeline",
-            default_source="PixArt-alpha/PixArt-XL-2-1024-MS",
-            n_sites=28,
-            site_kind="attn2",
-            denoiser="transformer",
-            denoiser_class="PixArtTransformer2DModel",
-            text_encoders=("text_encoder",),
-            encoding="t5_masked",
-            context_dim=4096,
-            pooled=None,
-            resolution=1024,
-            space="latent",
-            scheduler="DPMSolverMultistepScheduler",
-            guidance=4.5,
-            steps=20,
-            max_tokens=120,
-            scheduler_config=_PIXART_SCHED,
-            denoiser_config=_PIXART,
-            miniature=_PIXART_MINI,
-        ),
-        Family(
+        _PIXART_ALPHA,
+        replace(  # PixArt-Σ: PixArt-α's blocks, 300 T5 tokens, no size conditioning
+            _PIXART_ALPHA,
             name="pixart_sigma",
             pipeline="PixArtSigmaPipeline",
             default_source="PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
-            n_sites=28,
-            site_kind="attn2",
-            denoiser="transformer",
-            denoiser_class="PixArtTransformer2DModel",
-            text_encoders=("text_encoder",),
-            encoding="t5_masked",
-            context_dim=4096,
-            pooled=None,
-            resolution=1024,
-            space="latent",
-            scheduler="DPMSolverMultistepScheduler",
-            guidance=4.5,
-            steps=20,
             max_tokens=300,
-            scheduler_config=_PIXART_SCHED,
             denoiser_config={
                 **_PIXART,
                 "interpolation_scale": 2,
                 "use_additional_conditions": False,
             },
-            miniature=_PIXART_MINI,
         ),
     )
 }
