@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Literal
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from loco_lightning.data.prompts import PromptPair, load_pairs
 from loco_lightning.localization.windows import windows
+from loco_lightning.models.memory import available_bytes, fit_batch, peak_bytes
 from loco_lightning.models.sampling import NoiseMode, noise_seed
 
 
@@ -41,6 +44,11 @@ class SweepItem:
     def key(self) -> str:
         """Unique within a sweep: which pair, seed and window."""
         return f"{self.pair_index}:{self.seed}:{self.m}:{self.start}"
+
+    @property
+    def cell(self) -> tuple[int, int]:
+        """The (pair index, seed) this item shares its prompts and noise with."""
+        return (self.pair_index, self.seed)
 
     @property
     def label(self) -> str:
@@ -96,7 +104,8 @@ class WindowSweepData(L.LightningDataModule):
         pairs: prompt pairs, or the path of a YAML prompt set (see ``datasets/``).
         window_sizes: the window sizes m to sweep.
         seeds: starting-noise seeds; every pair is generated with each.
-        batch_size: items per UNet batch (each item is one image; guidance doubles the UNet batch).
+        batch_size: items per UNet batch (each item is one image; guidance doubles the UNet batch),
+            or ``auto``: as many as fit in half the free memory, measured on the model.
         noise: ``per_prompt`` (each pair and seed its own starting noise) or ``shared`` (every
             pair starts from seed s's noise, as the reference scripts do). Shared noise biases whole
             seeds: on world-sd1-planted, seed 1's noise kept "striped" under the all-sites
@@ -108,7 +117,7 @@ class WindowSweepData(L.LightningDataModule):
         pairs: list[PromptPair] | str,
         window_sizes: list[int] = [1],  # noqa: B006 (jsonargparse needs a literal default)
         seeds: list[int] = [0],  # noqa: B006
-        batch_size: int = 16,
+        batch_size: int | Literal["auto"] = 16,
         noise: NoiseMode = "per_prompt",
     ) -> None:
         super().__init__()
@@ -117,8 +126,8 @@ class WindowSweepData(L.LightningDataModule):
             raise ValueError("data.pairs is empty: a sweep needs at least one (original, target).")
         check_list("data.window_sizes", window_sizes, 1, None)
         check_list("data.seeds", seeds, 0, None)
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size={batch_size}: give at least 1.")
+        if batch_size != "auto" and batch_size < 1:
+            raise ValueError(f"data.batch_size={batch_size}: give at least 1, or auto.")
         self.window_sizes = window_sizes
         self.seeds = seeds
         self.batch_size = batch_size
@@ -140,14 +149,66 @@ class WindowSweepData(L.LightningDataModule):
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch  # items are strings and ints; the module makes its tensors on the device
 
-    def _loader(self, items: list[SweepItem]) -> DataLoader:
-        return DataLoader(items, batch_size=self.batch_size, shuffle=False, collate_fn=list)
+    def batch(self, items: list[SweepItem]) -> int:
+        """``batch_size``, or with ``auto`` the largest batch whose measured working memory (a
+        one-step generation of 1 and of 2 items) fits half of what the device has free."""
+        if self.batch_size != "auto":
+            return self.batch_size
+        module = self.trainer.lightning_module
+        probe = [it for it in items if it.window] or items
+        size = fit_batch(
+            lambda k: peak_bytes(lambda: module.generate(probe[:k], steps=1)),
+            available_bytes(module.device) // 2,
+            len(items),
+        )
+        rank_zero_info(f"data.batch_size auto: {size} items per batch")
+        return size
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.items())
+        items = self.items()
+        return DataLoader(items, batch_size=self.batch(items), shuffle=False, collate_fn=list)
 
     def val_dataloader(self) -> DataLoader:
-        return pending(self.trainer.lightning_module, self.items(), self.batch_size)
+        module, items = self.trainer.lightning_module, self.items()
+        if getattr(module, "search", None) is None:
+            return pending(module, items, self.batch(items))
+        trainer = self.trainer
+        rounds = Rounds(module, items, self.batch(items), trainer.global_rank, trainer.world_size)
+        return DataLoader(rounds, batch_size=None)
+
+
+class Rounds(IterableDataset):
+    """Batches of an adaptive search: each round is planned (``module.next_items``) from the rows
+    of the rounds before, so the next round starts only once this one is on disk.
+
+    A rank that has generated its share of a round yields empty batches until every rank's rows
+    of it are written (Lightning fetches a batch ahead of the step it runs, so one empty batch
+    lets the round's last step finish before the next round is planned). Rank r takes the items
+    at places r, r + world_size, … of the sweep.
+    """
+
+    def __init__(self, module, items: list, batch_size: int, rank: int, world_size: int) -> None:
+        self.module, self.items, self.batch_size = module, items, batch_size
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self):
+        todo = self.module.next_items(self.items)
+        if not todo:
+            yield from pending(self.module, self.items, self.batch_size)
+            return
+        where = {it.key: i for i, it in enumerate(self.items)}
+        while todo:
+            # by place in the sweep, not in the round: a rank that plans a round later than
+            # another sees fewer items left, but the same share of them
+            mine = [it for it in todo if where[it.key] % self.world_size == self.rank]
+            for i in range(0, len(mine), self.batch_size):
+                yield mine[i : i + self.batch_size]
+            keys = {it.key for it in todo}
+            yield []
+            while not keys <= self.module.done_keys():
+                time.sleep(0.2)  # another rank is still generating its share
+                yield []
+            todo = self.module.next_items(self.items)
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,13 @@ def generate_items(
     steps: int | None = None,
     guidance: float | None = None,
     scheduler=None,
+    stop: int | None = None,
 ) -> Tensor:
     """(B, 3, H, W) images in [0, 1]; item b's window sites read its target prompt.
 
-    Only the conditional half of the guidance batch is intervened. ``steps``, ``guidance`` and
-    ``scheduler`` are passed to ``denoise`` (``Diffusion.sampler`` gives all three).
+    Only the conditional half of the guidance batch is intervened. ``steps``, ``guidance``,
+    ``scheduler`` and ``stop`` are passed to ``denoise`` (``Diffusion.sampler`` gives the first
+    three).
     """
     cond = model.encode([it.pair.original for it in items])
     specs = [
@@ -40,4 +42,5 @@ def generate_items(
             steps=steps,
             guidance=guidance,
             scheduler=scheduler,
+            stop=stop,
         )

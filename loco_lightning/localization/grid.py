@@ -40,16 +40,12 @@ class WindowGenerator(L.LightningModule):
     def n_sites(self) -> int:
         return len(sites(self.model.denoiser))
 
-    def generate(self, items: list[SweepItem]) -> Tensor:
-        """(B, 3, H, W) images, item b generated with its window given its target prompt."""
-        hp = self.hparams
-        return generate_items(
-            self.model,
-            items,
-            cache_kv=hp.cache_kv,
-            pooled=hp.pooled,
-            **self.diffusion.sampler(self.model),
-        )
+    def generate(self, items: list[SweepItem], steps: int | None = None) -> Tensor:
+        """(B, 3, H, W) images, item b generated with its window given its target prompt
+        (``steps``: instead of the sampler's, as the batch-size probe runs)."""
+        hp, sampler = self.hparams, self.diffusion.sampler(self.model)
+        sampler["steps"] = steps or sampler["steps"]
+        return generate_items(self.model, items, cache_kv=hp.cache_kv, pooled=hp.pooled, **sampler)
 
     def predict_step(self, batch: list[SweepItem], batch_idx: int) -> dict:
         rows = [(it.pair.original, it.pair.target, it.seed) for it in batch]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Literal
 
 from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
 
 from loco_lightning.files import write_json, write_table
 from loco_lightning.hooks import sites
@@ -22,6 +24,7 @@ from loco_lightning.localization.results import (
     check_reference,
     select,
 )
+from loco_lightning.localization.search import Racing
 from loco_lightning.models.diffusion import Diffusion
 
 
@@ -51,10 +54,15 @@ class LocalizationModule(Localizer):
             in the objective's direction by more than its spread over seeds (the scorer cannot
             see the concept, so an argmin would pick noise); off only to dry-run a config on a
             random-weight miniature.
+        racing: race windows instead of generating every window on every prompt and seed
+            (``{first: 4, grow: 3, drop: 0.1}``): windows clearly behind the best of their size
+            after the first cells are dropped. The selection is the exhaustive sweep's whenever
+            each size's best window stays in the race; ``bench/localize_cost.py`` measures both.
+            The race ranks windows by ``score``, which then decides what is generated.
+        decide_at: score each image as the sampler predicts it clean after this fraction of the
+            steps (the early decision; 1: the finished images).
         output_dir: results folder; stable, so that a rerun resumes.
     """
-
-    selection_only = ("score", "margin", "require_signal")
 
     def __init__(
         self,
@@ -66,6 +74,8 @@ class LocalizationModule(Localizer):
         score: Literal["clip", "reader"] = "clip",
         margin: float = 0.1,
         require_signal: bool = True,
+        racing: Racing | None = None,
+        decide_at: float = 1.0,
         output_dir: str = "lightning_logs/localize/run",
     ) -> None:
         if not (math.isfinite(margin) and margin >= 0):
@@ -73,8 +83,16 @@ class LocalizationModule(Localizer):
                 f"model.margin={margin}: give a finite fraction >= 0 of the gap between the "
                 "original and the all-sites reference (0.1 is the default)."
             )
+        if not 0 < decide_at <= 1:
+            raise ValueError(
+                f"model.decide_at={decide_at}: give the fraction of the denoising steps after "
+                "which each image is scored, in (0, 1] (1: finished images; e.g. 0.5)."
+            )
         super().__init__(diffusion, clip, output_dir)
         self.save_hyperparameters()
+        self.search = racing  # (hparams keep it as a dict)
+        # a race ranks windows by the score: it then decides what is generated
+        self.selection_only = ("margin", "require_signal") + (("score",) if racing is None else ())
         self.selection: Selection | None = None
 
     @property
@@ -92,19 +110,36 @@ class LocalizationModule(Localizer):
     def done_keys(self) -> set[str]:
         return self.store.done()
 
+    def next_items(self, items: list[SweepItem]) -> list[SweepItem]:
+        """The current round's items not generated yet (empty once the search is over)."""
+        hp = self.hparams
+        return self.search.plan(items, self.store.rows(), hp.score, hp.objective)
+
+    @property
+    def steps_run(self) -> int:
+        """Denoising steps each image costs: the sampler's, or the early decision's share."""
+        steps = self.diffusion.sampler(self.model)["steps"]
+        return max(1, round(self.hparams.decide_at * steps))
+
+    def generate(self, items: list[SweepItem], steps: int | None = None) -> Tensor:
+        """(B, 3, H, W) images of the items, scored as the sweep scores them (``steps``: that
+        many finished steps instead, as the batch-size probe runs)."""
+        hp, sampler = self.hparams, self.diffusion.sampler(self.model)
+        stop = self.steps_run if hp.decide_at < 1 and steps is None else None
+        sampler["steps"] = steps or sampler["steps"]
+        return generate_items(
+            self.model, items, cache_kv=hp.cache_kv, pooled=hp.pooled, stop=stop, **sampler
+        )
+
     def validation_step(self, batch: list[SweepItem], batch_idx: int) -> dict | None:
         if not batch:  # the sweep was finished before: nothing to generate
             return None
         hp = self.hparams
-        images = generate_items(
-            self.model,
-            batch,
-            cache_kv=hp.cache_kv,
-            pooled=hp.pooled,
-            **self.diffusion.sampler(self.model),
-        )
+        start = time.perf_counter()
+        images = self.generate(batch)
         texts = [it.pair.target if hp.objective == "update" else it.pair.original for it in batch]
         clip, reader = self.scores(images, texts, [it.pair.expect for it in batch])
+        seconds = (time.perf_counter() - start) / len(batch)
         rows = [
             {
                 "key": it.key,
@@ -117,6 +152,8 @@ class LocalizationModule(Localizer):
                 "window": it.label,
                 "clip": c,
                 "reader": r,
+                "steps": self.steps_run,
+                "seconds": seconds,
             }
             for it, c, r in zip(batch, clip, reader)
         ]
@@ -139,10 +176,11 @@ class LocalizationModule(Localizer):
                 write_table(self.table, hp.output_dir, self.table_name)
             raise
         self.selection = select(self.table, self.n_sites, hp.objective, hp.score, hp.margin)
-        sel = self.selection
+        sel, cost = self.selection, self.cost()
         self.log_dict(
             {"localize/original": sel.original, "localize/reference": sel.reference}
-            | {f"localize/best/m{m}": v for m, (_, v) in sel.best.items()},
+            | {f"localize/best/m{m}": v for m, (_, v) in sel.best.items()}
+            | {f"localize/cost/{k}": float(v) for k, v in cost.items()},
             rank_zero_only=True,
         )
         rank_zero_info(
@@ -151,7 +189,22 @@ class LocalizationModule(Localizer):
             + ", ".join(f"m={m}: {s}-{s + m - 1} ({v:.3f})" for m, (s, v) in sel.best.items())
             + f"; selected: {('sites ' + str(list(sel.window))) if sel.window else 'none'}"
             + (f" (m={sel.smallest_m})" if sel.smallest_m else f" within margin {hp.margin}")
+            + f"; cost {cost['images']} images, {cost['sample_steps']} sample-steps "
+            f"({cost['exhaustive_sample_steps'] / cost['sample_steps']:.1f}x fewer than "
+            f"exhaustive), {cost['seconds']:.0f} s"
         )
+
+    def cost(self) -> dict:
+        """What the sweep cost (summed over its rows, so over resumes too), and what generating
+        every window on every prompt and seed with finished images would have cost."""
+        rows = self.store.rows()
+        steps = self.diffusion.sampler(self.model)["steps"]
+        return {
+            "images": len(rows),
+            "sample_steps": sum(r.get("steps", steps) for r in rows),
+            "exhaustive_sample_steps": len(self.trainer.datamodule.items()) * steps,
+            "seconds": round(sum(r.get("seconds", 0.0) for r in rows), 2),
+        }
 
     def write(self) -> None:
         """The window table, and ``selection.json``: what LocoEdit reads to know where to edit."""
@@ -169,7 +222,9 @@ class LocalizationModule(Localizer):
             "clip": self.scorer,
             "diffusion": self.store.fingerprint["diffusion"],  # model, steps, guidance, sampler
             "seeds": list(self.trainer.datamodule.seeds),
-        }
+            "search": "exhaustive" if self.search is None else "racing",
+            "decide_at": self.hparams.decide_at,
+        } | self.cost()
         write_json(Path(self.hparams.output_dir) / "selection.json", summary)
 
     def figures(self) -> dict:
@@ -177,6 +232,8 @@ class LocalizationModule(Localizer):
         text = "target" if hp.objective == "update" else "original"
         better = "higher: the target shows" if hp.objective == "update" else "lower: concept gone"
         out = {}
+        if not any(0 < r["m"] < n for r in self.table):  # stopped after the references
+            return out
         for value in ("clip", "reader"):
             means = {(r["m"], r["start"]): r.get(f"{value}_mean") for r in self.table}
             if all(v is None for v in means.values()):
@@ -188,5 +245,7 @@ class LocalizationModule(Localizer):
             )
             selected = self.selection.window if value == hp.score else ()
             label = f"{value} score ({better})"
-            out[f"heatmap_{value}"] = heatmap(self.table, n, value, title, label, selected)
+            full = next(r["n"] for r in self.table if r["m"] == 0)
+            raced = frozenset((r["m"], r["start"]) for r in self.table if r["n"] < full)
+            out[f"heatmap_{value}"] = heatmap(self.table, n, value, title, label, selected, raced)
         return out

@@ -16,9 +16,11 @@ def heatmap(
     title: str,
     label: str = "",
     selected: tuple[int, ...] = (),
+    partial: frozenset[tuple[int, int]] = frozenset(),
 ) -> Figure:
     """Window start (x) by window size m (y), coloured by the mean ``value`` score; ``label``
-    names the colour bar (say which way is better), ``selected`` is outlined."""
+    names the colour bar (say which way is better), ``selected`` is outlined, and the (m, start)
+    windows in ``partial`` (left a race early: a mean over fewer prompts and seeds) are starred."""
     sizes = sorted({r["m"] for r in table if 0 < r["m"] < n_sites})
     grid = [[math.nan] * n_sites for _ in sizes]
     for r in table:
@@ -37,7 +39,8 @@ def heatmap(
         for j, v in enumerate(row):
             if not math.isnan(v):  # dark text on viridis' bright end, light on its dark end
                 colour = "black" if image.norm(v) > 0.6 else "white"
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color=colour)
+                star = "*" if (sizes[i], j) in partial else ""
+                ax.text(j, i, f"{v:.2f}{star}", ha="center", va="center", fontsize=7, color=colour)
     if selected and len(selected) in sizes:
         row = sizes.index(len(selected))
         ax.add_patch(
@@ -46,6 +49,9 @@ def heatmap(
             )
         )
         ax.plot([], [], color="red", linewidth=2, label=f"selected: sites {list(selected)}")
+    if partial:
+        ax.plot([], [], " ", label="* left the race early (fewer prompts and seeds)")
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
     fig.colorbar(image, ax=ax).set_label(label, fontsize=8)
     return fig

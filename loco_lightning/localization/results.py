@@ -140,10 +140,12 @@ def select(
     target's score for a fact update; then the smallest m within ``margin`` of the reference.
 
     ``margin`` is a fraction of the gap between the original and the reference score, so it means
-    the same for every scorer.
+    the same for every scorer. Only windows generated on every prompt and seed of the references
+    compete (an adaptive search leaves the others after its first rounds).
     """
     key = f"{score}_mean"
-    by = {(r["m"], r["start"]): r[key] for r in table if key in r}
+    full = next(r["n"] for r in table if (r["m"], r["start"]) == (0, 0))
+    by = {(r["m"], r["start"]): r[key] for r in table if key in r and r["n"] == full}
     original, reference = by[(0, 0)], by[(n_sites, 0)]
     sign = 1.0 if objective == "remove" else -1.0
     best = {}

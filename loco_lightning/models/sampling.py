@@ -65,6 +65,21 @@ def initial_noise(
     return torch.stack(noise).to(model.device, model.denoiser.dtype)
 
 
+def predicted_clean(scheduler, result) -> Tensor:
+    """The clean sample (x0) ``scheduler`` predicted in the step that gave ``result``."""
+    x0 = getattr(result, "pred_original_sample", None)
+    if x0 is None and scheduler.config.get("algorithm_type") in ("dpmsolver++", "sde-dpmsolver++"):
+        x0 = scheduler.model_outputs[-1]  # DPM-Solver++ keeps each step's x0 prediction there
+    if x0 is None:
+        raise ValueError(
+            f"{type(scheduler).__name__} does not predict the clean image in its steps, so an "
+            "early decision cannot be read from it: sample with DDIMScheduler, DDPMScheduler, "
+            "EulerDiscreteScheduler or DPMSolverMultistepScheduler (model.diffusion.scheduler), "
+            "or leave model.decide_at at 1."
+        )
+    return x0
+
+
 @torch.no_grad()
 def denoise(
     model: LocoModel,
@@ -74,6 +89,7 @@ def denoise(
     steps: int | None = None,
     guidance: float | None = None,
     scheduler=None,
+    stop: int | None = None,
 ) -> Tensor:
     """Generate one image per conditional row of ``cond``.
 
@@ -88,6 +104,8 @@ def denoise(
         steps: denoising steps (family default if None).
         guidance: classifier-free guidance scale (family default if None; <= 1 turns it off).
         scheduler: a scheduler to use instead of a fresh copy of the pipeline's own.
+        stop: decide early: after this many of the ``steps``, return the image the sampler
+            predicts as clean (x0) from there, instead of the remaining steps.
 
     Returns:
         (B, 3, H, W) images in [0, 1], float32.
@@ -116,8 +134,10 @@ def denoise(
         # stochastic samplers (IF's DDPM) draw each row's step noise from the row's generator,
         # after its starting noise: the images equal the pipeline's own __call__ with them
         step_kwargs["generator"] = generators
+    if stop is not None and not 1 <= stop <= steps:
+        raise ValueError(f"stop={stop}: give a step in 1..{steps} (the number of steps run).")
     sched.set_timesteps(steps, device=model.device)
-    for t in sched.timesteps:
+    for i, t in enumerate(sched.timesteps):
         inp = sched.scale_model_input(torch.cat([x, x]) if use_cfg else x, t)
         out = forward(net, inp, t, inputs.context, inputs.added, inputs.mask)
         variance = None
@@ -129,7 +149,11 @@ def denoise(
             variance = None if variance is None else variance.chunk(2)[1]
         if variance is not None and reads_variance(sched):
             out = torch.cat([out, variance], dim=1)  # else the sampler's own variance is used
-        x = sched.step(out, t, x, **step_kwargs).prev_sample
+        result = sched.step(out, t, x, **step_kwargs)
+        if stop is not None and i + 1 == stop < len(sched.timesteps):
+            x = predicted_clean(sched, result)
+            break
+        x = result.prev_sample
     if fam.space == "latent":
         vae = pipe.vae
         x = vae.decode(x.to(vae.dtype) / vae.config.scaling_factor).sample

@@ -113,3 +113,52 @@ def test_a_finished_sweep_rerun_rebuilds_its_report_and_reselects_without_genera
     assert table(tmp_path, "full") == table(uninterrupted, "full")
     assert json.loads((tmp_path / "full" / "selection.json").read_text())["margin"] == 0.5
     assert (tmp_path / "full" / "heatmap_clip.png").exists()
+
+
+RACING = ["--model.racing", "{first: 1, grow: 2, drop: 0.1}", "--data.seeds", "[0, 1, 2]"]
+
+
+def keys(folder) -> set[str]:
+    return {
+        json.loads(line)["key"]
+        for path in folder.glob("items.rank*.jsonl")
+        for line in path.read_text().splitlines()
+    }
+
+
+@pytest.fixture(scope="module")
+def raced(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("racing")
+    main([*args(tmp, "whole"), *RACING])
+    return tmp
+
+
+def test_racing_generates_fewer_items_and_reports_its_cost(raced):
+    sel = json.loads((raced / "whole" / "selection.json").read_text())
+    done = keys(raced / "whole")
+    exhaustive = 3 * N_ITEMS  # three seeds
+    assert 6 + 31 <= len(done) < exhaustive  # at least the references and the first round
+    assert sel["search"] == "racing" and sel["images"] == len(done)
+    assert (sel["sample_steps"], sel["exhaustive_sample_steps"]) == (2 * len(done), 2 * exhaustive)
+    assert sel["seconds"] > 0
+    rows = json.loads((raced / "whole" / "windows.json").read_text())
+    finished = {(r["m"], r["start"]) for r in rows if r["n"] == 3}
+    assert all((int(m), b["start"]) in finished for m, b in sel["best"].items())
+
+
+def test_an_interrupted_race_resumes_to_the_same_rows(raced, tmp_path):
+    main([*args(tmp_path, "resumed"), *RACING, "--trainer.limit_val_batches", "3"])
+    assert 0 < len(keys(tmp_path / "resumed")) < len(keys(raced / "whole"))
+    main([*args(tmp_path, "resumed"), *RACING])
+    assert keys(tmp_path / "resumed") == keys(raced / "whole")
+    assert table(tmp_path, "resumed") == table(raced, "whole")
+
+
+def test_two_process_ddp_racing_plans_the_same_rounds(raced, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "loco_lightning.cli", *args(tmp_path, "ddp"), *RACING]
+    cmd += ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--threads", "1"]
+    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
+    assert len(list((tmp_path / "ddp").glob("items.rank*.jsonl"))) == 2
+    assert keys(tmp_path / "ddp") == keys(raced / "whole")
+    assert table(tmp_path, "ddp") == table(raced, "whole")

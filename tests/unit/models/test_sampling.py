@@ -90,3 +90,54 @@ def test_pixart_denoise_gives_the_pipelines_own_images(family):
         clean_caption=False,
     ).images
     assert (ours - theirs).abs().max() <= 1e-6 and ours.std() > 0.01
+
+
+@pytest.mark.parametrize("name", ["DDIMScheduler", "DPMSolverMultistepScheduler"])
+def test_an_early_decision_decodes_the_clean_latents_predicted_at_that_step(sd1, name):
+    """After ``stop`` of the steps, the image is the decoded x0 the noise prediction implies
+    there, x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t), recomputed here from the UNet's own
+    input and output at that call; with every step, the finished image."""
+    from loco_lightning.models.sampling import make_scheduler
+
+    seen = []
+    hook = sd1.denoiser.register_forward_hook(
+        lambda m, args, kwargs, out: seen.append((args[0], args[1], out.sample)), with_kwargs=True
+    )
+    try:
+        cond = sd1.encode(["a red circle"])
+        early = denoise(
+            sd1, cond, [0], steps=4, guidance=1.0, scheduler=make_scheduler(sd1, name), stop=2
+        )
+    finally:
+        hook.remove()
+    assert len(seen) == 2  # the last two steps were never run
+    x, t, eps = seen[-1]
+    sched = make_scheduler(sd1, name)
+    a = sched.alphas_cumprod[int(t)]
+    x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+    if sched.config.get("clip_sample"):  # DDIM's default, as the sampler itself does
+        x0 = x0.clamp(-sched.config.clip_sample_range, sched.config.clip_sample_range)
+    vae = sd1.pipeline.vae
+    expected = (vae.decode(x0 / vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+    assert (early - expected).abs().max() <= 1e-4
+    full = denoise(sd1, cond, [0], steps=4, guidance=1.0, scheduler=make_scheduler(sd1, name))
+    assert torch.equal(
+        full,
+        denoise(sd1, cond, [0], steps=4, guidance=1.0, scheduler=make_scheduler(sd1, name), stop=4),
+    )
+
+
+def test_an_early_decision_needs_a_sampler_that_predicts_the_clean_image(sd1):
+    from loco_lightning.models.sampling import make_scheduler
+
+    with pytest.raises(ValueError, match="PNDMScheduler does not predict the clean image"):
+        denoise(
+            sd1,
+            sd1.encode(["a"]),
+            [0],
+            steps=3,
+            scheduler=make_scheduler(sd1, "PNDMScheduler"),
+            stop=1,
+        )
+    with pytest.raises(ValueError, match="stop=5: give a step in 1..3"):
+        denoise(sd1, sd1.encode(["a"]), [0], steps=3, stop=5)
