@@ -2,16 +2,19 @@
 random weights (timing does not depend on weight values): a reference-shaped serial fp32 loop
 against our batched executor in bf16.
 
-Prints seconds per sweep, the ratio, and the achieved fraction of the bf16 matmul peak.
-    python bench/gpu_localize.py --family sd1 --size 64 --steps 50 --windows 16 --batch 16
-    python bench/gpu_localize.py --family sdxl --size 128 --steps 50 --m 4 --batch 8
-    python bench/gpu_localize.py --family pixart --size 128 --steps 20 --m 4 --batch 8
+Prints seconds per sweep, the ratio, the achieved fraction of the bf16 matmul peak, and the peak
+memory of one batch; ``--batch auto`` chunks the windows into the largest batch whose measured
+memory fits the card. ``bench/gpu.sh`` runs the issue's configurations in one go.
+    python bench/gpu_localize.py --family sd1 --size 64 --steps 50 --windows 16 --batch auto
+    python bench/gpu_localize.py --family sdxl --size 128 --steps 50 --m 4 --batch auto
+    python bench/gpu_localize.py --family pixart --size 128 --steps 20 --m 4 --batch auto
 Runs on CPU for a smoke check: --device cpu --size 8 --steps 2 --windows 2 --serial-windows 1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import torch
@@ -23,6 +26,7 @@ from loco_lightning.hooks.denoisers import kind_of
 from loco_lightning.localization.windows import windows
 from loco_lightning.models import get_family
 from loco_lightning.models.families import build_denoiser
+from loco_lightning.models.memory import available_bytes, fit_batch, peak_bytes
 
 
 def sync(device: str) -> None:
@@ -113,6 +117,36 @@ def batched_sweep(unet, wins, steps: int, size: int, batch: int, device: str) ->
     return time.perf_counter() - start
 
 
+def peak_memory(unet, n: int, size: int, device: str) -> int:
+    """Bytes one denoiser step of ``n`` windows (a CFG batch of 2n) needs beyond the weights."""
+    x, t = step_inputs(unet, 2 * n, size)
+    ctx, add = contexts(unet, 2 * n, 0), added(unet, 2 * n)
+    if not device.startswith("cuda"):
+        return peak_bytes(lambda: call(unet, x, t, ctx, add))
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    with torch.no_grad():
+        call(unet, x, t, ctx, add)
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def attention_backend(name: str):
+    """``sdpa_kernel`` for one scaled-dot-product backend, or no restriction (``auto``)."""
+    if name == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "math": SDPBackend.MATH,
+    }[name]
+    return sdpa_kernel(backend)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--family", default="sd1")
@@ -121,10 +155,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--m", type=int, default=1, help="window size")
     parser.add_argument("--windows", type=int, default=None, help="limit the number of windows")
-    parser.add_argument("--batch", type=int, default=16, help="windows per UNet batch")
+    parser.add_argument("--batch", default="auto", help="windows per UNet batch, or auto")
     parser.add_argument("--serial-windows", type=int, default=2, help="timed, then extrapolated")
     parser.add_argument("--peak-tflops", type=float, default=789.0, help="measured bf16 peak")
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument(
+        "--attention", default="auto", choices=["auto", "flash", "efficient", "cudnn", "math"]
+    )
+    parser.add_argument("--channels-last", action="store_true", help="UNet convolutions NHWC")
+    parser.add_argument(
+        "--compile",
+        default="none",
+        choices=["none", "default", "reduce-overhead", "max-autotune"],
+        help="torch.compile mode (reduce-overhead captures CUDA graphs)",
+    )
+    parser.add_argument("--memory-share", type=float, default=0.9, help="of free memory, for auto")
     args = parser.parse_args()
     fam = get_family(args.family)
     torch.manual_seed(0)
@@ -137,23 +181,41 @@ def main() -> None:
         / min(args.serial_windows, len(wins))
     )
     unet = unet.to(torch.bfloat16)
-    if args.compile:
-        unet = torch.compile(unet)
-    batched_sweep(unet, wins[:1], 1, args.size, args.batch, args.device)  # warm-up
-    ours = batched_sweep(unet, wins, args.steps, args.size, args.batch, args.device)
-    x, t = step_inputs(unet, 2 * min(args.batch, len(wins)), args.size)
+    if args.channels_last and fam.denoiser == "unet":
+        unet = unet.to(memory_format=torch.channels_last)
+    with attention_backend(args.attention):
+        per_batch = {k: peak_memory(unet, k, args.size, args.device) for k in (1, 2)}
+        if args.batch == "auto":
+            budget = int(args.memory_share * available_bytes(torch.device(args.device)))
+            batch = fit_batch(per_batch.__getitem__, budget, len(wins))
+        else:
+            batch = int(args.batch)
+        if args.compile != "none":
+            unet = torch.compile(unet, mode=args.compile)
+        warm = time.perf_counter()
+        batched_sweep(unet, wins[:batch], 1, args.size, batch, args.device)  # warm-up, compile
+        warm = time.perf_counter() - warm
+        if args.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        ours = batched_sweep(unet, wins, args.steps, args.size, batch, args.device)
+    peak = torch.cuda.max_memory_allocated() if args.device.startswith("cuda") else None
+    x, t = step_inputs(unet, 2 * min(batch, len(wins)), args.size)
     ctx = contexts(unet, x.shape[0], 0)
     with FlopCounterMode(display=False) as counter:
         call(unet, x, t, ctx, added(unet, x.shape[0]))
     per_sample = counter.get_total_flops() / x.shape[0]
     total = per_sample * 2 * len(wins) * args.steps
     floor = total / (args.peak_tflops * 1e12)
+    gib = 2**30
     print(
         f"{args.family} {args.size}x{args.size} latent, {len(wins)} windows of {args.m}, "
-        f"{args.steps} steps: serial fp32 {serial:.2f} s/sweep (extrapolated from "
-        f"{args.serial_windows}), batched bf16 {ours:.2f} s/sweep, speedup {serial / ours:.1f}x; "
-        f"{per_sample / 1e12:.2f} TFLOP per sample-step, floor at peak {floor:.2f} s, achieved "
-        f"{floor / ours:.2f} of peak"
+        f"{args.steps} steps, attention {args.attention}, channels_last {args.channels_last}, "
+        f"compile {args.compile}: serial fp32 {serial:.2f} s/sweep (extrapolated from "
+        f"{args.serial_windows}), batched bf16 {ours:.2f} s/sweep (batch {batch}, warm-up "
+        f"{warm:.1f} s), speedup {serial / ours:.1f}x; {per_sample / 1e12:.2f} TFLOP per "
+        f"sample-step, floor at peak {floor:.2f} s, achieved {floor / ours:.2f} of peak; one "
+        f"window's step needs {(per_batch[2] - per_batch[1]) / 2**20:.0f} MiB"
+        + (f", peak during the sweep {peak / gib:.1f} GiB" if peak else "")
     )
 
 

@@ -2,9 +2,11 @@
 
 The reference scripts generate one window at a time (a CFG batch of 2) and overwrite the
 conditional half of ``to_k``/``to_v`` outputs with the target prompt's projection, re-projected at
-every step. We generate many windows per UNet batch with K/V projected once. Both must give the
-same images; the script checks that, then prints the ratio of wall times from one run.
-    python bench/localize.py --family world --threads 2
+every step. We generate many windows per UNet batch with K/V projected once, the batch chosen
+from measured memory (``data.batch_size: auto``). Both must give the same images; the script
+checks that on the windows the serial loop runs (its time per window is constant, so it runs
+``--serial`` of them and is extrapolated), then prints the ratio of wall times from one run.
+    python bench/localize.py --threads 2
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from loco_lightning.hooks import sites
 from loco_lightning.localization.data import sweep_items
 from loco_lightning.localization.generate import generate_items
 from loco_lightning.models import load_model
+from loco_lightning.models.memory import available_bytes, fit_batch, peak_bytes
 from loco_lightning.models.sampling import denoise
 
 
@@ -56,45 +59,48 @@ def main() -> None:
     parser.add_argument("--family", default="auto")
     parser.add_argument("--source", default=None)
     parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", default="auto", help="items per batch, or auto (from memory)")
+    parser.add_argument("--pairs", type=int, default=12, help="prompt pairs (the world configs')")
+    parser.add_argument("--serial", type=int, default=24, help="windows the serial loop runs")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.family, args.source)
-    guidance = model.guidance
-    pairs = [
-        PromptPair("a red striped circle", "a red circle"),
-        PromptPair("a blue dotted square", "a blue square"),
+    guidance, n = model.guidance, len(sites(model.denoiser))
+    colours, shapes = ("red", "blue", "green"), ("circle", "square", "triangle", "star")
+    pairs = [PromptPair(f"a {c} striped {s}", f"a {c} {s}") for c in colours for s in shapes][
+        : args.pairs
     ]
-    items = sweep_items(pairs, len(sites(model.denoiser)), [1, 2, 3], [0])
-    items = [it for it in items if 0 < it.m < len(sites(model.denoiser))]
+    items = [it for it in sweep_items(pairs, n, [1, 2, 3], [0]) if 0 < it.m < n]
+
+    def generate(chunk, steps=args.steps):
+        return generate_items(
+            model, chunk, steps=steps, guidance=guidance, cache_kv=True, pooled=False
+        )
+
+    generate(items[:2], 1)  # warm-up: first calls allocate
+    if args.batch == "auto":
+        budget = available_bytes(model.device) // 2
+        batch = fit_batch(lambda k: peak_bytes(lambda: generate(items[:k], 1)), budget, len(items))
+    else:
+        batch = int(args.batch)
+    serial_items = items[:: max(1, len(items) // args.serial)][: args.serial]
+    start = time.perf_counter()
+    reference = reference_sweep(model, serial_items, args.steps, guidance)
+    serial = (time.perf_counter() - start) * len(items) / len(serial_items)
 
     start = time.perf_counter()
-    reference = reference_sweep(model, items, args.steps, guidance)
-    serial = time.perf_counter() - start
-
-    start = time.perf_counter()
-    ours = torch.cat(
-        [
-            generate_items(
-                model,
-                items[i : i + args.batch],
-                steps=args.steps,
-                guidance=guidance,
-                cache_kv=True,
-                pooled=False,
-            )
-            for i in range(0, len(items), args.batch)
-        ]
-    )
+    ours = [generate(items[i : i + batch]) for i in range(0, len(items), batch)]
     batched = time.perf_counter() - start
+    ours = torch.cat(ours)[[items.index(it) for it in serial_items]]
     diff = (ours - reference).abs().max().item()
     assert diff <= 1e-3, f"batched and reference sweeps differ by {diff}"  # float order, 25 steps
     print(
         f"{model.family.name} ({args.source or 'world-sd1'}): {len(items)} windows x "
-        f"{args.steps} steps, "
-        f"{args.threads} threads: reference-shaped serial {serial:.2f} s, batched {batched:.2f} s "
-        f"(batch {args.batch}), speedup {serial / batched:.1f}x; max image difference {diff:.1e}"
+        f"{args.steps} steps, {args.threads} threads: reference-shaped serial {serial:.1f} s "
+        f"(extrapolated from {len(serial_items)} windows), batched {batched:.1f} s (batch "
+        f"{batch}{', from memory' if args.batch == 'auto' else ''}), speedup "
+        f"{serial / batched:.1f}x; max image difference {diff:.1e}"
     )
 
 

@@ -7,7 +7,8 @@ predicts part way), a fewer-step sampler, and racing over windows on top of each
 (replayed from that setting's exhaustive rows with the race's own planner: an item's row does
 not depend on what it is batched with, and a test runs the race for real). Prints sample-steps,
 the reduction, and whether the selected window and each size's best window are the exhaustive
-sweep's, from one run. Folders under --out are kept: a rerun resumes and only prints.
+sweep's (a size none of whose windows did anything leaves a race whole, and counts as not the
+same), from one run. Folders under --out are kept: a rerun resumes and only prints.
     python bench/localize_cost.py --threads 2 --out bench_runs/cost
 """
 
@@ -30,6 +31,7 @@ CONCEPTS = ("artist", "colour", "fact", "shape", "style", "trademark")
 SAMPLERS = {  # name -> CLI options
     "own": [],
     "early": ["--model.decide_at", "0.5"],
+    "early40": ["--model.decide_at", "0.4"],
     "dpm10": [
         "--model.diffusion.scheduler",
         "DPMSolverMultistepScheduler",
@@ -46,7 +48,7 @@ def cases() -> list[tuple[str, str]]:
     return planted + [("world-sd1", c) for c in CONCEPTS]
 
 
-def sweep(out: Path, world: str, concept: str, sampler: str) -> Path:
+def sweep(out: Path, world: str, concept: str, sampler: str, seeds: str | None) -> Path:
     folder = out / f"{world}-{concept}" / sampler
     if not (folder / "selection.json").exists():
         loco(
@@ -57,6 +59,7 @@ def sweep(out: Path, world: str, concept: str, sampler: str) -> Path:
                 "--model.diffusion.source",
                 world,
                 *SAMPLERS[sampler],
+                *(["--data.seeds", seeds] if seeds else []),
                 "--model.output_dir",
                 str(folder),
                 "--trainer.logger",
@@ -96,15 +99,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="bench_runs/cost")
+    parser.add_argument("--seeds", default=None, help="instead of the configs' [0, 1], e.g. [2, 3]")
+    parser.add_argument(
+        "--samplers", default=",".join(SAMPLERS), help="which of " + ",".join(SAMPLERS)
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     lines, worst = [], {}
     for world, concept in cases():
-        answer = replay(sweep(out, world, concept, "own"), None)
+        answer = replay(sweep(out, world, concept, "own", args.seeds), None)
         base = answer[2]
-        for sampler in SAMPLERS:
-            folder = sweep(out, world, concept, sampler)
+        for sampler in args.samplers.split(","):
+            folder = sweep(out, world, concept, sampler, args.seeds)
             for name, search in SEARCHES.items():
                 window, best, steps = replay(folder, search)
                 same = window == answer[0]

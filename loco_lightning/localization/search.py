@@ -21,29 +21,32 @@ Cell = tuple[int, int]  # (pair index, seed)
 class Racing:
     """Racing over windows, separately for every window size m.
 
-    Round 0 generates the references (the empty and the all-sites window) on every cell, and
-    every window on the first ``first`` cells (the pairs of the first seed first, so that they
-    differ in prompt). After each round, a window whose mean over the round's cells is worse
-    than the best window of its size by more than ``drop`` times the gap between the original
-    and the reference is out; the rest go on to ``grow`` times as many cells, until the
-    survivors have been generated on every cell. The gap is measured on every cell, so the rule
-    means the same for every scorer and concept.
+    Round 0 generates the references (the empty and the all-sites window) on every cell, then
+    every window on the first ``first`` share of the cells (at least one; the pairs of the first
+    seed first, so that they differ in prompt). After each round a window leaves the race when
+    its mean over the round's cells is behind the best window of its size by more than ``drop``
+    times the gap between the original and the reference, or has moved the score from the
+    original's by no more than that (it does nothing: when no window of a size does anything,
+    the size cannot be selected and leaves whole). The rest go on to ``grow`` times as many
+    cells, until the survivors have been generated on every cell. The gap is measured on every
+    cell, so the rule means the same for every scorer and concept.
 
     Attributes:
-        first: cells (prompt pair x seed) of the first round.
+        first: share of the (pair, seed) cells of the first round.
         grow: the factor by which the cells grow each round.
-        drop: how far behind the best a window may fall and stay in, as a fraction of the gap.
+        drop: how far behind the best, or how close to the original, a window may be and stay
+            in, as a fraction of the gap.
     """
 
-    first: int = 4
+    first: float = 0.17
     grow: int = 3
     drop: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.first < 1:
+        if not 0 < self.first <= 1:
             raise ValueError(
-                f"model.racing.first={self.first}: give the number of (pair, seed) cells of the "
-                "first round, >= 1 (e.g. 4)."
+                f"model.racing.first={self.first}: give the share of the (pair, seed) cells of "
+                "the first round, in (0, 1] (0.17: a sixth)."
             )
         if self.grow < 2:
             raise ValueError(
@@ -80,7 +83,7 @@ class Racing:
             if 0 < it.m < n_sites:
                 by_size.setdefault(it.m, {}).setdefault(it.start, []).append(it)
         alive = {m: sorted(starts) for m, starts in by_size.items()}
-        count = min(self.first, len(cells))
+        count = max(1, round(self.first * len(cells)))
         while True:
             now = set(cells[:count])
             racing = {
@@ -96,12 +99,20 @@ class Racing:
             ]
             if todo or count == len(cells):
                 return todo
+            untouched = sign * sum(done[it.key] for it in refs if it.m == 0 and it.cell in now)
+            untouched /= len(now)
             for m, runs in racing.items():
+                if not runs:
+                    continue
                 means = {
                     s: sign * sum(done[it.key] for it in its) / len(its) for s, its in runs.items()
                 }
                 best = min(means.values())
-                alive[m] = [s for s in sorted(runs) if means[s] - best <= slack]
+                alive[m] = [
+                    s
+                    for s in sorted(runs)
+                    if means[s] - best <= slack and untouched - means[s] > slack
+                ]
             count = min(count * self.grow, len(cells))
 
 

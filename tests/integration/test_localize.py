@@ -115,7 +115,7 @@ def test_a_finished_sweep_rerun_rebuilds_its_report_and_reselects_without_genera
     assert (tmp_path / "full" / "heatmap_clip.png").exists()
 
 
-RACING = ["--model.racing", "{first: 1, grow: 2, drop: 0.1}", "--data.seeds", "[0, 1, 2]"]
+RACING = ["--model.racing", "{first: 0.34, grow: 2, drop: 0.1}", "--data.seeds", "[0, 1, 2]"]
 
 
 def keys(folder) -> set[str]:
@@ -162,3 +162,11 @@ def test_two_process_ddp_racing_plans_the_same_rounds(raced, tmp_path):
     assert len(list((tmp_path / "ddp").glob("items.rank*.jsonl"))) == 2
     assert keys(tmp_path / "ddp") == keys(raced / "whole")
     assert table(tmp_path, "ddp") == table(raced, "whole")
+
+
+def test_a_batch_size_from_memory_gives_the_same_table(uninterrupted, tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        main([*args(tmp_path, "auto"), "--data.batch_size", "auto"])
+    size = int(caplog.text.split("data.batch_size auto: ")[1].split()[0])
+    assert size == N_ITEMS  # a random-weight miniature: every window fits at once
+    assert table(tmp_path, "auto") == table(uninterrupted, "full")

@@ -44,8 +44,11 @@ def planted(world: str) -> dict[str, list[int]]:
     return json.loads((Path(packaged(world)) / RECORD_NAME).read_text())["world"]["planted"]
 
 
+FAST = ("--model.racing", "{}", "--model.decide_at", "0.5")  # the bench's cheapest safe pair
+
+
 @functools.cache
-def located(world: str, attribute: str) -> Path:
+def located(world: str, attribute: str, *options: str) -> Path:
     """LocoGen on a planted world for one attribute, run once per session: windows of one site
     and of the planted size."""
     out = Path(tempfile.mkdtemp(prefix=f"planted-{attribute}-")) / "localize"
@@ -63,6 +66,7 @@ def located(world: str, attribute: str) -> Path:
             str(out),
             "--trainer.logger",
             "false",
+            *options,
         ]
     )
     return out
@@ -104,6 +108,15 @@ def test_locogen_selects_a_window_inside_the_planted_one(world, attribute):
     window = planted(world)[attribute]
     # the smallest window within the margin of the reference lies inside the planted window
     assert sel["window"] and set(sel["window"]) <= set(window), sel
+
+
+@pytest.mark.parametrize(("world", "attribute"), CASES)
+def test_racing_with_an_early_decision_selects_the_same_window_at_a_quarter_of_the_cost(
+    world, attribute
+):
+    fast = json.loads((located(world, attribute, *FAST) / "selection.json").read_text())
+    assert fast["window"] == selection(world, attribute)["window"], fast
+    assert fast["exhaustive_sample_steps"] >= 4 * fast["sample_steps"], fast
 
 
 # world-sd1-planted was trained before planting alone existed: its colour reaches the image

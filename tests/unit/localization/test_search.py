@@ -51,14 +51,15 @@ def test_cells_start_with_every_pair_of_the_first_seed():
 
 
 def test_racing_finds_the_exhaustive_selection_with_fewer_items_and_full_survivors():
-    everything = run(Racing(first=100))
+    everything = run(Racing(first=1.0))
     assert sorted(r["key"] for r in everything) == sorted(it.key for it in items())
     exhaustive = select(aggregate(everything, ("clip",)), N_SITES, "remove", "clip", 0.2)
-    rows = run(Racing(first=2, grow=2, drop=0.1))
+    rows = run(Racing(first=1 / 6, grow=2, drop=0.1))
     table = aggregate(rows, ("clip",))
     assert select(table, N_SITES, "remove", "clip", 0.2) == exhaustive
     assert exhaustive.window == (2, 3)
-    # the references on all 12 cells, 11 windows on 2, then only each size's winner on the rest
+    # the references on all 12 cells, 11 windows on 2 (a sixth), then only each size's winner on
+    # the rest: the windows without site 3 do nothing and leave after the first round
     assert len(rows) == 24 + 11 * 2 + 2 * 10
     full = {(r["m"], r["start"]) for r in table if r["n"] == 12}
     assert full == {(0, 0), (N_SITES, 0), (1, 3), (2, 2)}
@@ -66,19 +67,19 @@ def test_racing_finds_the_exhaustive_selection_with_fewer_items_and_full_survivo
 
 def test_a_window_within_drop_of_the_best_stays_in_the_race():
     """[3, 4] is 2 points behind [2, 3], inside 0.1 of the 30-point gap: both run to the end."""
-    rows = run(Racing(first=2, grow=2, drop=0.1), lambda it: truth(it, close=2.0))
+    rows = run(Racing(first=1 / 6, grow=2, drop=0.1), lambda it: truth(it, close=2.0))
     full = {(r["m"], r["start"]) for r in aggregate(rows, ("clip",)) if r["n"] == 12}
     assert {(2, 2), (2, 3)} <= full and (2, 1) not in full
 
 
 def test_update_keeps_the_highest_scores():
-    rows = run(Racing(first=2, grow=2), lambda it: -truth(it), "update")
+    rows = run(Racing(first=1 / 6, grow=2), lambda it: -truth(it), "update")
     sel = select(aggregate(rows, ("clip",)), N_SITES, "update", "clip", 0.2)
     assert sel.best[1][0] == 3 and sel.best[2][0] == 2
 
 
 def test_a_resumed_race_plans_only_what_is_missing():
-    race = Racing(first=2, grow=2)
+    race = Racing(first=1 / 6, grow=2)
     rows = run(race)
     partial = rows[: len(rows) // 2]
     todo = race.plan(items(), partial, "clip", "remove")
@@ -87,7 +88,12 @@ def test_a_resumed_race_plans_only_what_is_missing():
 
 @pytest.mark.parametrize(
     ("settings", "says"),
-    [({"first": 0}, "first=0"), ({"grow": 1}, "grow=1"), ({"drop": float("nan")}, "drop=nan")],
+    [
+        ({"first": 0}, "first=0"),
+        ({"first": 1.5}, "first=1.5"),
+        ({"grow": 1}, "grow=1"),
+        ({"drop": float("nan")}, "drop=nan"),
+    ],
 )
 def test_bad_settings_are_refused(settings, says):
     with pytest.raises(ValueError, match=says):
