@@ -82,6 +82,24 @@ def test_the_cli_refuses_zero_steps_when_the_config_is_read():
         )
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "match"),
+    [
+        ("--model.decide_at", "0", r"model\.decide_at=0\.0: give the fraction"),
+        ("--model.decide_at", "1.5", r"model\.decide_at=1\.5: give the fraction"),
+        ("--model.racing", "{first: 0}", r"model\.racing\.first=0"),
+        ("--model.racing", "{grow: 1}", r"model\.racing\.grow=1: give an integer >= 2"),
+        ("--model.racing", "{drop: -0.1}", r"model\.racing\.drop=-0\.1"),
+        ("--data.batch_size", "0", r"data\.batch_size=0: give at least 1, or auto"),
+    ],
+)
+def test_cheaper_sweep_settings_that_would_skip_or_break_the_sweep_are_refused(
+    option, value, match
+):
+    with pytest.raises(ValueError, match=match):
+        build("localize", ["--config", "configs/localize/world_shape.yaml", option, value], False)
+
+
 def test_a_key_token_mode_typo_is_refused_instead_of_running_as_another_mode():
     tok = mini_model("sd1").pipeline.tokenizer
     with pytest.raises(ValueError, match=r"key_tokens='last_subjct': choose one of"):
