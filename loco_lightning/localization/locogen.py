@@ -141,7 +141,7 @@ class LocalizationModule(Localizer):
         images = self.generate(batch)
         texts = [it.pair.target if hp.objective == "update" else it.pair.original for it in batch]
         clip, reader = self.scores(images, texts, [it.pair.expect for it in batch])
-        seconds = (time.perf_counter() - start) / len(batch)
+        seconds, steps = (time.perf_counter() - start) / len(batch), self.steps_run
         rows = [
             {
                 "key": it.key,
@@ -154,7 +154,7 @@ class LocalizationModule(Localizer):
                 "window": it.label,
                 "clip": c,
                 "reader": r,
-                "steps": self.steps_run,
+                "steps": steps,
                 "seconds": seconds,
             }
             for it, c, r in zip(batch, clip, reader)
