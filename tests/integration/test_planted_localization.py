@@ -5,8 +5,9 @@ sees colour and only its style window sees style (recorded in its ``loco_world.j
 of a window able to carry the attribute alone. Run as a user runs it: the ordinary CLI, CLIP
 scoring by the world's CLIP, LocoGen racing its windows (``model.racing``: the survivors'
 scores are the exhaustive sweep's; on the cheapest world the exhaustive sweep runs too and must
-select the same window; ``bench/localize_cost.py`` compares them on every world). The selected window lies inside the planted one; at the planted
-window's size m the paper's argmin is exactly the planted window. LocoEdit there must reach the
+select the same window; ``bench/localize_cost.py`` compares them on every world). The selected
+window lies inside the planted one; at the planted window's size m the paper's argmin is exactly
+the planted window. LocoEdit there must reach the
 all-sites reference, a random window of the same size must leave the attribute in place, and the
 other attributes must stay.
 """
