@@ -34,21 +34,30 @@ class _LiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        # a view or an in-place result shares its input's storage: new memory only if the
+        # input was itself made here (a weight's transpose in every linear layer is not)
+        given = {_pointer(t) for t in tree_flatten((args, kwargs))[0]}
         for t in tree_flatten(out)[0]:
-            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
-                continue
-            storage = t.untyped_storage()
-            ptr = storage.data_ptr()
-            if ptr == 0:
+            ptr = _pointer(t)
+            if not ptr:
                 continue
             entry = self.storages.get(ptr)
+            if entry is None and ptr in given:
+                continue
             if entry is None:
-                entry = self.storages[ptr] = [storage.nbytes(), 0]
+                entry = self.storages[ptr] = [t.untyped_storage().nbytes(), 0]
                 self.live += entry[0]
                 self.peak = max(self.peak, self.live)
             entry[1] += 1
             weakref.finalize(t, self._release, ptr)
         return out
+
+
+def _pointer(t) -> int:
+    """The data pointer of a tensor's storage (0: not a tensor, or one without memory)."""
+    if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+        return 0
+    return t.untyped_storage().data_ptr()
 
 
 def peak_bytes(fn: Callable[[], object]) -> int:

@@ -19,6 +19,17 @@ def test_peak_counts_tensors_alive_together_once_per_storage():
     assert peak_bytes(lambda: [torch.ones(250) for _ in range(4)]) == 4000
 
 
+def test_views_and_in_place_results_of_tensors_made_before_cost_nothing():
+    weight = torch.zeros(1000)
+
+    def use():
+        transposed = weight.view(10, 100).t()  # as every linear layer does with its weight
+        weight.add_(1)
+        return transposed.sum()  # the 4-byte result is the only new memory
+
+    assert peak_bytes(use) == 4
+
+
 def test_the_batch_is_the_largest_whose_memory_fits():
     assert fit_batch(lambda k: 100 + 50 * k, budget=1000, most=64) == 18
     assert fit_batch(lambda k: 100 + 50 * k, budget=1000, most=5) == 5
