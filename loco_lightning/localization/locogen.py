@@ -241,6 +241,8 @@ class LocalizationModule(Localizer):
         out = {}
         if not any(0 < r["m"] < n for r in self.table):  # stopped after the references
             return out
+        full = next(r["n"] for r in self.table if r["m"] == 0)
+        raced = frozenset((r["m"], r["start"]) for r in self.table if r["n"] < full)
         for value in ("clip", "reader"):
             means = {(r["m"], r["start"]): r.get(f"{value}_mean") for r in self.table}
             if all(v is None for v in means.values()):
@@ -252,7 +254,5 @@ class LocalizationModule(Localizer):
             )
             selected = self.selection.window if value == hp.score else ()
             label = f"{value} score ({better})"
-            full = next(r["n"] for r in self.table if r["m"] == 0)
-            raced = frozenset((r["m"], r["start"]) for r in self.table if r["n"] < full)
             out[f"heatmap_{value}"] = heatmap(self.table, n, value, title, label, selected, raced)
         return out
