@@ -6,6 +6,7 @@ import functools
 
 import torch
 
+from loco_lightning.hooks.denoisers import kind_of
 from loco_lightning.models import LocoModel, load_model
 
 
@@ -15,27 +16,16 @@ def mini_model(family: str) -> LocoModel:
 
 
 def denoiser_inputs(model: LocoModel, prompts: list[str], seeds=None, t: int = 500) -> dict:
-    """A denoiser call's kwargs for these prompts (a UNet's or a PixArt transformer's); row i's
-    noise comes from ``seeds[i]`` alone."""
+    """A denoiser call's kwargs for these prompts (as its kind calls it); row i's noise comes
+    from ``seeds[i]`` alone."""
     cond = model.encode(prompts)
     cfg = model.denoiser.config
     shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
     seeds = range(len(prompts)) if seeds is None else seeds
     x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
-    if model.family.denoiser == "unet":
-        return {
-            "sample": x,
-            "timestep": torch.tensor(t),
-            "encoder_hidden_states": cond.context,
-            "added_cond_kwargs": cond.added,
-        }
-    return {
-        "hidden_states": x,
-        "timestep": torch.full((len(x),), t),
-        "encoder_hidden_states": cond.context,
-        "encoder_attention_mask": cond.mask,
-        "added_cond_kwargs": cond.added or {"resolution": None, "aspect_ratio": None},
-    }
+    return kind_of(model.denoiser).inputs(
+        model.denoiser, x, torch.full((len(x),), t), cond.context, cond.added, cond.mask
+    )
 
 
 @functools.cache

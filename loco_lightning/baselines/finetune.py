@@ -181,9 +181,10 @@ class FineTuneModule(EditEvaluation):
         self.model.pipeline.to(self.device)
         self.teacher.module.to(self.device)
         start = time.perf_counter()
-        prompts = list(dict.fromkeys([p for pair in self.pairs for p in pair] + [""]))
-        self.bank = self.model.encode(prompts)  # the text encoder is not trained
-        self.bank_rows = {p: i for i, p in enumerate(prompts)}
+        # the text encoder is not trained; "" is guidance's empty prompt, as the pipeline encodes it
+        prompts = list(dict.fromkeys(p for pair in self.pairs for p in pair if p))
+        self.bank = self.model.encode(prompts).cat(self.model.empty())
+        self.bank_rows = {p: i for i, p in enumerate([*prompts, ""])}
         self.noise = DDPMScheduler.from_config(self.model.pipeline.scheduler.config)
         prompts_of = [self.objective.image_prompt(p) for p in self.pairs]
         shown = list(dict.fromkeys(prompts_of))

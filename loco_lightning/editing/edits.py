@@ -213,7 +213,7 @@ def digest(tensors: Iterable[Tensor], samples: int = 65536) -> str:
 def empty_kv(model: LocoModel) -> list[Tensor]:
     """The empty prompt's keys and values at every site, in float64: [K_0, V_0, K_1, …]."""
     unet = model.denoiser
-    context = model.encode([""]).context
+    context = model.empty().context
     out = []
     for site in sites(unet):
         attn = unet.get_submodule(site.path)

@@ -57,16 +57,15 @@ class Regression:
         keep_empty: bool = True,
     ) -> Regression:
         """The regression of these prompts, encoded in one text-encoder call."""
-        empty = [""] if keep_empty else []
-        context = model.encode(list(sources) + list(targets) + list(preserve) + empty).context
+        context = model.encode(list(sources) + list(targets) + list(preserve)).context
         n, n_p = len(sources), len(preserve)
         return cls(
             context[:n],
             context[n : 2 * n],
             tuple(tuple(p) for p in positions),
-            context[2 * n : 2 * n + n_p] if n_p else None,
+            context[2 * n :] if n_p else None,
             preserve_at,
-            context[2 * n + n_p :] if keep_empty else None,
+            model.empty().context if keep_empty else None,
         )
 
 

@@ -68,15 +68,17 @@ class UCE(SiteEditor, ClosedForm, name="uce"):
         resolve_preserve(self)
 
     def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
-        tok = model.pipeline.tokenizer
-        length = tok.model_max_length
+        tok = model.tokens
+        length = tok.length
         pairs = [(s, t) for r in requests for s, _, t in r.pairs()]
         preserve = preserved(self, requests)
         if self.variant == "current":
-            positions = tuple(((end(tok, s), end(tok, t)),) for s, t in pairs)
-            preserve_at = tuple((end(tok, p),) for p in preserve)
+            positions = tuple(((last_token(tok, s), last_token(tok, t)),) for s, t in pairs)
+            preserve_at = tuple((last_token(tok, p),) for p in preserve)
         else:
-            positions = tuple(tail(end(tok, s), end(tok, t), length) for s, t in pairs)
+            positions = tuple(
+                tail(last_token(tok, s), last_token(tok, t), length) for s, t in pairs
+            )
             preserve = ("",) + tuple(p for p in preserve if p)
             preserve_at = None  # every position
         scale = self.preserve_scale
@@ -91,12 +93,6 @@ class UCE(SiteEditor, ClosedForm, name="uce"):
             model, self.site_indices(model), rows, {"k": lam, "v": lam},
             scale / self.erase_scale, self.solve_dtype, self.keep_rtol,
         )  # fmt: skip
-
-
-def end(tokenizer, prompt: str) -> int:
-    """UCE's key position: the last token before end-of-text (the first for an empty prompt
-    under a tokenizer without a start token, such as T5's)."""
-    return max(0, last_token(tokenizer, prompt))
 
 
 def tail(source_end: int, target_end: int, length: int) -> tuple[tuple[int, int], ...]:
@@ -138,7 +134,7 @@ class TIME(SiteEditor, ClosedForm, name="time"):
         check_scales(self, "lamb")
 
     def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
-        tok = model.pipeline.tokenizer
+        tok = model.tokens
         pairs = []
         for r in requests:
             for s, _, t in r.pairs():
@@ -146,9 +142,7 @@ class TIME(SiteEditor, ClosedForm, name="time"):
                 base = [lower_article(p) for p in (s, t)]
                 pairs += [(a + base[0], a + base[1]) for a in self.augmentations]
         pairs = list(dict.fromkeys(pairs))
-        positions = tuple(
-            greedy_match(tok(s).input_ids, tok(t).input_ids, tok.model_max_length) for s, t in pairs
-        )
+        positions = tuple(greedy_match(*tok.ids([s, t]), tok.length) for s, t in pairs)
         rows = Regression.of_prompts(
             model, [s for s, _ in pairs], [t for _, t in pairs], positions,
             keep_empty=self.keep_empty,
@@ -232,12 +226,12 @@ class SPEED(SiteEditor, ClosedForm, name="speed"):
 
     @torch.no_grad()
     def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
-        tok = model.pipeline.tokenizer
+        tok = model.tokens
         pairs = [(s, t) for r in requests for s, _, t in r.pairs()]
         n, retain = len(pairs), list(preserved(self, requests))
         prompts = [s for s, _ in pairs] + [t for _, t in pairs] + retain
-        context = model.encode([*prompts, ""]).context
-        at = [end(tok, p) for p in prompts]
+        context = torch.cat([model.encode(prompts).context, model.empty().context])
+        at = [last_token(tok, p) for p in prompts]
         unet, found = model.denoiser, sites(model.denoiser)
         deltas, g = {}, torch.Generator().manual_seed(self.seed)
         dtype = getattr(torch, self.solve_dtype)
@@ -361,9 +355,9 @@ class RECE(SiteEditor, ClosedForm, name="rece"):
         names = [f"{s.path}.{s.projection(p)}.weight" for s in found for p in ("k", "v")]
         dtype = getattr(torch, self.solve_dtype)
         original = {n: unet.get_parameter(n).detach().to(dtype) for n in names}
-        context = model.encode([r.concept for r in requests] + [r.target for r in requests] + [""])
-        concept, guide = context.context[: len(requests)], context.context[len(requests) : -1]
-        empty = context.context[-1:]
+        context = model.encode([r.concept for r in requests] + [r.target for r in requests])
+        concept, guide = context.context[: len(requests)], context.context[len(requests) :]
+        empty = model.empty().context
         length = concept.shape[1]
         lam = self.lamb / self.erase_scale
         for _ in range(self.rounds):
@@ -429,12 +423,9 @@ class MACE(SiteEditor, ClosedForm, name="mace_cfr"):
         resolve_preserve(self)
 
     def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
-        tok = model.pipeline.tokenizer
+        tok = model.tokens
         pairs = [(s, t) for r in requests for s, _, t in r.pairs()]
-        positions = [
-            shared_positions(tok(s).input_ids, tok(t).input_ids, tok.model_max_length)
-            for s, t in pairs
-        ]
+        positions = [shared_positions(*tok.ids([s, t]), tok.length) for s, t in pairs]
         rows = Regression.of_prompts(
             model, [s for s, _ in pairs], [t for _, t in pairs], positions,
             preserved(self, requests),

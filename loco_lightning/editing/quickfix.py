@@ -54,12 +54,12 @@ class QuickFix(ClosedForm, name="quickfix"):
     @torch.no_grad()
     def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
         encoder = model.component(self.component)
-        tokenizer = getattr(model.pipeline, self.component.replace("text_encoder", "tokenizer"))
+        tokens = model.encoder_tokens(self.component.replace("text_encoder", "tokenizer"))
         path, layer = find_layer(encoder, self.layer)
         triples = [t for r in requests for t in r.pairs()]
         xs = layer_inputs(model, layer, [s for s, _, _ in triples])
         ys = layer_inputs(model, layer, [t for _, _, t in triples])
-        pos = key_positions(tokenizer, triples, self.key_tokens)
+        pos = key_positions(tokens, triples, self.key_tokens)
         x = torch.stack([xs[i, a] for i, p in enumerate(pos) for a, _ in p])  # (n, d)
         y = torch.stack([ys[i, b] for i, p in enumerate(pos) for _, b in p])
         preserve = exact = None

@@ -10,7 +10,7 @@ from typing import Literal, get_args
 
 import yaml
 
-from loco_lightning.models.tokenizers import concept_positions
+from loco_lightning.models.tokenizers import ContextTokens, concept_positions, last_token
 
 KeyTokens = Literal["last_subject", "last_subject_eos", "aligned"]
 
@@ -83,22 +83,11 @@ class EditRequest:
         ]
 
 
-def _padded(tokenizer, prompts: list[str]) -> list[list[int]]:
-    return tokenizer(
-        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True
-    ).input_ids
-
-
-def last_token(tokenizer, prompt: str) -> int:
-    """Position of the last token before end-of-text (UCE's ``attention_mask.sum() - 2``)."""
-    return len(tokenizer(prompt).input_ids) - 2
-
-
 def key_positions(
-    tokenizer, triples: list[tuple[str, str, str]], mode: KeyTokens
+    tokens: ContextTokens, triples: list[tuple[str, str, str]], mode: KeyTokens
 ) -> list[list[tuple[int, int]]]:
     """For each (source, source without the concept, target): the (position in ``source``,
-    position in ``target``) pairs whose embeddings the edit maps.
+    position in ``target``) pairs whose embeddings the edit maps (rows of the encoded contexts).
 
     - ``last_subject`` (the reference): the concept's last token -> the target's last token;
     - ``last_subject_eos``: that, plus every end-of-text/padding position, offset for offset;
@@ -108,17 +97,17 @@ def key_positions(
     if mode not in get_args(KeyTokens):
         raise ValueError(f"key_tokens={mode!r}: choose one of {list(get_args(KeyTokens))}.")
     if mode in ("last_subject", "last_subject_eos"):
-        return [_last_subject(tokenizer, *triple, mode == "last_subject_eos") for triple in triples]
-    sources = _padded(tokenizer, [s for s, _, _ in triples])  # one tokenizer call per side
-    targets = _padded(tokenizer, [t for _, _, t in triples])
+        return [_last_subject(tokens, *triple, mode == "last_subject_eos") for triple in triples]
+    sources = tokens.ids([s for s, _, _ in triples], padded=True)  # one tokenizer call per side
+    targets = tokens.ids([t for _, _, t in triples], padded=True)
     return [_aligned(src, tgt) for src, tgt in zip(sources, targets)]
 
 
-def _last_subject(tokenizer, source: str, without: str, target: str, eos: bool):
-    pairs = [(concept_positions(tokenizer, source, without)[-1], last_token(tokenizer, target))]
+def _last_subject(tokens: ContextTokens, source: str, without: str, target: str, eos: bool):
+    pairs = [(concept_positions(tokens, source, without)[-1], last_token(tokens, target))]
     if eos:
-        length = tokenizer.model_max_length
-        eos_s, eos_t = last_token(tokenizer, source) + 1, last_token(tokenizer, target) + 1
+        length = tokens.length
+        eos_s, eos_t = last_token(tokens, source) + 1, last_token(tokens, target) + 1
         pairs += [(eos_s + k, min(eos_t + k, length - 1)) for k in range(length - eos_s)]
     return pairs
 

@@ -1,5 +1,5 @@
 """The denoisers text enters, as far as the hooks care: a UNet, or a diffusion transformer whose
-blocks read the caption through cross-attention (PixArt).
+blocks read the caption through cross-attention (PixArt, SANA).
 
 Each kind says how to call the model, what its sites read (the text context after the model's
 own caption projection, before each attention's ``norm_cross``), and its smallest valid inputs (to
@@ -13,7 +13,15 @@ import torch
 from torch import Tensor, nn
 
 
-class UNetKind:
+class Kind:
+    """What every kind shares: a call is the model on its kind's ``inputs``."""
+
+    @classmethod
+    def forward(cls, module, x: Tensor, t, context: Tensor, added, mask) -> Tensor:
+        return module(**cls.inputs(module, x, t, context, added, mask)).sample
+
+
+class UNetKind(Kind):
     """``UNet2DConditionModel`` (SD-1/2, SD-XL, DeepFloyd IF)."""
 
     @staticmethod
@@ -27,8 +35,14 @@ class UNetKind:
         return module.process_encoder_hidden_states(context, added or {})
 
     @staticmethod
-    def forward(module, x: Tensor, t, context: Tensor, added, mask) -> Tensor:
-        return module(x, t, encoder_hidden_states=context, added_cond_kwargs=added).sample
+    def inputs(module, x: Tensor, t, context: Tensor, added, mask) -> dict:
+        """The keyword arguments of one call on latents ``x`` at timestep ``t``."""
+        return {
+            "sample": x,
+            "timestep": t,
+            "encoder_hidden_states": context,
+            "added_cond_kwargs": added,
+        }
 
     @staticmethod
     def trace_inputs(module: nn.Module, batch: int = 1, size: int | None = None) -> dict:
@@ -63,7 +77,7 @@ class UNetKind:
         return kwargs
 
 
-class CaptionDiTKind:
+class CaptionDiTKind(Kind):
     """A diffusion transformer with a caption projection and a cross-attention ``attn2`` per
     block (``PixArtTransformer2DModel``: PixArt-α and -Σ). The caption's padding is masked
     (``encoder_attention_mask``), so a swapped-in prompt brings its own mask (see
@@ -78,15 +92,14 @@ class CaptionDiTKind:
         return module.caption_projection(context)
 
     @staticmethod
-    def forward(module, x: Tensor, t, context: Tensor, added, mask) -> Tensor:
-        timestep = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
-        return module(
-            x,
-            encoder_hidden_states=context,
-            encoder_attention_mask=mask,
-            timestep=timestep,
-            added_cond_kwargs=added or {"resolution": None, "aspect_ratio": None},
-        ).sample
+    def inputs(module, x: Tensor, t, context: Tensor, added, mask) -> dict:
+        return {
+            "hidden_states": x,
+            "encoder_hidden_states": context,
+            "encoder_attention_mask": mask,
+            "timestep": torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0]),
+            "added_cond_kwargs": added or {"resolution": None, "aspect_ratio": None},
+        }
 
     @staticmethod
     def trace_inputs(module: nn.Module, batch: int = 1, size: int | None = None) -> dict:
@@ -109,10 +122,46 @@ class CaptionDiTKind:
         }
 
 
-KINDS = {"UNet2DConditionModel": UNetKind, "PixArtTransformer2DModel": CaptionDiTKind}
+class SanaKind(CaptionDiTKind):
+    """``SanaTransformer2DModel``: PixArt's layout, with the projected caption RMS-normalised
+    before the blocks read it, no size conditioning, and timesteps scaled by
+    ``timestep_scale`` as ``SanaPipeline`` scales them."""
+
+    @staticmethod
+    def text_states(module: nn.Module, context: Tensor, added: dict | None) -> Tensor:
+        return module.caption_norm(module.caption_projection(context))
+
+    @staticmethod
+    def inputs(module, x: Tensor, t, context: Tensor, added, mask) -> dict:
+        timestep = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
+        return {
+            "hidden_states": x,
+            "encoder_hidden_states": context,
+            "encoder_attention_mask": mask,
+            "timestep": timestep * module.config.timestep_scale,
+        }
+
+    @staticmethod
+    def trace_inputs(module: nn.Module, batch: int = 1, size: int | None = None) -> dict:
+        cfg = module.config
+        param = next(module.parameters())
+        zeros = dict(device=param.device, dtype=param.dtype)
+        size = size or cfg.patch_size * 2
+        return {
+            "hidden_states": torch.zeros(batch, cfg.in_channels, size, size, **zeros),
+            "encoder_hidden_states": torch.zeros(batch, 4, cfg.caption_channels, **zeros),
+            "timestep": torch.ones(batch, device=param.device),
+        }
 
 
-def kind_of(module: nn.Module) -> type[UNetKind] | type[CaptionDiTKind]:
+KINDS = {
+    "UNet2DConditionModel": UNetKind,
+    "PixArtTransformer2DModel": CaptionDiTKind,
+    "SanaTransformer2DModel": SanaKind,
+}
+
+
+def kind_of(module: nn.Module) -> type[Kind]:
     """The kind of a denoiser module, by its diffusers class (or a subclass of one)."""
     for cls in type(module).__mro__:
         if cls.__name__ in KINDS:

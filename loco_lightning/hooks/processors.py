@@ -1,8 +1,10 @@
 """The attention processor installed on every intervened site.
 
-It reproduces diffusers' ``AttnProcessor2_0`` (``attn2`` sites) and ``AttnAddedKVProcessor2_0``
-(IF's added-KV sites) and opens three seams between their steps: which context each sample reads,
-the text keys/values (ablate, record, reuse across timesteps), and the output (record).
+It reproduces diffusers' ``AttnProcessor2_0`` (``attn2`` sites; SANA's ``SanaAttnProcessor2_0``,
+whose query/key norms span all heads, where those norms are that wide) and
+``AttnAddedKVProcessor2_0`` (IF's added-KV sites) and opens three seams between their steps:
+which context each sample reads, the text keys/values (ablate, record, reuse across timesteps),
+and the output (record).
 """
 
 from __future__ import annotations
@@ -240,13 +242,15 @@ class SiteProcessor:
         query = attn.to_q(hidden_states)
         key, value = self.keys_values(attn, context)
         head_dim = key.shape[-1] // attn.heads
+        # a norm as wide as all heads runs before the split (SANA's processor), one per head after
+        across = _width(attn.norm_k) == key.shape[-1]
+        if across:
+            query, key = _norm(attn.norm_q, query), _norm(attn.norm_k, key)
         query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
         key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
         value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
+        if not across:
+            query, key = _norm(attn.norm_q, query), _norm(attn.norm_k, key)
         if "contribution" in self.record:
             self._contribution(attn, query, key, value, attention_mask)
         hidden_states = F.scaled_dot_product_attention(
@@ -287,3 +291,13 @@ class SiteProcessor:
         hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, residual.shape[1])
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         return hidden_states.transpose(-1, -2).reshape(residual.shape) + residual
+
+
+def _norm(norm: nn.Module | None, x: Tensor) -> Tensor:
+    return x if norm is None else norm(x)
+
+
+def _width(norm: nn.Module | None) -> int | None:
+    """The feature width a query/key norm normalises (None without one, or if it does not say)."""
+    shape = getattr(norm, "normalized_shape", None) or getattr(norm, "dim", None)
+    return None if shape is None else int(shape[-1])

@@ -122,7 +122,7 @@ class CausalTracingModule(Localizer):
         hp, model, pipe = self.hparams, self.model, self.model.pipeline
         guidance, seed, generate = self.guidance, item.seed, self.diffusion.denoise
         original = item.pair.original
-        tokens = concept_positions(pipe.tokenizer, original, item.pair.target)
+        tokens = concept_positions(model.encoder_tokens(), original, item.pair.target)
         layers = unet_layers(model.denoiser)
         texts = text_layers(pipe, model.family.text_encoders)
         text_paths = {c: [p for cc, p, _ in texts if cc == c] for c in model.family.text_encoders}

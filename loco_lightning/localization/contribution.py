@@ -69,9 +69,8 @@ class ContributionModule(Localizer):
     def contributions(self, items: list[TraceItem]) -> list[dict]:
         """One row per item and site: its concept tokens' contribution, averaged over steps."""
         model = self.model
-        tok = model.pipeline.tokenizer
         tokens = tuple(
-            tuple(concept_positions(tok, it.pair.original, it.pair.target)) for it in items
+            tuple(concept_positions(model.tokens, it.pair.original, it.pair.target)) for it in items
         )
         found = sites(model.denoiser)
         spec = Record(tuple(s.index for s in found), ("contribution",), tokens)

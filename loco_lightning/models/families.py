@@ -30,7 +30,9 @@ class Family:
         encoding: how prompts become UNet inputs: ``clip`` (one CLIP encoder's last hidden state),
             ``sdxl`` (two encoders' penultimate states concatenated, pooled ``text_embeds`` and
             ``time_ids``), ``t5`` (T5 states, projected inside the UNet by ``encoder_hid_proj``)
-            or ``t5_masked`` (PixArt: T5 states and their padding mask, ``max_tokens`` long).
+            or ``t5_masked`` (PixArt: T5 states and their padding mask, ``max_tokens`` long) or
+            ``gemma`` (SANA: Gemma-2 states of the prompt after the pipeline's instruction, and
+            their padding mask; the empty prompt of guidance without the instruction).
         context_dim: width of ``encoder_hidden_states`` given to the UNet.
         pooled: where a prompt also enters the UNet outside cross-attention, if anywhere:
             ``text_embeds`` (SD-XL ``added_cond_kwargs``) or ``add_embedding`` (IF's text-time
@@ -43,8 +45,9 @@ class Family:
         steps: default denoising steps.
         max_tokens: tokenizer limit of the text encoder(s).
         scorer: the CLIP that scores its images unless a job names another (the paper's).
-        denoiser_config: the full-size denoiser config (diffusers ``UNet2DConditionModel`` or
-            ``PixArtTransformer2DModel``), for counting sites on the meta device.
+        denoiser_config: the full-size denoiser config (diffusers ``UNet2DConditionModel``,
+            ``PixArtTransformer2DModel`` or ``SanaTransformer2DModel``), for counting sites on the
+            meta device.
         miniature: overrides that turn ``denoiser_config`` into a tiny random-weight test model
             with the same block types.
     """
@@ -55,7 +58,7 @@ class Family:
     n_sites: int
     site_kind: Literal["attn2", "added_kv"]
     text_encoders: tuple[str, ...]
-    encoding: Literal["clip", "sdxl", "t5", "t5_masked"]
+    encoding: Literal["clip", "sdxl", "t5", "t5_masked", "gemma"]
     context_dim: int
     pooled: GlobalTextPath | None
     resolution: int
@@ -152,6 +155,35 @@ _PIXART_ALPHA = Family(
     denoiser_config=_PIXART,
     miniature=_PIXART_MINI,
 )
+
+_SANA = {  # SANA-1.6B 1024 (Efficient-Large-Model/Sana_1600M_1024px_diffusers)
+    "in_channels": 32,
+    "out_channels": 32,
+    "num_attention_heads": 70,
+    "attention_head_dim": 32,
+    "num_layers": 20,
+    "num_cross_attention_heads": 20,
+    "cross_attention_head_dim": 112,
+    "cross_attention_dim": 2240,
+    "caption_channels": 2304,
+    "mlp_ratio": 2.5,
+    "sample_size": 32,
+    "patch_size": 1,
+    "norm_elementwise_affine": False,
+    "norm_eps": 1e-6,
+}
+_SANA_MINI = {  # SANA-1.5's normalised queries and keys, so the miniature runs that path too
+    "in_channels": 4,
+    "out_channels": 4,
+    "num_attention_heads": 2,
+    "attention_head_dim": 8,
+    "num_cross_attention_heads": 2,
+    "cross_attention_head_dim": 8,
+    "cross_attention_dim": 16,
+    "caption_channels": 32,
+    "sample_size": 8,
+    "qk_norm": "rms_norm_across_heads",
+}
 
 FAMILIES: dict[str, Family] = {
     f.name: f
@@ -307,6 +339,34 @@ FAMILIES: dict[str, Family] = {
             },
         ),
         _PIXART_ALPHA,
+        Family(
+            name="sana",
+            pipeline="SanaPipeline",
+            default_source="Efficient-Large-Model/Sana_1600M_1024px_diffusers",
+            n_sites=20,
+            site_kind="attn2",
+            denoiser="transformer",
+            denoiser_class="SanaTransformer2DModel",
+            text_encoders=("text_encoder",),
+            encoding="gemma",
+            context_dim=2304,
+            pooled=None,
+            resolution=1024,
+            space="latent",
+            scheduler="DPMSolverMultistepScheduler",
+            guidance=4.5,
+            steps=20,
+            max_tokens=300,
+            scheduler_config={  # flow matching through DPM-Solver++, as SANA ships it
+                **_PIXART_SCHED,
+                "prediction_type": "flow_prediction",
+                "use_flow_sigmas": True,
+                "flow_shift": 3.0,
+                "final_sigmas_type": "zero",
+            },
+            denoiser_config=_SANA,
+            miniature=_SANA_MINI,
+        ),
         replace(  # PixArt-Σ: PixArt-α's blocks, 300 T5 tokens, no size conditioning
             _PIXART_ALPHA,
             name="pixart_sigma",

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import diffusers
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderDC, AutoencoderKL
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
+    Gemma2Config,
+    Gemma2Model,
     T5Config,
     T5EncoderModel,
 )
@@ -65,6 +67,40 @@ def _t5(tok, width: int) -> T5EncoderModel:
     return T5EncoderModel(config).eval()
 
 
+def _dc_vae(latent: int) -> AutoencoderDC:
+    """SANA's deep-compression autoencoder, three stages: 32 px images (SanaPipeline takes
+    sides that are multiples of 32) to 8 x 8 latents."""
+    return AutoencoderDC(
+        latent_channels=latent,
+        attention_head_dim=4,
+        encoder_block_types="ResBlock",
+        decoder_block_types="ResBlock",
+        encoder_block_out_channels=(8, 16, 16),
+        decoder_block_out_channels=(8, 16, 16),
+        encoder_layers_per_block=(1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1),
+        encoder_qkv_multiscales=((), (), ()),
+        decoder_qkv_multiscales=((), (), ()),
+        scaling_factor=0.41407,
+    ).eval()
+
+
+def _gemma2(tok, width: int) -> Gemma2Model:
+    config = Gemma2Config(
+        vocab_size=len(tok),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    return Gemma2Model(config).eval()
+
+
 def miniature(family: Family, seed: int = 0) -> diffusers.DiffusionPipeline:
     """A random-weight pipeline of ``family`` whose denoiser has the family's true block layout
     (and so its true site count)."""
@@ -72,6 +108,16 @@ def miniature(family: Family, seed: int = 0) -> diffusers.DiffusionPipeline:
     net = build_denoiser(family, **family.miniature).eval()
     scheduler = getattr(diffusers, family.scheduler)(**family.scheduler_config)
     tok = word_tokenizer([], MAX_TOKENS, chars=True)
+    if family.encoding == "gemma":  # Gemma reads SANA's instruction too: a long tokenizer
+        tok = word_tokenizer([], 8192, chars=True)
+        return build_pipeline(
+            family,
+            tokenizer=tok,
+            text_encoder=_gemma2(tok, family.miniature["caption_channels"]),
+            vae=_dc_vae(family.miniature["in_channels"]),
+            transformer=net,
+            scheduler=scheduler,
+        )
     if family.denoiser == "transformer":
         return build_pipeline(
             family,

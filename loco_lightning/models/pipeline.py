@@ -15,6 +15,7 @@ from torch import Tensor
 
 from loco_lightning.models.families import FAMILIES, Family, get_family
 from loco_lightning.models.miniatures import miniature
+from loco_lightning.models.tokenizers import ContextTokens
 from loco_lightning.models.world import RECORD_NAME
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,36 @@ class LocoModel:
         self.check_prompts(prompts)
         return encode_prompts(self.pipeline, self.family, prompts)
 
+    @torch.no_grad()
+    def empty(self) -> Conditioning:
+        """The empty prompt as the pipeline's classifier-free guidance encodes it (one row): the
+        branch guidance subtracts, which edits keep (SANA encodes it without its instruction,
+        so it is not ``encode([""])`` there)."""
+        return encode_empty(self.pipeline, self.family)
+
+    @property
+    def tokens(self) -> ContextTokens:
+        """Token ids row by row of an encoded prompt: where edits and records find words."""
+        tok = self.pipeline.tokenizer
+        length = min(tok.model_max_length, self.family.max_tokens)
+        return ContextTokens(tok, length, instruction(self.pipeline, self.family))
+
+    def encoder_tokens(self, tokenizer: str = "tokenizer") -> ContextTokens:
+        """Token ids position by position of what a text encoder itself reads.
+
+        Raises:
+            ValueError: the pipeline puts an instruction before the prompt (SANA), so the
+                encoder's positions are not the prompt's; not supported yet.
+        """
+        if instruction(self.pipeline, self.family):
+            raise ValueError(
+                f"Family {self.family.name!r} puts an instruction before every prompt, so its text "
+                "encoder's token positions are not the prompt's; text-encoder methods (causal "
+                "tracing of the text encoder, quickfix) are not supported on it yet. Edit the "
+                "denoiser's cross-attention instead (loco edit: LocoEdit, UCE, ...)."
+            )
+        return ContextTokens.plain(getattr(self.pipeline, tokenizer))
+
     def check_prompts(self, prompts: list[str]) -> None:
         """Refuse prompts a tokenizer would truncate, or read partly as its unknown token (the
         model would then see another prompt than the one asked for), naming prompt and fix."""
@@ -260,12 +291,65 @@ def _encode_t5_masked(pipe, prompts: list[str], family: Family) -> Conditioning:
     return Conditioning(context, added, mask)
 
 
+def instruction(pipe, family: Family) -> str:
+    """Text the pipeline puts before every prompt by default: SANA's complex human instruction
+    (``SanaPipeline.__call__``'s default, joined as its ``encode_prompt`` joins it); "" else."""
+    if family.encoding != "gemma":
+        return ""
+    return "\n".join(_instruction_lines(pipe))
+
+
+def _instruction_lines(pipe) -> list[str]:
+    return inspect.signature(type(pipe).__call__).parameters["complex_human_instruction"].default
+
+
+def _gemma_length(pipe, family: Family) -> int:
+    return min(family.max_tokens, pipe.tokenizer.model_max_length)
+
+
+def _encode_gemma(pipe, prompts: list[str], family: Family) -> Conditioning:
+    encode_prompt = inspect.unwrap(type(pipe).encode_prompt)
+    context, mask, _, _ = encode_prompt(
+        pipe,
+        prompts,
+        do_classifier_free_guidance=False,
+        device=_device(pipe, family),
+        clean_caption=False,
+        max_sequence_length=_gemma_length(pipe, family),
+        complex_human_instruction=_instruction_lines(pipe),
+    )
+    return Conditioning(context, None, mask)
+
+
+def _empty_gemma(pipe, family: Family) -> Conditioning:
+    # SanaPipeline.encode_prompt encodes its negative prompt without the instruction and keeps
+    # every position
+    context, mask = pipe._get_gemma_prompt_embeds(
+        [""],
+        device=_device(pipe, family),
+        dtype=pipe.text_encoder.dtype,
+        clean_caption=False,
+        max_sequence_length=_gemma_length(pipe, family),
+        complex_human_instruction=False,
+    )
+    return Conditioning(context, None, mask)
+
+
 _ENCODERS = {
     "clip": _encode_clip,
     "sdxl": _encode_sdxl,
     "t5": _encode_t5,
     "t5_masked": _encode_t5_masked,
+    "gemma": _encode_gemma,
 }
+_EMPTY = {"gemma": _empty_gemma}  # where guidance's empty prompt is not encode([""])
+
+
+def encode_empty(pipe, family: Family) -> Conditioning:
+    """The empty prompt of classifier-free guidance, as the pipeline encodes it (one row)."""
+    if family.encoding in _EMPTY:
+        return _EMPTY[family.encoding](pipe, family)
+    return encode_prompts(pipe, family, [""])
 
 
 AUTO = "auto"

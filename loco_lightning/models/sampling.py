@@ -126,7 +126,7 @@ def denoise(
     use_cfg = guidance > 1.0
     inputs = cond
     if use_cfg:
-        inputs = model.encode([""]).expand(n).cat(cond)
+        inputs = model.empty().expand(n).cat(cond)
     generators = row_generators(seeds)
     x = initial_noise(model, seeds, generators) * sched.init_noise_sigma
     step_kwargs = step_options(sched)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import string
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
@@ -43,14 +45,62 @@ def word_tokenizer(
     )
 
 
-def concept_positions(tokenizer, with_concept: str, without: str) -> list[int]:
-    """Token positions of ``with_concept`` whose ids ``without`` lacks: where the concept sits.
+@dataclass(frozen=True)
+class ContextTokens:
+    """The token ids a denoiser's text context holds, position by position.
+
+    Most pipelines hand the denoiser one row per token of the prompt as the tokenizer splits it.
+    SANA's puts an instruction before the prompt and keeps the first and the last
+    ``length - 1`` rows of the result; positions computed here are rows of the encoded context
+    in either case.
+
+    Attributes:
+        tokenizer: the pipeline's tokenizer.
+        length: rows of an encoded prompt (the padded length).
+        prefix: text the pipeline puts before every prompt ("" for none).
+    """
+
+    tokenizer: Any
+    length: int
+    prefix: str = ""
+
+    @classmethod
+    def plain(cls, tokenizer) -> ContextTokens:
+        """A tokenizer's own ids, padded to its ``model_max_length``."""
+        return cls(tokenizer, tokenizer.model_max_length)
+
+    @property
+    def special(self) -> set[int]:
+        return set(self.tokenizer.all_special_ids)
+
+    def ids(self, prompts: list[str], padded: bool = False) -> list[list[int]]:
+        """Each prompt's ids in context order, with the padding up to ``length`` if ``padded``."""
+        tok = self.tokenizer
+        if not self.prefix:
+            pad = "max_length" if padded else False
+            return tok(prompts, padding=pad, max_length=self.length, truncation=True).input_ids
+        n_prefix = len(tok.encode(self.prefix))
+        full = tok(
+            [self.prefix + p for p in prompts],
+            padding="max_length",
+            max_length=n_prefix + self.length - 2,
+            truncation=True,
+        )
+        keep = [0, *range(-self.length + 1, 0)]
+        return [
+            [ids[i] for i in keep if padded or mask[i]]
+            for ids, mask in zip(full.input_ids, full.attention_mask)
+        ]
+
+
+def concept_positions(tokens: ContextTokens, with_concept: str, without: str) -> list[int]:
+    """Positions of ``with_concept`` whose ids ``without`` lacks: where the concept sits.
 
     Raises:
         ValueError: the two prompts tokenize alike, so there is no concept to find.
     """
-    ids = tokenizer(with_concept).input_ids
-    rest = list(tokenizer(without).input_ids)
+    ids, rest = tokens.ids([with_concept, without])
+    rest = list(rest)
     positions = []
     for i, t in enumerate(ids):
         if t in rest:
@@ -63,6 +113,14 @@ def concept_positions(tokenizer, with_concept: str, without: str) -> list[int]:
             "them; the second prompt must drop (or change) the concept's words."
         )
     return positions
+
+
+def last_token(tokens: ContextTokens, prompt: str) -> int:
+    """Position of the prompt's last token that is not a special one (before CLIP's and T5's
+    end-of-text; UCE's ``attention_mask.sum() - 2`` on CLIP), 0 when it has none."""
+    [ids] = tokens.ids([prompt])
+    special = tokens.special
+    return max((i for i, t in enumerate(ids) if t not in special), default=0)
 
 
 # CLIP's own text pipeline (transformers' ``CLIPTokenizer``): lower-cased, split into words and

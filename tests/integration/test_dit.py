@@ -1,6 +1,7 @@
-"""Diffusion transformers end to end on the PixArt miniature (28 blocks, each with a
-cross-attention): LocoGen sweeps its windows through the CLI, LocoEdit edits the selected blocks,
-and the export loads in plain diffusers as a PixArt pipeline with the edited weights."""
+"""Diffusion transformers end to end on the PixArt and SANA miniatures (28 and 20 blocks, each
+with a cross-attention): LocoGen sweeps their windows through the CLI, LocoEdit edits the selected
+blocks, and the export loads in plain diffusers as the family's pipeline with the edited
+weights."""
 
 from __future__ import annotations
 
@@ -13,18 +14,24 @@ from diffusers import DiffusionPipeline
 from loco_lightning.cli import main
 from loco_lightning.editing.edits import load_edit
 from loco_lightning.models import load_model
+from loco_lightning.models.pipeline import infer_family
 from tests.helpers import miniature_job
 
 PAIRS = json.dumps([{"original": "a house in the style of Van Gogh", "target": "a house"}])
 
 
-@pytest.fixture(scope="module")
-def located(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pixart")
+BLOCKS = {"pixart": 28, "sana": 20}
+PIPELINES = {"pixart": "PixArtAlphaPipeline", "sana": "SanaPipeline"}
+
+
+@pytest.fixture(scope="module", params=list(BLOCKS))
+def located(tmp_path_factory, request):
+    family = request.param
+    tmp = tmp_path_factory.mktemp(family)
     main(
         miniature_job(
             "localize",
-            "configs/localize/pixart_style.yaml",
+            f"configs/localize/{family}_style.yaml",
             tmp / "localize",
             tmp / "tb",
             "--model.require_signal",
@@ -37,24 +44,27 @@ def located(tmp_path_factory):
             "[0]",
         )
     )
-    return tmp
+    return family, tmp
 
 
-def test_locogen_sweeps_every_window_of_the_28_blocks(located):
+def test_locogen_sweeps_every_window_of_the_blocks(located):
+    family, located = located
+    n = BLOCKS[family]
     rows = json.loads((located / "localize" / "windows.json").read_text())
     sizes = sorted({(r["m"], r["start"]) for r in rows})
-    assert len(sizes) == 2 + 28 + 25  # original, all blocks, m=1, m=4
+    assert len(sizes) == 2 + n + (n - 3)  # original, all blocks, m=1, m=4
     selection = json.loads((located / "localize" / "selection.json").read_text())
-    assert selection["diffusion"]["family"] == "pixart"
-    assert all(0 <= s < 28 for s in selection["window"])
+    assert selection["diffusion"]["family"] == family
+    assert all(0 <= s < n for s in selection["window"])
 
 
-def test_locoedit_at_the_selected_blocks_exports_a_pixart_pipeline(located):
+def test_locoedit_at_the_selected_blocks_exports_the_familys_pipeline(located):
+    family, located = located
     out = located / "edit"
     main(
         miniature_job(
             "edit",
-            "configs/edit/pixart_style.yaml",
+            f"configs/edit/{family}_style.yaml",
             out,
             located / "tb",
             "--model.locogen",
@@ -74,13 +84,22 @@ def test_locoedit_at_the_selected_blocks_exports_a_pixart_pipeline(located):
     methods = {"unedited", "locoedit", "locoedit_all", "locoedit_random"}
     assert {r["method"] for r in rows} == methods
     pipe = DiffusionPipeline.from_pretrained(out / "edited")
-    assert type(pipe).__name__ == "PixArtAlphaPipeline"
-    assert not (out / "lora").exists()  # diffusers loads no LoRA into PixArt pipelines
-    base = load_model("pixart", "miniature").denoiser  # the weights the edit was made on
+    assert type(pipe).__name__ == PIPELINES[family]
+    assert infer_family(str(out / "edited")) == family  # family: auto finds it again
+    base = load_model(family, "miniature")  # the weights the edit was made on
     for name, delta in edit.deltas.items():
         edited = pipe.transformer.get_parameter(name)
-        assert torch.allclose(edited, base.get_parameter(name) + delta, atol=1e-6)
+        assert torch.allclose(edited, base.denoiser.get_parameter(name) + delta, atol=1e-6)
         assert delta.abs().max() > 0
+    if family == "pixart":
+        assert not (out / "lora").exists()  # diffusers loads no LoRA into PixArt pipelines
+        return
+    lora = load_model(family, "miniature").pipeline  # SANA's pipeline loads LoRA: fused, the edit
+    lora.load_lora_weights(out / "lora")
+    lora.fuse_lora()
+    for name, delta in edit.deltas.items():
+        fused = lora.transformer.get_parameter(name)
+        assert torch.allclose(fused, base.denoiser.get_parameter(name) + delta, atol=1e-6)
 
 
 def test_causal_tracing_restores_each_blocks_three_layers_in_order(tmp_path):
@@ -118,11 +137,13 @@ def test_esd_fine_tunes_the_cross_attention_of_every_block(tmp_path):
 def test_the_dit_localizer_ranks_the_blocks_beside_locogen_and_feeds_locoedit(located):
     """One generation per prompt, a contribution per block; its selection.json has LocoGen's
     format, so an editor's ``sites: locogen`` reads it the same way."""
+    family, located = located
+    n = BLOCKS[family]
     out = located / "contribution"
     main(
         miniature_job(
             "contribution",
-            "configs/contribution/pixart_style.yaml",
+            f"configs/contribution/{family}_style.yaml",
             out,
             located / "tb",
             "--data.pairs",
@@ -132,8 +153,8 @@ def test_the_dit_localizer_ranks_the_blocks_beside_locogen_and_feeds_locoedit(lo
         )
     )
     rows = json.loads((out / "sites.json").read_text())
-    assert [r["site"] for r in rows] == list(range(28))
-    assert sorted(r["rank"] for r in rows) == list(range(1, 29))
+    assert [r["site"] for r in rows] == list(range(n))
+    assert sorted(r["rank"] for r in rows) == list(range(1, n + 1))
     selection = json.loads((out / "selection.json").read_text())
     top = sorted(r["site"] for r in rows if r["rank"] <= 6)
     assert selection["window"] == top and selection["top_k"] == 6
@@ -152,7 +173,7 @@ def test_the_dit_localizer_ranks_the_blocks_beside_locogen_and_feeds_locoedit(lo
     ]
     main(
         miniature_job(
-            "edit", "configs/edit/pixart_style.yaml", located / "e6", located / "tb", *edit
+            "edit", f"configs/edit/{family}_style.yaml", located / "e6", located / "tb", *edit
         )
     )
     assert load_edit(located / "e6" / "top6.safetensors").metadata["params"]["sites"] == top

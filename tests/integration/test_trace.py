@@ -58,7 +58,7 @@ def test_layers_are_listed_in_execution_order():
 
 
 def test_concept_tokens_are_what_the_target_lacks():
-    tok = mini_model("sd1").pipeline.tokenizer  # miniatures: one token per character
+    tok = mini_model("sd1").tokens  # miniatures: one token per character
     assert concept_positions(tok, "ab c", "a c") == [2]
     with pytest.raises(ValueError, match="same tokens"):
         concept_positions(tok, "a c", "a c")

@@ -101,7 +101,7 @@ def test_cheaper_sweep_settings_that_would_skip_or_break_the_sweep_are_refused(
 
 
 def test_a_key_token_mode_typo_is_refused_instead_of_running_as_another_mode():
-    tok = mini_model("sd1").pipeline.tokenizer
+    tok = mini_model("sd1").tokens
     with pytest.raises(ValueError, match=r"key_tokens='last_subjct': choose one of"):
         key_positions(tok, [("ab c", "a c", "a c")], "last_subjct")
 
@@ -198,3 +198,18 @@ def test_an_output_folder_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(FileExistsError, match=r"model\.output_dir='.*out' is a file"):
         LocalizationModule(output_dir=str(tmp_path / "out"))
     assert (tmp_path / "out").read_text() == "mine"
+
+
+def test_text_encoder_methods_refuse_sanas_instructed_prompts():
+    """SANA's text encoder reads its instruction before the prompt: the prompt's token positions
+    are not the encoder's, so causal tracing and quickfix refuse instead of corrupting the
+    instruction's tokens."""
+    from loco_lightning.editing.quickfix import QuickFix
+
+    model = mini_model("sana")
+    match = "'sana' puts an instruction before every prompt"
+    with pytest.raises(ValueError, match=match):
+        model.encoder_tokens()
+    request = EditRequest("Van Gogh", "a painting")
+    with pytest.raises(ValueError, match=match):
+        QuickFix(layer="layers.0.mlp.fc1", keep_empty=False).compute(model, [request])

@@ -27,7 +27,7 @@ def weights(unet):
     return {k: v.detach().clone() for k, v in unet.state_dict().items()}
 
 
-@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl", "if", "pixart"])
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl", "if", "pixart", "sana"])
 def test_edit_maps_the_concept_key_to_the_target_key_and_undoes_bit_for_bit(family):
     model = mini_model(family)
     before = weights(model.denoiser)
@@ -37,7 +37,7 @@ def test_edit_maps_the_concept_key_to_the_target_key_and_undoes_bit_for_bit(fami
     with result.applied(model):
         attn = model.denoiser.get_submodule(site.path)
         proj = getattr(attn, site.key_name)
-        tok = model.pipeline.tokenizer
+        tok = model.tokens
         for source, without, target in STYLE.pairs():
             [[(a, b)]] = key_positions(tok, [(source, without, target)], "last_subject")
             x = site_inputs(model.denoiser, site, model.encode([source]).context)[0, a]
@@ -108,11 +108,11 @@ def test_several_concepts_and_separate_lambdas(sd1):
 
 
 def test_key_positions_modes():
-    tok = mini_model("sd1").pipeline.tokenizer  # one token per character
+    tok = mini_model("sd1").tokens  # one token per character
     src, without, tgt = "ab c", "a c", "a c"
     assert key_positions(tok, [(src, without, tgt)], "last_subject") == [[(2, 3)]]
     [eos] = key_positions(tok, [(src, without, tgt)], "last_subject_eos")
-    assert eos[:2] == [(2, 3), (5, 4)] and eos[-1][0] == tok.model_max_length - 1
+    assert eos[:2] == [(2, 3), (5, 4)] and eos[-1][0] == tok.length - 1
     aligned = dict(key_positions(tok, [(src, without, tgt)], "aligned")[0])
     assert aligned[1] == 1 and aligned[2] == 2 and aligned[3] == 2 and aligned[4] == 3
 

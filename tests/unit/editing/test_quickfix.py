@@ -53,7 +53,7 @@ def test_the_edit_is_the_least_squares_solution_of_its_objective(family, preserv
     triples = STRIPED.pairs()
     xs = out_proj_inputs(model, [s for s, _, _ in triples])
     ys = out_proj_inputs(model, [t for _, _, t in triples])
-    pos = [p[0] for p in key_positions(model.pipeline.tokenizer, triples, "last_subject")]
+    pos = [p[0] for p in key_positions(model.encoder_tokens(), triples, "last_subject")]
     x = torch.stack([xs[i, a] for i, (a, _) in enumerate(pos)]).double().numpy()
     y = torch.stack([ys[i, b] for i, (_, b) in enumerate(pos)]).double().numpy()
     p = out_proj_inputs(model, list(preserve)).flatten(0, 1).double().numpy() if preserve else None
@@ -75,7 +75,7 @@ def test_a_small_lambda_makes_the_concept_token_read_as_the_target_token(sd1):
     triples = STRIPED.pairs()
     xs = out_proj_inputs(model, [s for s, _, _ in triples])
     ys = out_proj_inputs(model, [t for _, _, t in triples])
-    pos = [p[0] for p in key_positions(model.pipeline.tokenizer, triples, "last_subject")]
+    pos = [p[0] for p in key_positions(model.encoder_tokens(), triples, "last_subject")]
     want = torch.stack([proj(ys[i, b]) for i, (_, b) in enumerate(pos)])
     result = QuickFix(lam=1e-6, keep_empty=False).compute(model, [STRIPED])
     with result.applied(model):

@@ -14,12 +14,15 @@ TOKENS = ((7, 8, 9), (2, 3))  # any positions: the measure does not care what th
 
 
 def reference(attn, hidden: torch.Tensor, context: torch.Tensor, mask, tokens) -> float:
-    """diffusers' get_attention_scores on the module's own projections (IF: text keys first)."""
-    q = attn.head_to_batch_dim(attn.to_q(hidden))
+    """diffusers' get_attention_scores on the module's own projections (IF: text keys first;
+    SANA: queries and keys normalised across heads, as its processor does)."""
     ctx = attn.norm_encoder_hidden_states(context) if attn.norm_cross else context
     k_proj, v_proj = (attn.add_k_proj, attn.add_v_proj) if attn.added_kv_proj_dim else (
         attn.to_k, attn.to_v)  # fmt: skip
-    k, v = attn.head_to_batch_dim(k_proj(ctx)), attn.head_to_batch_dim(v_proj(ctx))
+    q, k = attn.to_q(hidden), k_proj(ctx)
+    if attn.norm_k is not None:
+        q, k = attn.norm_q(q), attn.norm_k(k)
+    q, k, v = (attn.head_to_batch_dim(x) for x in (q, k, v_proj(ctx)))
     if attn.added_kv_proj_dim and not attn.only_cross_attention:
         k = torch.cat([k, attn.head_to_batch_dim(attn.to_k(hidden))], 1)
         v = torch.cat([v, attn.head_to_batch_dim(attn.to_v(hidden))], 1)
@@ -31,7 +34,7 @@ def reference(attn, hidden: torch.Tensor, context: torch.Tensor, mask, tokens) -
     return attn.to_out[0](o).norm(dim=-1).mean().item()
 
 
-@pytest.mark.parametrize("family", ["sd1", "if", "pixart"])
+@pytest.mark.parametrize("family", ["sd1", "if", "pixart", "sana"])
 def test_contribution_equals_the_reference_from_diffusers_attention_scores(family):
     model = mini_model(family)
     net = model.denoiser

@@ -64,10 +64,10 @@ def test_kv_swap_leaves_the_global_text_path_alone_unless_asked(family):
     assert (kv_only - expected).abs().max() <= 1e-6
 
 
-@pytest.mark.parametrize("family", ["sd1", "pixart"])
+@pytest.mark.parametrize("family", ["sd1", "pixart", "sana"])
 def test_batched_windows_equal_separate_calls(family):
-    """One [uncond; cond] batch with a window per sample equals one call per sample (PixArt: each
-    swapped row also reads its prompt's padding mask)."""
+    """One [uncond; cond] batch with a window per sample equals one call per sample (PixArt,
+    SANA: each swapped row also reads its prompt's padding mask)."""
     from tests.helpers import mini_model
 
     model = mini_model(family)

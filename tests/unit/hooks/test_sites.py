@@ -10,7 +10,8 @@ from loco_lightning.hooks import sites
 from loco_lightning.models import FAMILIES, get_family
 from loco_lightning.models.families import build_denoiser
 
-TRUE_COUNTS = {"sd1": 16, "sd2": 16, "sdxl": 70, "if": 22, "pixart": 28, "pixart_sigma": 28}
+TRUE_COUNTS = {"sd1": 16, "sd2": 16, "sdxl": 70, "if": 22, "pixart": 28, "pixart_sigma": 28,
+               "sana": 20}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(TRUE_COUNTS))

@@ -13,9 +13,23 @@ def test_empty_prompt_list_is_refused(mini):
 
 
 def test_prompt_longer_than_the_tokenizer_limit_is_refused_by_name(mini):
-    long = "a " + "very " * 40 + "red circle"
-    with pytest.raises(ValueError, match=r"Prompt 'a very .* tokens long .* at most 77"):
+    limit = mini.tokens.length  # 77 (CLIP, T5), SANA's 300
+    long = "a " + "very " * (limit // 5) + "red circle"
+    with pytest.raises(ValueError, match=rf"Prompt 'a very .* tokens long .* at most {limit}"):
         mini.encode(["a red circle", long])
+
+
+@pytest.mark.parametrize("family", ["sd1", "sana"])
+def test_token_positions_are_rows_of_the_encoded_context(family):
+    """Causal text encoders (CLIP; SANA's Gemma after its instruction) give two prompts the same
+    rows up to the first token where they differ: that row is where ``tokens`` puts the concept."""
+    from loco_lightning.models.tokenizers import concept_positions
+
+    model = mini_model(family)
+    with_, without = "a red striped circle", "a red circle"
+    rows = model.encode([with_, without]).context
+    differ = (rows[0] - rows[1]).abs().amax(-1) > 1e-6
+    assert int(differ.nonzero()[0]) == concept_positions(model.tokens, with_, without)[0]
 
 
 def test_context_widths_match_the_denoiser(mini):
@@ -26,8 +40,8 @@ def test_context_widths_match_the_denoiser(mini):
         "transformer": lambda: config.caption_channels,
     }[mini.family.denoiser]()
     assert cond.context.shape[0] == 2 and cond.context.shape[-1] == width
-    if mini.family.encoding == "t5_masked":  # PixArt: padded to its length, with the mask
-        length = min(mini.family.max_tokens, mini.pipeline.tokenizer.model_max_length)
+    if mini.family.encoding in ("t5_masked", "gemma"):  # PixArt, SANA: padded, with the mask
+        length = mini.tokens.length
         assert cond.mask.shape == (2, length) == cond.context.shape[:2]
         assert 0 < cond.mask[0].sum() < length
 

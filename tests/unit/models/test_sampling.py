@@ -68,20 +68,22 @@ def test_if_samples_with_its_own_ddpm_as_its_pipeline_does_and_with_a_fixed_vari
     assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
 
 
-@pytest.mark.parametrize("family", ["pixart", "pixart_sigma"])
-def test_pixart_denoise_gives_the_pipelines_own_images(family):
+@pytest.mark.parametrize("family", ["pixart", "pixart_sigma", "sana"])
+def test_transformer_denoise_gives_the_pipelines_own_images(family):
     """Same noise, same flow: the transformer's learned sigma is dropped and the padding mask
-    goes with each row, as in ``PixArtAlphaPipeline.__call__`` (resolution binning off: the
-    miniature's size has no bins)."""
+    goes with each row, as in ``PixArtAlphaPipeline.__call__``; SANA's prompts follow its
+    instruction and its empty prompt does not, its sampler predicts flow (resolution binning
+    off: the miniature's size has no bins)."""
     from tests.helpers import mini_model
 
     model = mini_model(family)
     prompts, seeds = ["a red circle", "a blue dotted square"], [3, 4]
     ours = denoise(model, model.encode(prompts), seeds, steps=4)
+    side = model.denoiser.config.sample_size * model.pipeline.vae_scale_factor
     theirs = model.pipeline(
         prompts,
-        height=16,
-        width=16,
+        height=side,
+        width=side,
         num_inference_steps=4,
         guidance_scale=model.guidance,
         generator=[torch.Generator().manual_seed(s) for s in seeds],
@@ -101,7 +103,8 @@ def test_an_early_decision_decodes_the_clean_latents_predicted_at_that_step(sd1,
 
     seen = []
     hook = sd1.denoiser.register_forward_hook(
-        lambda m, args, kwargs, out: seen.append((args[0], args[1], out.sample)), with_kwargs=True
+        lambda m, args, kw, out: seen.append((kw["sample"], kw["timestep"], out.sample)),
+        with_kwargs=True,
     )
     try:
         cond = sd1.encode(["a red circle"])
