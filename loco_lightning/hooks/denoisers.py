@@ -1,5 +1,6 @@
-"""The denoisers text enters, as far as the hooks care: a UNet, or a diffusion transformer whose
-blocks read the caption through cross-attention (PixArt, SANA).
+"""The denoisers text enters, as far as the hooks care: a UNet, a diffusion transformer whose
+blocks read the caption through cross-attention (PixArt, SANA), or one whose blocks attend jointly
+over image and text streams (SD3).
 
 Each kind says how to call the model, what its sites read (the text context after the model's
 own caption projection, before each attention's ``norm_cross``), and its smallest valid inputs (to
@@ -154,10 +155,49 @@ class SanaKind(CaptionDiTKind):
         }
 
 
+class JointDiTKind(Kind):
+    """``SD3Transformer2DModel``: joint attention. The caption, embedded by ``context_embedder``,
+    is a second stream every block updates beside the image; each block's attention reads the
+    text stream's keys and values through ``add_k_proj``/``add_v_proj`` (its sites). Pooled CLIP
+    embeddings enter every block's modulation through ``pooled_projections``."""
+
+    @staticmethod
+    def context_width(module: nn.Module) -> int:
+        return module.config.joint_attention_dim
+
+    @staticmethod
+    def text_states(module: nn.Module, context: Tensor, added: dict | None) -> Tensor:
+        """The text stream entering the first block (later blocks read it as updated)."""
+        return module.context_embedder(context)
+
+    @staticmethod
+    def inputs(module, x: Tensor, t, context: Tensor, added, mask) -> dict:
+        return {
+            "hidden_states": x,
+            "encoder_hidden_states": context,
+            "pooled_projections": added["pooled_projections"],
+            "timestep": torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0]),
+        }
+
+    @staticmethod
+    def trace_inputs(module: nn.Module, batch: int = 1, size: int | None = None) -> dict:
+        cfg = module.config
+        param = next(module.parameters())
+        zeros = dict(device=param.device, dtype=param.dtype)
+        size = size or cfg.patch_size * 2
+        return {
+            "hidden_states": torch.zeros(batch, cfg.in_channels, size, size, **zeros),
+            "encoder_hidden_states": torch.zeros(batch, 4, cfg.joint_attention_dim, **zeros),
+            "pooled_projections": torch.zeros(batch, cfg.pooled_projection_dim, **zeros),
+            "timestep": torch.ones(batch, device=param.device),
+        }
+
+
 KINDS = {
     "UNet2DConditionModel": UNetKind,
     "PixArtTransformer2DModel": CaptionDiTKind,
     "SanaTransformer2DModel": SanaKind,
+    "SD3Transformer2DModel": JointDiTKind,
 }
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from loco_lightning.hooks.denoisers import kind_of
@@ -94,9 +95,13 @@ def intervene(
         added = {k: v.to(param.device) for k, v in (added or {}).items()}
         state.bank = kind_of(unet).text_states(unet, raw, added)
         state.bank_mask = None if mask is None else mask.to(param.device)
-        pooled = [(prompts.index(s.prompt), s) for s in swaps if s.pooled]
-        if pooled:
-            hooks.append(_pooled_hook(unet, pooled, raw, added, cfg))
+        indexed = [(prompts.index(s.prompt), s) for s in swaps]
+        if any(s.kind == "joint" for s in all_sites):
+            hooks += _companion_hooks(unet, state, indexed, raw, added)
+        elif any(s.pooled for s in swaps):
+            hooks.append(
+                _pooled_hook(unet, [(i, s) for i, s in indexed if s.pooled], raw, added, cfg)
+            )
     hooks.append(unet.register_forward_pre_hook(_generation_counter(state), with_kwargs=True))
 
     processors: dict[str, Any] = dict(unet.attn_processors)
@@ -147,6 +152,57 @@ def _generation_counter(state: RunState):
             seen[0], seen[1] = ctx, version(ctx)
 
     return hook
+
+
+def _companion_hooks(unet, state: RunState, swaps: list[tuple[int, PromptSwap]], raw, added):
+    """Joint attention: a swapped row reads, at its window's blocks, the text stream of a
+    *companion* row: the same latents, timestep and pooled input, with the swapped prompt's
+    context; companions are appended to every call and cut from its output.
+
+    So a window's text keys and values are what the swapped prompt's text stream holds at those
+    blocks on this very image, computed side by side in the same batch; with ``pooled`` the row
+    and its companion both take the prompt's ``pooled_projections``.
+    """
+
+    def pre(module, args, kwargs):
+        kwargs = dict(kwargs)
+        x = kwargs["hidden_states"]
+        n = x.shape[0]
+        pairs = list(
+            dict.fromkeys((r, i) for i, s in swaps for r in rows(n, s.samples, s.uncond, state.cfg))
+        )
+        state.batch = n
+        state.companion = {pair: n + j for j, pair in enumerate(pairs)}
+        at = torch.tensor([r for r, _ in pairs], device=x.device)
+        bank = torch.tensor([i for _, i in pairs], device=x.device)
+        pooled = kwargs["pooled_projections"].clone()
+        for i, s in swaps:
+            if s.pooled:
+                pooled[rows(n, s.samples, s.uncond, state.cfg)] = added["pooled_projections"][i]
+        from_bank = {i for i, s in swaps if s.pooled}
+        companion_pooled = torch.stack(
+            [added["pooled_projections"][i] if i in from_bank else pooled[r] for r, i in pairs]
+        ).to(pooled.dtype)
+        t = torch.as_tensor(kwargs["timestep"], device=x.device).reshape(-1).expand(n)
+        kwargs["hidden_states"] = torch.cat([x, x[at]])
+        kwargs["encoder_hidden_states"] = torch.cat(
+            [kwargs["encoder_hidden_states"], raw[bank].to(x.dtype)]
+        )
+        kwargs["pooled_projections"] = torch.cat([pooled, companion_pooled])
+        kwargs["timestep"] = torch.cat([t, t[at]])
+        return args, kwargs
+
+    def post(module, args, kwargs, output):
+        n = state.batch
+        if isinstance(output, tuple):
+            return (output[0][:n], *output[1:])
+        output.sample = output.sample[:n]
+        return output
+
+    return [
+        unet.register_forward_pre_hook(pre, with_kwargs=True),
+        unet.register_forward_hook(post, with_kwargs=True),
+    ]
 
 
 def _pooled_hook(unet, pooled: list[tuple[int, PromptSwap]], raw: Tensor, added: dict, cfg: bool):

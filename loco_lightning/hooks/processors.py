@@ -43,6 +43,10 @@ class RunState:
     bank: Tensor | None = None  # (N, T, D_site): the swapped-in contexts, as the sites see them
     bank_mask: Tensor | None = None  # (N, T): their padding masks (1: a token), where masked
     generation: int = 0
+    # joint attention: the rows the caller gave (companion rows follow them), and the companion
+    # row of each (row, bank index) swap
+    batch: int | None = None
+    companion: dict[tuple[int, int], int] = field(default_factory=dict)
     trace: Trace = field(default_factory=Trace)
 
 
@@ -108,10 +112,29 @@ class SiteProcessor:
             self._src_cache[n_total] = src.to(device)
         return self._src_cache[n_total]
 
+    def _companions(self, n_total: int, device: torch.device) -> Tensor:
+        """(B,) row whose text stream each row reads: its companion where swapped, else itself."""
+        key = ("joint", n_total)
+        if key not in self._src_cache:
+            src = torch.arange(n_total)
+            for bank_index, samples, uncond in self.swaps:
+                for r in rows(self.state.batch, samples, uncond, self.state.cfg):
+                    if src[r] != r:
+                        raise ValueError(
+                            f"Two prompt swaps reach batch row {r} at site {self.site.index} "
+                            f"({self.site.path}); give each sample one swap per site."
+                        )
+                    src[r] = self.state.companion[(r, bank_index)]
+            self._src_cache[key] = src.to(device)
+        return self._src_cache[key]
+
     def context(self, context: Tensor) -> Tensor:
-        """Per-row text context: the swapped prompt's where a swap applies, else the row's own."""
+        """Per-row text context: the swapped prompt's where a swap applies, else the row's own
+        (joint attention: the text stream of the row's companion, at this block)."""
         if not self.swaps:
             return context
+        if self.site.kind == "joint":
+            return context[self._companions(context.shape[0], context.device)]
         bank = self.state.bank
         if bank.shape[1:] != context.shape[1:]:
             raise ValueError(
@@ -166,7 +189,7 @@ class SiteProcessor:
                     f"({self.site.path}): {which} has {kv.shape[-1]} output neurons."
                 )
             row = torch.zeros(kv.shape[0], dtype=torch.bool, device=kv.device)
-            row[rows(kv.shape[0], ab.samples, ab.uncond, self.state.cfg)] = True
+            row[rows(self.state.batch or kv.shape[0], ab.samples, ab.uncond, self.state.cfg)] = True
             old = kv[..., idx]  # (B, T, n)
             if ab.scale is not None:
                 new = old * ab.scale
@@ -179,24 +202,26 @@ class SiteProcessor:
     def keys_values(self, attn: nn.Module, context: Tensor) -> tuple[Tensor, Tensor]:
         """Text keys and values (B, T, inner) after swaps and ablations, cached if allowed."""
         cache = self._kv_cache
+        cacheable = self.state.cache_kv and self.site.kind != "joint"  # joint: per call
         if (
-            self.state.cache_kv
+            cacheable
             and cache is not None
             and cache[0] == self.state.generation
             and cache[1] == context.shape[0]
         ):
             return cache[2], cache[3]
         ctx = self.context(context)
+        given = slice(self.state.batch)  # the caller's rows, without companions
         if "context" in self.record:
-            self.state.trace.records[(self.site.index, "context")].append(ctx.detach())
+            self.state.trace.records[(self.site.index, "context")].append(ctx[given].detach())
         if attn.norm_cross:
             ctx = attn.norm_encoder_hidden_states(ctx)
         key = self._ablate(getattr(attn, self.site.key_name)(ctx), "k")
         value = self._ablate(getattr(attn, self.site.value_name)(ctx), "v")
         for name, t in (("k", key), ("v", value)):
             if name in self.record:
-                self.state.trace.records[(self.site.index, name)].append(t.detach())
-        if self.state.cache_kv:
+                self.state.trace.records[(self.site.index, name)].append(t[given].detach())
+        if cacheable:
             self._kv_cache = (self.state.generation, context.shape[0], key, value)
         return key, value
 
@@ -217,10 +242,15 @@ class SiteProcessor:
             )
         if self.site.kind == "attn2":
             out = self._attn2(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        elif self.site.kind == "joint":
+            out = self._joint(attn, hidden_states, encoder_hidden_states)
         else:
             out = self._added_kv(attn, hidden_states, encoder_hidden_states, attention_mask)
         if "output" in self.record:
-            self.state.trace.records[(self.site.index, "output")].append(out.detach())
+            image = out[0] if isinstance(out, tuple) else out
+            self.state.trace.records[(self.site.index, "output")].append(
+                image[: self.state.batch].detach()
+            )
         return out
 
     def _attn2(self, attn, hidden_states, context, attention_mask, temb) -> Tensor:
@@ -291,6 +321,38 @@ class SiteProcessor:
         hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, residual.shape[1])
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         return hidden_states.transpose(-1, -2).reshape(residual.shape) + residual
+
+    def _joint(self, attn, hidden_states, context) -> tuple[Tensor, Tensor]:
+        # Mirrors diffusers' JointAttnProcessor2_0: image and text queries, keys and values
+        # attended together; the text stream's keys and values go through the seams.
+        if "contribution" in self.record:
+            raise ValueError(
+                f"Record(contribution) at site {self.site.index} ({self.site.path}): the "
+                "contribution of text tokens is defined for cross-attention sites, not yet for "
+                "joint attention."
+            )
+        batch, n_image = hidden_states.shape[:2]
+
+        def heads(x: Tensor) -> Tensor:
+            return x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
+
+        query, key, value = (heads(p(hidden_states)) for p in (attn.to_q, attn.to_k, attn.to_v))
+        query, key = _norm(attn.norm_q, query), _norm(attn.norm_k, key)
+        text_key, text_value = (heads(t) for t in self.keys_values(attn, context))
+        text_query = _norm(attn.norm_added_q, heads(attn.add_q_proj(context)))
+        text_key = _norm(attn.norm_added_k, text_key)
+        out = F.scaled_dot_product_attention(
+            torch.cat([query, text_query], 2),
+            torch.cat([key, text_key], 2),
+            torch.cat([value, text_value], 2),
+            dropout_p=0.0,
+            is_causal=False,
+        )
+        out = out.transpose(1, 2).reshape(batch, -1, out.shape[1] * out.shape[3]).to(query.dtype)
+        image, text = out[:, :n_image], out[:, n_image:]
+        if not attn.context_pre_only:
+            text = attn.to_add_out(text)
+        return attn.to_out[1](attn.to_out[0](image)), text
 
 
 def _norm(norm: nn.Module | None, x: Tensor) -> Tensor:

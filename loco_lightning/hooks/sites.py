@@ -12,7 +12,7 @@ from torch import nn
 
 from loco_lightning.hooks.denoisers import kind_of
 
-SiteKind = Literal["attn2", "added_kv"]
+SiteKind = Literal["attn2", "added_kv", "joint"]
 
 _CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[CrossAttnSite, ...]] = (
     weakref.WeakKeyDictionary()
@@ -27,8 +27,10 @@ class CrossAttnSite:
         index: position in execution order (mid block before up blocks), 0-based.
         path: module path inside the UNet,
             e.g. ``up_blocks.1.attentions.1.transformer_blocks.0.attn2``.
-        kind: ``attn2`` (text K/V through ``to_k``/``to_v``) or ``added_kv`` (DeepFloyd IF: text K/V
-            through ``add_k_proj``/``add_v_proj`` with bias, concatenated to the image K/V).
+        kind: ``attn2`` (text K/V through ``to_k``/``to_v``), ``added_kv`` (DeepFloyd IF: text K/V
+            through ``add_k_proj``/``add_v_proj`` with bias, concatenated to the image K/V) or
+            ``joint`` (SD3: the text stream's own queries, keys and values through
+            ``add_q_proj``/``add_k_proj``/``add_v_proj``, attended jointly with the image's).
         context_dim: width of the text context this layer reads.
         inner_dim: width of its keys and values.
         heads: attention heads.
@@ -58,7 +60,7 @@ class CrossAttnSite:
 
 def _kind(module: nn.Module) -> SiteKind | None:
     if getattr(module, "added_kv_proj_dim", None) is not None:
-        return "added_kv"
+        return "joint" if hasattr(module, "add_q_proj") else "added_kv"
     if getattr(module, "is_cross_attention", False) and hasattr(module, "to_k"):
         return "attn2"
     return None
@@ -119,7 +121,19 @@ def site_module(unet: nn.Module, site: CrossAttnSite) -> nn.Module:
 
 
 def site_inputs(unet: nn.Module, site: CrossAttnSite, context: torch.Tensor) -> torch.Tensor:
-    """What a site's key/value projections read for a UNet context: (N, T, d)."""
+    """What a site's key/value projections read for a UNet context: (N, T, d).
+
+    Raises:
+        ValueError: a joint-attention site, whose text stream depends on the image and on the
+            blocks before it, so no function of the prompt alone gives it.
+    """
+    if site.kind == "joint":
+        raise ValueError(
+            f"Site {site.index} ({site.path}) is a joint-attention block: the text it reads is "
+            "the text stream as earlier blocks updated it beside the image, not a function of the "
+            "prompt alone; closed-form edits of joint attention are not supported yet (window "
+            "swaps, neuron ablations and records are)."
+        )
     attn = unet.get_submodule(site.path)
     ctx = kind_of(unet).text_states(unet, context, None)
     return attn.norm_encoder_hidden_states(ctx) if attn.norm_cross else ctx

@@ -39,7 +39,8 @@ class LocalizationModule(Localizer):
         diffusion: the model and its sampler (a faster ``scheduler`` with fewer ``steps`` may
             be chosen there).
         cache_kv: project each site's text K/V once per generation (exact, faster).
-        pooled: the window also swaps the global text path (SD-XL pooled embeds, IF text-time).
+        pooled: the window also swaps the global text path (SD-XL pooled embeds, IF text-time,
+            SD3 pooled_projections).
         objective: ``remove`` (style, object: argmin of the score against the original prompt) or
             ``update`` (fact: argmax against the target prompt).
         clip: CLIP scorer: hub id, local folder, or ``worldclip`` (packaged); None: the model's

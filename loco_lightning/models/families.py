@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-GlobalTextPath = Literal["text_embeds", "add_embedding"]
+GlobalTextPath = Literal["text_embeds", "add_embedding", "pooled_projections"]
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,8 @@ class Family:
         pipeline: diffusers pipeline class name (what ``model_index.json`` names).
         default_source: hub id loaded when none is given.
         n_sites: cross-attention sites in the full-size model, in execution order.
-        site_kind: ``attn2`` (``to_k``, ``to_v``) or ``added_kv`` (IF's ``add_k_proj``...).
+        site_kind: ``attn2`` (``to_k``, ``to_v``), ``added_kv`` (IF's ``add_k_proj``...) or
+            ``joint`` (SD3: the text stream's ``add_k_proj``/``add_v_proj`` in joint attention).
         denoiser: the pipeline component text enters: ``unet`` or ``transformer`` (PixArt).
         denoiser_class: its diffusers class, which ``denoiser_config`` configures.
         text_encoders: pipeline component names of the text encoders, in context order.
@@ -32,11 +33,14 @@ class Family:
             ``time_ids``), ``t5`` (T5 states, projected inside the UNet by ``encoder_hid_proj``)
             or ``t5_masked`` (PixArt: T5 states and their padding mask, ``max_tokens`` long) or
             ``gemma`` (SANA: Gemma-2 states of the prompt after the pipeline's instruction, and
-            their padding mask; the empty prompt of guidance without the instruction).
+            their padding mask; the empty prompt of guidance without the instruction) or ``sd3``
+            (CLIP-L ‖ CLIP-G penultimate states, zero-padded to T5's width, then T5's states
+            along the sequence; pooled CLIP-L ‖ CLIP-G as ``pooled_projections``).
         context_dim: width of ``encoder_hidden_states`` given to the UNet.
         pooled: where a prompt also enters the UNet outside cross-attention, if anywhere:
-            ``text_embeds`` (SD-XL ``added_cond_kwargs``) or ``add_embedding`` (IF's text-time
-            embedding). K/V interventions leave it alone unless asked.
+            ``text_embeds`` (SD-XL ``added_cond_kwargs``), ``add_embedding`` (IF's text-time
+            embedding) or ``pooled_projections`` (SD3). K/V interventions leave it alone unless
+            asked.
         resolution: default image side in pixels.
         space: ``latent`` (VAE; scale read from ``vae.config.scaling_factor``) or ``pixel``.
         scheduler: the pipeline's own scheduler class; ``scheduler_config`` its settings (used when
@@ -56,9 +60,9 @@ class Family:
     pipeline: str
     default_source: str
     n_sites: int
-    site_kind: Literal["attn2", "added_kv"]
+    site_kind: Literal["attn2", "added_kv", "joint"]
     text_encoders: tuple[str, ...]
-    encoding: Literal["clip", "sdxl", "t5", "t5_masked", "gemma"]
+    encoding: Literal["clip", "sdxl", "t5", "t5_masked", "gemma", "sd3"]
     context_dim: int
     pooled: GlobalTextPath | None
     resolution: int
@@ -183,6 +187,33 @@ _SANA_MINI = {  # SANA-1.5's normalised queries and keys, so the miniature runs 
     "caption_channels": 32,
     "sample_size": 8,
     "qk_norm": "rms_norm_across_heads",
+}
+
+_SD3 = {  # SD3-medium (stabilityai/stable-diffusion-3-medium-diffusers)
+    "sample_size": 128,
+    "patch_size": 2,
+    "in_channels": 16,
+    "num_layers": 24,
+    "attention_head_dim": 64,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 4096,
+    "caption_projection_dim": 1536,
+    "pooled_projection_dim": 2048,
+    "out_channels": 16,
+    "pos_embed_max_size": 192,
+}
+_SD3_MINI = {
+    "sample_size": 8,
+    "in_channels": 16,
+    "out_channels": 16,
+    "attention_head_dim": 8,
+    "num_attention_heads": 2,
+    "joint_attention_dim": 32,
+    "caption_projection_dim": 16,
+    "pooled_projection_dim": 24,
+    "pos_embed_max_size": 8,
+    "qk_norm": "rms_norm",  # SD3.5's
+    "dual_attention_layers": (0, 1),  # SD3.5's image-only second attention: not a site
 }
 
 FAMILIES: dict[str, Family] = {
@@ -366,6 +397,28 @@ FAMILIES: dict[str, Family] = {
             },
             denoiser_config=_SANA,
             miniature=_SANA_MINI,
+        ),
+        Family(
+            name="sd3",
+            pipeline="StableDiffusion3Pipeline",
+            default_source="stabilityai/stable-diffusion-3-medium-diffusers",
+            n_sites=24,
+            site_kind="joint",
+            denoiser="transformer",
+            denoiser_class="SD3Transformer2DModel",
+            text_encoders=("text_encoder", "text_encoder_2", "text_encoder_3"),
+            encoding="sd3",
+            context_dim=4096,
+            pooled="pooled_projections",
+            resolution=1024,
+            space="latent",
+            scheduler="FlowMatchEulerDiscreteScheduler",
+            guidance=7.0,
+            steps=28,
+            max_tokens=77,
+            scheduler_config={"shift": 3.0},
+            denoiser_config=_SD3,
+            miniature=_SD3_MINI,
         ),
         replace(  # PixArt-Σ: PixArt-α's blocks, 300 T5 tokens, no size conditioning
             _PIXART_ALPHA,

@@ -40,16 +40,17 @@ def _clip(tokenizer, hidden: int, projection: int | None = None):
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
 
 
-def _vae() -> AutoencoderKL:
+def _vae(latent: int = 4, **scaling) -> AutoencoderKL:
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2,
         block_out_channels=(8, 16),
-        latent_channels=4,
+        latent_channels=latent,
         norm_num_groups=4,
         sample_size=16,
+        **scaling,
     ).eval()
 
 
@@ -108,6 +109,21 @@ def miniature(family: Family, seed: int = 0) -> diffusers.DiffusionPipeline:
     net = build_denoiser(family, **family.miniature).eval()
     scheduler = getattr(diffusers, family.scheduler)(**family.scheduler_config)
     tok = word_tokenizer([], MAX_TOKENS, chars=True)
+    if family.encoding == "sd3":  # CLIP-L, CLIP-G (pooled, concatenated), T5; SD3's 16-ch VAE
+        cfg = family.miniature
+        half = cfg["pooled_projection_dim"] // 2
+        return build_pipeline(
+            family,
+            vae=_vae(cfg["in_channels"], scaling_factor=1.5305, shift_factor=0.0609),
+            text_encoder=_clip(tok, half, projection=half),
+            text_encoder_2=_clip(tok, half, projection=half),
+            text_encoder_3=_t5(tok, cfg["joint_attention_dim"]),
+            tokenizer=tok,
+            tokenizer_2=tok,
+            tokenizer_3=tok,
+            transformer=net,
+            scheduler=scheduler,
+        )
     if family.encoding == "gemma":  # Gemma reads SANA's instruction too: a long tokenizer
         tok = word_tokenizer([], 8192, chars=True)
         return build_pipeline(

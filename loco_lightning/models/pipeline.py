@@ -335,12 +335,20 @@ def _empty_gemma(pipe, family: Family) -> Conditioning:
     return Conditioning(context, None, mask)
 
 
+def _encode_sd3(pipe, prompts: list[str], family: Family) -> Conditioning:
+    context, _, pooled, _ = pipe.encode_prompt(
+        prompts, None, None, device=_device(pipe, family), do_classifier_free_guidance=False
+    )
+    return Conditioning(context, {"pooled_projections": pooled})
+
+
 _ENCODERS = {
     "clip": _encode_clip,
     "sdxl": _encode_sdxl,
     "t5": _encode_t5,
     "t5_masked": _encode_t5_masked,
     "gemma": _encode_gemma,
+    "sd3": _encode_sd3,
 }
 _EMPTY = {"gemma": _empty_gemma}  # where guidance's empty prompt is not encode([""])
 

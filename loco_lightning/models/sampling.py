@@ -128,7 +128,7 @@ def denoise(
     if use_cfg:
         inputs = model.empty().expand(n).cat(cond)
     generators = row_generators(seeds)
-    x = initial_noise(model, seeds, generators) * sched.init_noise_sigma
+    x = initial_noise(model, seeds, generators) * getattr(sched, "init_noise_sigma", 1.0)
     step_kwargs = step_options(sched)
     if "generator" in inspect.signature(sched.step).parameters:
         # stochastic samplers (IF's DDPM) draw each row's step noise from the row's generator,
@@ -138,7 +138,9 @@ def denoise(
         raise ValueError(f"stop={stop}: give a step in 1..{steps} (the number of steps run).")
     sched.set_timesteps(steps, device=model.device)
     for i, t in enumerate(sched.timesteps):
-        inp = sched.scale_model_input(torch.cat([x, x]) if use_cfg else x, t)
+        inp = torch.cat([x, x]) if use_cfg else x
+        if hasattr(sched, "scale_model_input"):  # flow-matching samplers have no scaling
+            inp = sched.scale_model_input(inp, t)
         out = forward(net, inp, t, inputs.context, inputs.added, inputs.mask)
         variance = None
         if out.shape[1] != x.shape[1]:  # IF and PixArt predict a learned variance after the noise
@@ -156,5 +158,6 @@ def denoise(
         x = result.prev_sample
     if fam.space == "latent":
         vae = pipe.vae
-        x = vae.decode(x.to(vae.dtype) / vae.config.scaling_factor).sample
+        x = x.to(vae.dtype) / vae.config.scaling_factor + (vae.config.get("shift_factor") or 0)
+        x = vae.decode(x).sample
     return (x.float() / 2 + 0.5).clamp(0, 1)

@@ -177,3 +177,30 @@ def test_the_dit_localizer_ranks_the_blocks_beside_locogen_and_feeds_locoedit(lo
         )
     )
     assert load_edit(located / "e6" / "top6.safetensors").metadata["params"]["sites"] == top
+
+
+def test_locogen_sweeps_the_joint_attention_blocks_of_sd3(tmp_path):
+    main(
+        miniature_job(
+            "localize",
+            "configs/localize/sd3_style.yaml",
+            tmp_path / "localize",
+            tmp_path / "tb",
+            "--model.require_signal",
+            "false",  # random weights: the reference moves no score
+            "--data.pairs",
+            PAIRS,
+            "--data.window_sizes",
+            "[1, 4]",
+            "--data.seeds",
+            "[0]",
+        )
+    )
+    rows = json.loads((tmp_path / "localize" / "windows.json").read_text())
+    assert len({(r["m"], r["start"]) for r in rows}) == 2 + 24 + 21
+    selection = json.loads((tmp_path / "localize" / "selection.json").read_text())
+    assert selection["diffusion"]["family"] == "sd3"
+    assert all(0 <= s < 24 for s in selection["window"])
+    # the all-blocks row is the target prompt's own text at every block: a different image
+    clip = {(r["m"], r["start"]): r["clip_mean"] for r in rows}
+    assert clip[(24, 0)] != clip[(0, 0)]

@@ -11,7 +11,7 @@ from loco_lightning.models import FAMILIES, get_family
 from loco_lightning.models.families import build_denoiser
 
 TRUE_COUNTS = {"sd1": 16, "sd2": 16, "sdxl": 70, "if": 22, "pixart": 28, "pixart_sigma": 28,
-               "sana": 20}  # fmt: skip
+               "sana": 20, "sd3": 24}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(TRUE_COUNTS))
@@ -23,7 +23,26 @@ def test_full_size_site_counts_on_meta_device(name):
     assert len(found) == family.n_sites == TRUE_COUNTS[name]
     assert [s.index for s in found] == list(range(len(found)))
     assert {s.kind for s in found} == {family.site_kind}
-    assert all(s.context_dim == unet.config.cross_attention_dim for s in found)
+    width = unet.config.get("cross_attention_dim") or unet.config.caption_projection_dim
+    assert all(s.context_dim == width for s in found)
+
+
+SD35 = {  # SD3.5's configs differ from SD3-medium's in these (same pipeline and family)
+    "large": {"num_layers": 38, "num_attention_heads": 38, "caption_projection_dim": 2432,
+              "qk_norm": "rms_norm"},
+    "medium": {"dual_attention_layers": tuple(range(13)), "qk_norm": "rms_norm",
+               "pos_embed_max_size": 384},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "count"), [("large", 38), ("medium", 24)])
+def test_sd35_site_counts_on_meta_device(name, count):
+    """SD3.5-medium's second, image-only attention in its first 13 blocks is not a site."""
+    with torch.device("meta"):
+        net = build_denoiser(get_family("sd3"), **SD35[name])
+    found = sites(net)
+    assert len(found) == count and {s.kind for s in found} == {"joint"}
+    assert [s.path for s in found] == [f"transformer_blocks.{i}.attn" for i in range(count)]
 
 
 def test_sd1_execution_order_puts_mid_block_between_down_and_up():

@@ -35,10 +35,12 @@ def test_token_positions_are_rows_of_the_encoded_context(family):
 def test_context_widths_match_the_denoiser(mini):
     cond = mini.encode(["a red circle", "a blue square"])
     config = mini.denoiser.config
-    width = {
-        "unet": lambda: config.encoder_hid_dim or config.cross_attention_dim,
-        "transformer": lambda: config.caption_channels,
-    }[mini.family.denoiser]()
+    width = (  # what the denoiser's first layer that reads text takes
+        config.get("encoder_hid_dim")
+        or config.get("caption_channels")
+        or config.get("joint_attention_dim")
+        or config.cross_attention_dim
+    )
     assert cond.context.shape[0] == 2 and cond.context.shape[-1] == width
     if mini.family.encoding in ("t5_masked", "gemma"):  # PixArt, SANA: padded, with the mask
         length = mini.tokens.length

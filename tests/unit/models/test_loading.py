@@ -14,8 +14,8 @@ from loco_lightning.models.sampling import denoise
 
 
 def test_unknown_family_lists_the_known_ones():
-    with pytest.raises(ValueError, match="Unknown model family 'sd3'.*sd1, sd2, sdxl, if"):
-        get_family("sd3")
+    with pytest.raises(ValueError, match="Unknown model family 'sd4'.*sd1, sd2, sdxl, if"):
+        get_family("sd4")
 
 
 @pytest.mark.parametrize("family", ["sd1", "if"])

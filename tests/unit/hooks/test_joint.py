@@ -1,0 +1,112 @@
+"""Joint attention (SD3): a window swap reads, at its blocks, the target prompt's text stream on
+the same image (a companion row in the batch). What that guarantees, on the SD3 miniature (24
+blocks, SD3.5's normalised queries/keys and image-only second attention)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from loco_lightning.hooks import PromptSwap, Record, intervene, site_inputs, sites
+from loco_lightning.models.pipeline import Conditioning
+from loco_lightning.models.sampling import denoise
+from tests.helpers import mini_model
+
+ORIGINAL, TARGET = "a red striped circle", "a red circle"
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def sd3():
+    return mini_model("sd3")
+
+
+def generate(model, prompts, seeds, specs=(), cond=None):
+    with intervene(model.denoiser, list(specs), encode=model.encode, cfg=model.cfg):
+        return denoise(model, cond or model.encode(prompts), seeds, steps=STEPS)
+
+
+def test_denoise_gives_the_pipelines_own_images(sd3):
+    """CLIP-L ‖ CLIP-G padded beside T5, pooled CLIP, flow-matching Euler, the VAE's shift."""
+    prompts, seeds = [ORIGINAL, "a blue dotted square"], [3, 4]
+    ours = denoise(sd3, sd3.encode(prompts), seeds, steps=4)
+    side = sd3.denoiser.config.sample_size * sd3.pipeline.vae_scale_factor
+    theirs = sd3.pipeline(
+        prompts,
+        height=side,
+        width=side,
+        num_inference_steps=4,
+        guidance_scale=sd3.guidance,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+        output_type="pt",
+    ).images
+    assert (ours - theirs).abs().max() <= 1e-5 and ours.std() > 0.01
+
+
+def test_swapping_a_prompt_for_itself_at_every_block_changes_nothing(sd3):
+    """The companion machinery is exact: reading the text stream of a companion that is the
+    row itself gives the row's own image."""
+    n = len(sites(sd3.denoiser))
+    plain = generate(sd3, [ORIGINAL], [0])
+    same = generate(sd3, [ORIGINAL], [0], [PromptSwap(tuple(range(n)), ORIGINAL)])
+    assert (same - plain).abs().max() <= 1e-5
+
+
+def test_every_block_with_the_pooled_input_gives_the_target_prompts_image(sd3):
+    n = len(sites(sd3.denoiser))
+    target = generate(sd3, [TARGET], [0])
+    swapped = generate(sd3, [ORIGINAL], [0], [PromptSwap(tuple(range(n)), TARGET, pooled=True)])
+    assert (swapped - target).abs().max() <= 1e-5
+    assert (generate(sd3, [ORIGINAL], [0]) - target).abs().max() > 0.05  # the prompts differ
+
+
+def test_every_block_without_the_pooled_input_is_the_target_context_with_the_own_pooled(sd3):
+    """Pooled paths swap only on request: the window reads the target's text, the modulation
+    keeps the original's pooled CLIP."""
+    n = len(sites(sd3.denoiser))
+    o, t = sd3.encode([ORIGINAL]), sd3.encode([TARGET])
+    mixed = Conditioning(t.context, o.added)
+    expected = generate(sd3, [], [0], cond=mixed)
+    swapped = generate(sd3, [ORIGINAL], [0], [PromptSwap(tuple(range(n)), TARGET)])
+    assert (swapped - expected).abs().max() <= 1e-5
+
+
+def test_windows_batched_equal_one_run_each_and_leave_the_empty_prompt_alone(sd3):
+    n = len(sites(sd3.denoiser))
+    windows = [(0,), (3, 4, 5), tuple(range(n)), (n - 1,)]
+    specs = [PromptSwap(w, TARGET, samples=(b,)) for b, w in enumerate(windows)]
+    seeds = list(range(len(windows)))
+    batched = generate(sd3, [ORIGINAL] * len(windows), seeds, specs)
+    for b, w in enumerate(windows):
+        single = generate(sd3, [ORIGINAL], [b], [PromptSwap(w, TARGET)])
+        assert (batched[b] - single[0]).abs().max() <= 1e-5, w
+    plain = generate(sd3, [ORIGINAL], [1])
+    assert (batched[1] - plain[0]).abs().max() > 1e-3  # a three-block window moves the image
+
+
+def test_records_hold_the_callers_rows_and_site_inputs_refuse(sd3):
+    n = len(sites(sd3.denoiser))
+    cond = sd3.encode([ORIGINAL, TARGET])
+    spec = [PromptSwap(tuple(range(n)), TARGET, samples=(0,)), Record((2,), ("k", "output"))]
+    with intervene(sd3.denoiser, spec, encode=sd3.encode, cfg=False) as trace:
+        denoise(sd3, cond, [0, 1], steps=1, guidance=1.0)
+    [keys], [out] = trace.records[(2, "k")], trace.records[(2, "output")]
+    assert keys.shape[0] == out.shape[0] == 2  # no companion rows
+    # sample 0 reads its companion's stream: the target's keys on the same image, not sample 1's
+    assert (keys[0] - keys[1]).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="joint-attention block"):
+        site_inputs(sd3.denoiser, sites(sd3.denoiser)[2], cond.context)
+    contribution = [Record((2,), ("contribution",), ((1,), (1,)))]
+    with (
+        pytest.raises(ValueError, match="not yet for joint attention"),
+        intervene(sd3.denoiser, contribution, cfg=False),
+    ):
+        denoise(sd3, cond, [0, 1], steps=1, guidance=1.0)
+
+
+def test_closed_form_edits_of_joint_attention_refuse_with_the_reason(sd3):
+    from loco_lightning.editing.locoedit import LocoEdit
+    from loco_lightning.editing.requests import EditRequest
+
+    with pytest.raises(ValueError, match="not a function of the prompt alone"):
+        LocoEdit(sites=(2,), keep_empty=False).compute(sd3, [EditRequest("striped", "")])
