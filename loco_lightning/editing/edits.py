@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from loco_lightning.editing.streams import first_step_streams
 from loco_lightning.files import atomic_path
 from loco_lightning.hooks import NeuronAblation, intervene, site_inputs, sites
 from loco_lightning.models import LocoModel
@@ -211,13 +212,16 @@ def digest(tensors: Iterable[Tensor], samples: int = 65536) -> str:
 
 @torch.no_grad()
 def empty_kv(model: LocoModel) -> list[Tensor]:
-    """The empty prompt's keys and values at every site, in float64: [K_0, V_0, K_1, …]."""
+    """The empty prompt's keys and values at every site, in float64: [K_0, V_0, K_1, …]
+    (joint attention: of its text stream at the first denoising step from seed 0's noise)."""
     unet = model.denoiser
-    context = model.empty().context
+    empty = model.empty()
+    found = sites(unet)
+    joint = first_step_streams(model, empty) if found[0].kind == "joint" else None
     out = []
-    for site in sites(unet):
+    for site in found:
         attn = unet.get_submodule(site.path)
-        x = site_inputs(unet, site, context)[0]
+        x = joint[site.index][0] if joint else site_inputs(unet, site, empty.context)[0]
         out += [getattr(attn, site.projection(p))(x).double() for p in ("k", "v")]
     return out
 

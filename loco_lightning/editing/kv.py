@@ -17,10 +17,12 @@ from torch import Tensor
 
 from loco_lightning.editing.closed_form import edit_factor, edited_weight
 from loco_lightning.editing.edits import WeightEdit
+from loco_lightning.editing.streams import stream_inputs
 from loco_lightning.hooks import sites
 from loco_lightning.hooks.executor import check_sites
 from loco_lightning.hooks.sites import site_inputs
 from loco_lightning.models import LocoModel
+from loco_lightning.models.pipeline import Conditioning
 
 SolveDtype = Literal["float32", "float64"]
 
@@ -36,6 +38,8 @@ class Regression:
         preserve: (P, T, d) contexts whose outputs should not move (a soft, weighted term).
         preserve_at: per preserve context, the positions used; None: every position.
         keep: (K, T, d) contexts whose every vector keeps its output exactly (the empty prompt).
+        added: the rows' other denoiser inputs (SD3's pooled CLIP), sources then targets then
+            preserve, where they were encoded from prompts; joint attention reads them.
     """
 
     sources: Tensor
@@ -44,6 +48,27 @@ class Regression:
     preserve: Tensor | None = None
     preserve_at: tuple[tuple[int, ...], ...] | None = None
     keep: Tensor | None = None
+    added: dict[str, Tensor] | None = None
+
+    def conditionings(self) -> tuple[Conditioning, Conditioning, Conditioning | None]:
+        """Sources, targets and preserve prompts as the denoiser takes them.
+
+        Raises:
+            ValueError: the regression was built from vectors, not encoded prompts.
+        """
+        if self.added is None:
+            raise ValueError(
+                "This editor regresses text vectors it derives itself, not encoded prompts; "
+                "joint attention (SD3) reads the text stream a prompt makes along a sampling "
+                "run, so it needs prompts: use LocoEdit, UCE, TIME or MACE there."
+            )
+        n = self.sources.shape[0]
+        part = {k: (v[:n], v[n : 2 * n], v[2 * n :]) for k, v in self.added.items()}
+        sources, targets, preserve = (
+            Conditioning(c, {k: p[j] for k, p in part.items()} or None)
+            for j, c in enumerate((self.sources, self.targets, self.preserve))
+        )
+        return sources, targets, preserve if self.preserve is not None else None
 
     @classmethod
     def of_prompts(
@@ -57,7 +82,8 @@ class Regression:
         keep_empty: bool = True,
     ) -> Regression:
         """The regression of these prompts, encoded in one text-encoder call."""
-        context = model.encode(list(sources) + list(targets) + list(preserve)).context
+        encoded = model.encode(list(sources) + list(targets) + list(preserve))
+        context = encoded.context
         n, n_p = len(sources), len(preserve)
         return cls(
             context[:n],
@@ -66,6 +92,7 @@ class Regression:
             context[2 * n :] if n_p else None,
             preserve_at,
             model.empty().context if keep_empty else None,
+            encoded.added or {},
         )
 
 
@@ -86,6 +113,13 @@ def kv_edit(
     subtracts) is kept exactly: every direction of its span above ``keep_rtol`` times its
     largest singular value. Sites whose projections read the same inputs (no per-site
     ``norm_cross``) share one solve.
+
+    Joint-attention sites (SD3) read the text stream, so their rows come from
+    :func:`~loco_lightning.editing.streams.stream_inputs`: at each window block, the source's
+    stream at its positions is mapped to the target's stream on the same image (what a LocoGen
+    window swap puts there), one row per position, step and seed of the unedited model's
+    sampling runs; preserve prompts' streams alike; the empty prompt's stream averaged over
+    those runs is kept exactly.
     """
     unet = model.denoiser
     found = sites(unet)
@@ -102,10 +136,21 @@ def kv_edit(
     factors: dict[tuple, Tensor] = {}
     inputs: dict[object, tuple] = {}
     deltas: dict[str, Tensor] = {}
+    joint = tuple(i for i in site_indices if found[i].kind == "joint")
+    if joint:
+        streams = stream_inputs(model, joint, *rows.conditionings())
+        for index, (src, tgt, kept, empty) in streams.items():
+            if kept is not None:
+                at = (slice(None), p_row, p_pos) if rows.preserve_at is not None else ()
+                kept = kept[at].flatten(0, -2)
+            x = src[:, :, pair, src_at].flatten(0, -2)
+            inputs[index] = (x, tgt[:, :, pair, tgt_at].flatten(0, -2), kept, empty)
+            if rows.keep is None:
+                inputs[index] = (*inputs[index][:3], None)
     for index in site_indices:
         site = found[index]
         attn = unet.get_submodule(site.path)
-        where = "shared" if attn.norm_cross is None else index
+        where = index if site.kind == "joint" or attn.norm_cross is not None else "shared"
         if where not in inputs:
             x = site_inputs(unet, site, rows.sources)[pair, src_at]  # (r, d)
             y = site_inputs(unet, site, rows.targets)[pair, tgt_at]

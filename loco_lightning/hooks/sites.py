@@ -131,8 +131,8 @@ def site_inputs(unet: nn.Module, site: CrossAttnSite, context: torch.Tensor) -> 
         raise ValueError(
             f"Site {site.index} ({site.path}) is a joint-attention block: the text it reads is "
             "the text stream as earlier blocks updated it beside the image, not a function of the "
-            "prompt alone; closed-form edits of joint attention are not supported yet (window "
-            "swaps, neuron ablations and records are)."
+            "prompt alone; closed-form edits read it along sampling runs instead "
+            "(loco_lightning.editing.streams)."
         )
     attn = unet.get_submodule(site.path)
     ctx = kind_of(unet).text_states(unet, context, None)

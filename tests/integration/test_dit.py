@@ -179,7 +179,9 @@ def test_the_dit_localizer_ranks_the_blocks_beside_locogen_and_feeds_locoedit(lo
     assert load_edit(located / "e6" / "top6.safetensors").metadata["params"]["sites"] == top
 
 
-def test_locogen_sweeps_the_joint_attention_blocks_of_sd3(tmp_path):
+@pytest.fixture(scope="module")
+def sd3_located(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("sd3")
     main(
         miniature_job(
             "localize",
@@ -196,6 +198,11 @@ def test_locogen_sweeps_the_joint_attention_blocks_of_sd3(tmp_path):
             "[0]",
         )
     )
+    return tmp_path
+
+
+def test_locogen_sweeps_the_joint_attention_blocks_of_sd3(sd3_located):
+    tmp_path = sd3_located
     rows = json.loads((tmp_path / "localize" / "windows.json").read_text())
     assert len({(r["m"], r["start"]) for r in rows}) == 2 + 24 + 21
     selection = json.loads((tmp_path / "localize" / "selection.json").read_text())
@@ -204,3 +211,45 @@ def test_locogen_sweeps_the_joint_attention_blocks_of_sd3(tmp_path):
     # the all-blocks row is the target prompt's own text at every block: a different image
     clip = {(r["m"], r["start"]): r["clip_mean"] for r in rows}
     assert clip[(24, 0)] != clip[(0, 0)]
+
+
+def test_locoedit_at_sd3s_selected_blocks_exports_an_sd3_pipeline(sd3_located):
+    """The closed form on the text stream's add_k_proj/add_v_proj of the selected blocks; the
+    miniature's text stream is 16 wide, which the empty prompt's 333 tokens span, so keeping it
+    exactly leaves the directions below a tenth of its largest singular value free."""
+    out = sd3_located / "edit"
+    editors = {
+        "locoedit": {"class_path": "LocoEdit", "init_args": {"sites": "locogen", "keep_rtol": 0.1}}
+    }
+    main(
+        miniature_job(
+            "edit",
+            "configs/edit/sd3_style.yaml",
+            out,
+            sd3_located / "tb",
+            "--model.locogen",
+            str(sd3_located / "localize"),
+            "--model.editors",
+            json.dumps(editors),
+            "--data.seeds",
+            "[0]",
+        )
+    )
+    window = json.loads((sd3_located / "localize" / "selection.json").read_text())["window"]
+    edit = load_edit(out / "locoedit.safetensors")
+    assert {k.rsplit(".", 1)[0] for k in edit.deltas} == {
+        f"transformer_blocks.{s}.attn.{p}" for s in window for p in ("add_k_proj", "add_v_proj")
+    }
+    assert 0 <= edit.metadata["empty_drift"] < 0.5  # measured on the first step's stream
+    pipe = DiffusionPipeline.from_pretrained(out / "edited")
+    assert type(pipe).__name__ == "StableDiffusion3Pipeline"
+    assert infer_family(str(out / "edited")) == "sd3"
+    base = load_model("sd3", "miniature")
+    lora = load_model("sd3", "miniature").pipeline
+    lora.load_lora_weights(out / "lora")
+    lora.fuse_lora()
+    for name, delta in edit.deltas.items():
+        expected = base.denoiser.get_parameter(name) + delta
+        assert delta.abs().max() > 0
+        assert torch.allclose(pipe.transformer.get_parameter(name), expected, atol=1e-6)
+        assert torch.allclose(lora.transformer.get_parameter(name), expected, atol=1e-6)

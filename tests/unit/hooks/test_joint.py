@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from loco_lightning.hooks import PromptSwap, Record, intervene, site_inputs, sites
+from loco_lightning.models import load_model
 from loco_lightning.models.pipeline import Conditioning
 from loco_lightning.models.sampling import denoise
 from tests.helpers import mini_model
@@ -104,9 +105,34 @@ def test_records_hold_the_callers_rows_and_site_inputs_refuse(sd3):
         denoise(sd3, cond, [0, 1], steps=1, guidance=1.0)
 
 
-def test_closed_form_edits_of_joint_attention_refuse_with_the_reason(sd3):
+def test_locoedit_on_a_joint_block_maps_the_concepts_stream_to_the_targets_on_the_same_image():
+    """The closed form reads the text stream along the unedited model's sampling runs: at the
+    first step of a run (blocks before the edited one unchanged, same noise), the edited block's
+    key for the concept's token is the key the target prompt's stream has there on the same
+    latents (what a LocoGen window swap puts there), recorded here independently."""
     from loco_lightning.editing.locoedit import LocoEdit
-    from loco_lightning.editing.requests import EditRequest
+    from loco_lightning.editing.requests import EditRequest, key_positions
 
-    with pytest.raises(ValueError, match="not a function of the prompt alone"):
-        LocoEdit(sites=(2,), keep_empty=False).compute(sd3, [EditRequest("striped", "")])
+    model = load_model("sd3", "miniature")  # its own copy: sampling steps are set below
+    model.sampling["steps"] = 2  # 2 steps x 2 seeds: 4 rows, fewer than the 16 key dimensions
+    source, target = "a red striped circle", "a red dotted circle"
+    request = EditRequest("striped", "dotted", ("a red {} circle",), ("a red {} circle",))
+    edit = LocoEdit(sites=(2,), lambda_k=1e-6, lambda_v=1e-6, keep_empty=False)
+    result = edit.compute(model, [request])
+    [[(a, b)]] = key_positions(model.tokens, request.pairs(), "last_subject")
+    attn = model.denoiser.get_submodule(sites(model.denoiser)[2].path)
+
+    def stream(prompt: str) -> torch.Tensor:  # block 2's text input at the first call, seed 0
+        cond = model.encode([prompt])._replace(added=model.encode([source]).added)
+        with intervene(model.denoiser, [Record((2,), ("context",))], cfg=False) as trace:
+            denoise(model, cond, [0], steps=1, guidance=1.0)
+        return trace.records[(2, "context")][0][0]
+
+    x, y = stream(source), stream(target)
+    with torch.no_grad():
+        wanted = attn.add_k_proj(y[b])
+        before = attn.add_k_proj(x[a])
+        with result.applied(model):
+            assert torch.equal(stream(source), x)  # the blocks before it are not edited
+            after = attn.add_k_proj(x[a])
+    assert (after - wanted).abs().max() <= 1e-3 < (before - wanted).abs().max()
