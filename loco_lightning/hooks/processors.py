@@ -159,12 +159,13 @@ class SiteProcessor:
     def _contribution(self, attn, query: Tensor, key: Tensor, value: Tensor, mask) -> None:
         """Record what each conditional sample's ``tokens`` add to the attention output: the
         mean over image positions of ``‖to_out[0](Σ_{j ∈ tokens} A[:, :, j] v_j)‖`` (heads
-        merged; the text keys come first, so for IF the positions index its text part)."""
+        merged; the text keys come first, so for IF and joint attention the positions index
+        the text part, and joint attention passes its image queries only)."""
         scores = (query @ key.transpose(-1, -2)).float() * attn.scale  # (B, h, Q, K)
         if mask is not None:
             scores = scores + mask.float()
         probs = scores.softmax(-1).to(value.dtype)
-        cond = rows(query.shape[0], None, False, self.state.cfg)
+        cond = rows(self.state.batch or query.shape[0], None, False, self.state.cfg)
         if len(cond) != len(self.tokens):
             raise ValueError(
                 f"Record(contribution) has tokens for {len(self.tokens)} samples, but the batch "
@@ -325,12 +326,6 @@ class SiteProcessor:
     def _joint(self, attn, hidden_states, context) -> tuple[Tensor, Tensor]:
         # Mirrors diffusers' JointAttnProcessor2_0: image and text queries, keys and values
         # attended together; the text stream's keys and values go through the seams.
-        if "contribution" in self.record:
-            raise ValueError(
-                f"Record(contribution) at site {self.site.index} ({self.site.path}): the "
-                "contribution of text tokens is defined for cross-attention sites, not yet for "
-                "joint attention."
-            )
         batch, n_image = hidden_states.shape[:2]
 
         def heads(x: Tensor) -> Tensor:
@@ -341,6 +336,9 @@ class SiteProcessor:
         text_key, text_value = (heads(t) for t in self.keys_values(attn, context))
         text_query = _norm(attn.norm_added_q, heads(attn.add_q_proj(context)))
         text_key = _norm(attn.norm_added_k, text_key)
+        if "contribution" in self.record:  # the image queries; text keys first, as for IF
+            keys, values = torch.cat([text_key, key], 2), torch.cat([text_value, value], 2)
+            self._contribution(attn, query, keys, values, None)
         out = F.scaled_dot_product_attention(
             torch.cat([query, text_query], 2),
             torch.cat([key, text_key], 2),

@@ -253,3 +253,23 @@ def test_locoedit_at_sd3s_selected_blocks_exports_an_sd3_pipeline(sd3_located):
         assert delta.abs().max() > 0
         assert torch.allclose(pipe.transformer.get_parameter(name), expected, atol=1e-6)
         assert torch.allclose(lora.transformer.get_parameter(name), expected, atol=1e-6)
+
+
+def test_the_dit_localizer_ranks_sd3s_joint_blocks(sd3_located):
+    out = sd3_located / "contribution"
+    main(
+        miniature_job(
+            "contribution",
+            "configs/contribution/sd3_style.yaml",
+            out,
+            sd3_located / "tb",
+            "--data.pairs",
+            PAIRS,
+            "--model.locogen",
+            str(sd3_located / "localize"),
+        )
+    )
+    rows = json.loads((out / "sites.json").read_text())
+    assert [r["site"] for r in rows] == list(range(24))
+    assert sorted(r["rank"] for r in rows) == list(range(1, 25))
+    assert all(r["contribution_mean"] > 0 for r in rows)

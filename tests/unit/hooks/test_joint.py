@@ -97,12 +97,6 @@ def test_records_hold_the_callers_rows_and_site_inputs_refuse(sd3):
     assert (keys[0] - keys[1]).abs().max() > 1e-4
     with pytest.raises(ValueError, match="joint-attention block"):
         site_inputs(sd3.denoiser, sites(sd3.denoiser)[2], cond.context)
-    contribution = [Record((2,), ("contribution",), ((1,), (1,)))]
-    with (
-        pytest.raises(ValueError, match="not yet for joint attention"),
-        intervene(sd3.denoiser, contribution, cfg=False),
-    ):
-        denoise(sd3, cond, [0, 1], steps=1, guidance=1.0)
 
 
 def test_locoedit_on_a_joint_block_maps_the_concepts_stream_to_the_targets_on_the_same_image():
@@ -136,3 +130,51 @@ def test_locoedit_on_a_joint_block_maps_the_concepts_stream_to_the_targets_on_th
             assert torch.equal(stream(source), x)  # the blocks before it are not edited
             after = attn.add_k_proj(x[a])
     assert (after - wanted).abs().max() <= 1e-3 < (before - wanted).abs().max()
+
+
+def test_contribution_of_text_tokens_at_a_joint_block_equals_the_attention_reference(sd3):
+    """Zarei et al.'s block score on joint attention: what the tokens' columns of the image
+    queries' attention carry, recomputed here from the module's projections (image keys first)."""
+    from tests.helpers import denoiser_inputs
+
+    net, site = sd3.denoiser, sites(sd3.denoiser)[2]
+    attn = net.get_submodule(site.path)
+    tokens = ((7, 8, 9), (2, 3))
+    seen = []
+    handle = attn.register_forward_pre_hook(
+        lambda m, a, kw: seen.append((kw["hidden_states"], kw["encoder_hidden_states"])),
+        with_kwargs=True,
+    )
+    try:
+        with (
+            torch.no_grad(),
+            intervene(net, [Record((2,), ("contribution",), tokens)], cfg=False) as trace,
+        ):
+            net(**denoiser_inputs(sd3, [ORIGINAL, TARGET]))
+    finally:
+        handle.remove()
+    [measured] = trace.records[(2, "contribution")]
+    [(hidden, context)] = seen
+
+    def heads(x):
+        return x.view(x.shape[0], -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
+
+    with torch.no_grad():
+        q = attn.norm_q(heads(attn.to_q(hidden)))
+        k = torch.cat(
+            [
+                attn.norm_k(heads(attn.to_k(hidden))),
+                attn.norm_added_k(heads(attn.add_k_proj(context))),
+            ],
+            2,
+        )
+        v = torch.cat([heads(attn.to_v(hidden)), heads(attn.add_v_proj(context))], 2)
+        probs = (q @ k.transpose(-1, -2) * attn.scale).softmax(-1)
+        expected = []
+        for b, tok in enumerate(tokens):
+            cols = [hidden.shape[1] + j for j in tok]
+            o = probs[b][:, :, cols] @ v[b][:, cols]  # (h, Q, d)
+            o = attn.to_out[0](o.transpose(0, 1).reshape(o.shape[1], -1))
+            expected.append(o.norm(dim=-1).mean())
+    assert measured.shape == (2,) and measured.min() > 0
+    assert torch.allclose(measured, torch.stack(expected), rtol=1e-4), (measured, expected)
