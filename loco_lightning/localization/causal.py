@@ -89,8 +89,9 @@ class CausalTracingModule(Localizer):
         self.save_hyperparameters()
         self.table_name = "layers"
 
-    def _encode(self, prompts: list[str], tokens: list[int], patches: dict | None = None):
-        """Encode with noise on the concept tokens' input embeddings.
+    def _encode(self, prompts: list[str], tokens: dict[str, list[int]], patches=None):
+        """Encode with noise on the concept tokens' input embeddings (``tokens``: per text
+        encoder, as its own tokenizer places them).
 
         ``patches`` maps a text-encoder component to its :func:`patch_outputs` patches.
         """
@@ -99,12 +100,12 @@ class CausalTracingModule(Localizer):
         for c in self.model.family.text_encoders:
             emb = getattr(pipe, c).get_input_embeddings()
             g = torch.Generator().manual_seed(self.hparams.noise_seed)
-            noise = torch.randn(len(tokens), emb.weight.shape[1], generator=g)
+            noise = torch.randn(len(tokens[c]), emb.weight.shape[1], generator=g)
             noise = (noise * self.hparams.noise_scale * emb.weight.std().item()).to(emb.weight)
 
-            def corrupt(module, args, out, noise=noise):
+            def corrupt(module, args, out, noise=noise, at=tokens[c]):
                 out = out.clone()
-                out[:, tokens] += noise
+                out[:, at] += noise
                 return out
 
             handles.append(emb.register_forward_hook(corrupt))
@@ -122,7 +123,14 @@ class CausalTracingModule(Localizer):
         hp, model, pipe = self.hparams, self.model, self.model.pipeline
         guidance, seed, generate = self.guidance, item.seed, self.diffusion.denoise
         original = item.pair.original
-        tokens = concept_positions(model.encoder_tokens(), original, item.pair.target)
+        tokens = {  # SD3's T5 places words otherwise than its CLIPs
+            c: concept_positions(
+                model.encoder_tokens(c.replace("text_encoder", "tokenizer")),
+                original,
+                item.pair.target,
+            )
+            for c in model.family.text_encoders
+        }
         layers = unet_layers(model.denoiser)
         texts = text_layers(pipe, model.family.text_encoders)
         text_paths = {c: [p for cc, p, _ in texts if cc == c] for c in model.family.text_encoders}
@@ -151,9 +159,9 @@ class CausalTracingModule(Localizer):
                 with patch_outputs(model.denoiser, patches, cfg=guidance > 1):
                     images.append(generate(model, cond, [seed] * len(chunk)))
                 names += chunk
-            token_sel = tuple(tokens[-1:] if hp.text_tokens == "last" else tokens)
             patches: dict[str, dict[str, list[Patch]]] = {}
             for b, (c, path, kind) in enumerate(texts):  # row b restores text layer b
+                token_sel = tuple(tokens[c][-1:] if hp.text_tokens == "last" else tokens[c])
                 patch = Patch((b,), records[c][path][:1], token_sel)
                 patches.setdefault(c, {}).setdefault(path, []).append(patch)
                 names.append((f"{c}.{path}", kind))
