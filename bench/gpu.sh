@@ -21,3 +21,4 @@ run --family sd1 --size 64 --steps 50 --windows 16 --serial-windows 1 --compile 
 run --family sd1 --size 64 --steps 50 --windows 16 --serial-windows 1 --compile reduce-overhead
 run --family sdxl --size 128 --steps 50 --m 4 --serial-windows 1
 run --family pixart --size 128 --steps 20 --m 4 --serial-windows 1
+run --family sana --size 32 --steps 20 --m 4 --serial-windows 1

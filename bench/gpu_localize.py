@@ -1,6 +1,7 @@
-"""LocoGen sweep on a full-size denoiser architecture (a UNet, or PixArt-α's transformer) with
-random weights (timing does not depend on weight values): a reference-shaped serial fp32 loop
-against our batched executor in bf16.
+"""LocoGen sweep on a full-size denoiser architecture (a UNet, PixArt-α's or SANA's transformer)
+with random weights (timing does not depend on weight values): a reference-shaped serial fp32
+loop against our batched executor in bf16. (SD3's joint attention swaps through companion rows,
+which this serial reference does not model: not benchmarked here yet.)
 
 Prints seconds per sweep, the ratio, the achieved fraction of the bf16 matmul peak, and the peak
 memory of one batch; ``--batch auto`` chunks the windows into the largest batch whose measured
@@ -8,6 +9,7 @@ memory fits the card. ``bench/gpu.sh`` runs the issue's configurations in one go
     python bench/gpu_localize.py --family sd1 --size 64 --steps 50 --windows 16 --batch auto
     python bench/gpu_localize.py --family sdxl --size 128 --steps 50 --m 4 --batch auto
     python bench/gpu_localize.py --family pixart --size 128 --steps 20 --m 4 --batch auto
+    python bench/gpu_localize.py --family sana --size 32 --steps 20 --m 4 --batch auto
 Runs on CPU for a smoke check: --device cpu --size 8 --steps 2 --windows 2 --serial-windows 1
 """
 
