@@ -78,7 +78,42 @@ class UNetKind(Kind):
         return kwargs
 
 
-class CaptionDiTKind(Kind):
+class TransformerKind(Kind):
+    """What the diffusion transformers share: patchified latents in ``hidden_states``, the
+    caption in ``encoder_hidden_states``, one timestep per row; each kind adds its own inputs."""
+
+    @classmethod
+    def inputs(cls, module, x: Tensor, t, context: Tensor, added, mask) -> dict:
+        timestep = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
+        return {
+            "hidden_states": x,
+            "encoder_hidden_states": context,
+            "timestep": timestep,
+            **cls.extra(module, timestep, added, mask),
+        }
+
+    @staticmethod
+    def extra(module, timestep: Tensor, added, mask) -> dict:
+        """The kind's own call inputs beside latents, caption and timestep."""
+        return {}
+
+    @classmethod
+    def trace_inputs(cls, module: nn.Module, batch: int = 1, size: int | None = None) -> dict:
+        """Zero inputs of the right shapes (``size``: latent side, default one 2×2 patch grid)."""
+        cfg = module.config
+        param = next(module.parameters())
+        zeros = dict(device=param.device, dtype=param.dtype)
+        size = size or cfg.patch_size * 2
+        x = torch.zeros(batch, cfg.in_channels, size, size, **zeros)
+        context = torch.zeros(batch, 4, cls.context_width(module), **zeros)
+        return cls.inputs(module, x, 1, context, cls.trace_added(module, batch, zeros), None)
+
+    @staticmethod
+    def trace_added(module: nn.Module, batch: int, zeros: dict) -> dict | None:
+        return None
+
+
+class CaptionDiTKind(TransformerKind):
     """A diffusion transformer with a caption projection and a cross-attention ``attn2`` per
     block (``PixArtTransformer2DModel``: PixArt-α and -Σ). The caption's padding is masked
     (``encoder_attention_mask``), so a swapped-in prompt brings its own mask (see
@@ -93,33 +128,17 @@ class CaptionDiTKind(Kind):
         return module.caption_projection(context)
 
     @staticmethod
-    def inputs(module, x: Tensor, t, context: Tensor, added, mask) -> dict:
-        return {
-            "hidden_states": x,
-            "encoder_hidden_states": context,
-            "encoder_attention_mask": mask,
-            "timestep": torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0]),
-            "added_cond_kwargs": added or {"resolution": None, "aspect_ratio": None},
-        }
+    def extra(module, timestep: Tensor, added, mask) -> dict:
+        no_size = {"resolution": None, "aspect_ratio": None}
+        return {"encoder_attention_mask": mask, "added_cond_kwargs": added or no_size}
 
     @staticmethod
-    def trace_inputs(module: nn.Module, batch: int = 1, size: int | None = None) -> dict:
-        """Zero inputs of the right shapes (``size``: latent side, default one 2×2 patch grid)."""
-        cfg = module.config
-        param = next(module.parameters())
-        zeros = dict(device=param.device, dtype=param.dtype)
-        size = size or cfg.patch_size * 2
-        added = {"resolution": None, "aspect_ratio": None}
-        if module.use_additional_conditions:  # PixArt-α 1024: image size and aspect ratio
-            added = {
-                "resolution": torch.ones(batch, 2, **zeros),
-                "aspect_ratio": torch.ones(batch, 1, **zeros),
-            }
-        return {
-            "hidden_states": torch.zeros(batch, cfg.in_channels, size, size, **zeros),
-            "encoder_hidden_states": torch.zeros(batch, 4, cfg.caption_channels, **zeros),
-            "timestep": torch.ones(batch, device=param.device),
-            "added_cond_kwargs": added,
+    def trace_added(module: nn.Module, batch: int, zeros: dict) -> dict | None:
+        if not module.use_additional_conditions:
+            return None
+        return {  # PixArt-α 1024: image size and aspect ratio
+            "resolution": torch.ones(batch, 2, **zeros),
+            "aspect_ratio": torch.ones(batch, 1, **zeros),
         }
 
 
@@ -132,30 +151,21 @@ class SanaKind(CaptionDiTKind):
     def text_states(module: nn.Module, context: Tensor, added: dict | None) -> Tensor:
         return module.caption_norm(module.caption_projection(context))
 
-    @staticmethod
-    def inputs(module, x: Tensor, t, context: Tensor, added, mask) -> dict:
-        timestep = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
-        return {
-            "hidden_states": x,
-            "encoder_hidden_states": context,
-            "encoder_attention_mask": mask,
-            "timestep": timestep * module.config.timestep_scale,
-        }
+    @classmethod
+    def inputs(cls, module, x: Tensor, t, context: Tensor, added, mask) -> dict:
+        out = super().inputs(module, x, t, context, added, mask)
+        return {**out, "timestep": out["timestep"] * module.config.timestep_scale}
 
     @staticmethod
-    def trace_inputs(module: nn.Module, batch: int = 1, size: int | None = None) -> dict:
-        cfg = module.config
-        param = next(module.parameters())
-        zeros = dict(device=param.device, dtype=param.dtype)
-        size = size or cfg.patch_size * 2
-        return {
-            "hidden_states": torch.zeros(batch, cfg.in_channels, size, size, **zeros),
-            "encoder_hidden_states": torch.zeros(batch, 4, cfg.caption_channels, **zeros),
-            "timestep": torch.ones(batch, device=param.device),
-        }
+    def extra(module, timestep: Tensor, added, mask) -> dict:
+        return {"encoder_attention_mask": mask}
+
+    @staticmethod
+    def trace_added(module: nn.Module, batch: int, zeros: dict) -> dict | None:
+        return None
 
 
-class JointDiTKind(Kind):
+class JointDiTKind(TransformerKind):
     """``SD3Transformer2DModel``: joint attention. The caption, embedded by ``context_embedder``,
     is a second stream every block updates beside the image; each block's attention reads the
     text stream's keys and values through ``add_k_proj``/``add_v_proj`` (its sites). Pooled CLIP
@@ -171,26 +181,13 @@ class JointDiTKind(Kind):
         return module.context_embedder(context)
 
     @staticmethod
-    def inputs(module, x: Tensor, t, context: Tensor, added, mask) -> dict:
-        return {
-            "hidden_states": x,
-            "encoder_hidden_states": context,
-            "pooled_projections": added["pooled_projections"],
-            "timestep": torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0]),
-        }
+    def extra(module, timestep: Tensor, added, mask) -> dict:
+        return {"pooled_projections": added["pooled_projections"]}
 
     @staticmethod
-    def trace_inputs(module: nn.Module, batch: int = 1, size: int | None = None) -> dict:
-        cfg = module.config
-        param = next(module.parameters())
-        zeros = dict(device=param.device, dtype=param.dtype)
-        size = size or cfg.patch_size * 2
-        return {
-            "hidden_states": torch.zeros(batch, cfg.in_channels, size, size, **zeros),
-            "encoder_hidden_states": torch.zeros(batch, 4, cfg.joint_attention_dim, **zeros),
-            "pooled_projections": torch.zeros(batch, cfg.pooled_projection_dim, **zeros),
-            "timestep": torch.ones(batch, device=param.device),
-        }
+    def trace_added(module: nn.Module, batch: int, zeros: dict) -> dict | None:
+        width = module.config.pooled_projection_dim
+        return {"pooled_projections": torch.zeros(batch, width, **zeros)}
 
 
 KINDS = {
