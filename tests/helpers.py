@@ -18,14 +18,16 @@ def mini_model(family: str) -> LocoModel:
 def denoiser_inputs(model: LocoModel, prompts: list[str], seeds=None, t: int = 500) -> dict:
     """A denoiser call's kwargs for these prompts (as its kind calls it); row i's noise comes
     from ``seeds[i]`` alone."""
+    from loco_lightning.models.sampling import initial_noise
+
     cond = model.encode(prompts)
-    cfg = model.denoiser.config
-    shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+    if model.family.guidance_embedded:  # FLUX.1-dev is told the scale
+        scale = torch.full((len(prompts),), float(model.guidance))
+        cond = cond._replace(added={**cond.added, "guidance": scale})
     seeds = range(len(prompts)) if seeds is None else seeds
-    x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
-    return kind_of(model.denoiser).inputs(
-        model.denoiser, x, torch.full((len(x),), t), cond.context, cond.added, cond.mask
-    )
+    kind = kind_of(model.denoiser)
+    x = kind.pack(initial_noise(model, list(seeds)))
+    return kind.inputs(model.denoiser, x, torch.full((len(x),), t), *cond)
 
 
 @functools.cache

@@ -159,7 +159,8 @@ def choose_sites(
     choice: SiteChoice, model: LocoModel, locogen: str | None, seed: int
 ) -> tuple[int, ...]:
     """The site indices of a choice among ``model``'s sites."""
-    n = len(all_sites(model.denoiser))
+    found = all_sites(model.denoiser)
+    n = len(found)
     if choice == "all":
         return tuple(range(n))
     located = locogen_window(locogen, model)
@@ -167,7 +168,13 @@ def choose_sites(
         return located
     m = len(located)
     # a control shares no site with the located window (any other window if none is disjoint)
-    starts = [s for s in range(n - m + 1) if tuple(range(s, s + m)) != located]
+    # and is made of the same kinds of site (FLUX: double- or single-stream blocks)
+    kinds = {found[i].kind for i in located}
+    starts = [
+        s
+        for s in range(n - m + 1)
+        if tuple(range(s, s + m)) != located and {f.kind for f in found[s : s + m]} <= kinds
+    ]
     disjoint = [s for s in starts if not set(range(s, s + m)) & set(located)]
     start = random.Random(seed).choice(disjoint or starts or [0])
     return tuple(range(start, start + m))

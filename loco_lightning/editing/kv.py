@@ -136,6 +136,14 @@ def kv_edit(
     factors: dict[tuple, Tensor] = {}
     inputs: dict[object, tuple] = {}
     deltas: dict[str, Tensor] = {}
+    fused = [i for i in site_indices if found[i].kind == "fused"]
+    if fused:
+        joint_sites = [s.index for s in found if s.kind == "joint"]
+        raise ValueError(
+            f"Sites {fused} are single-stream blocks: their to_k/to_v project text and image "
+            "tokens alike, so a key/value edit there would move the image's keys too. Edit the "
+            f"double-stream (joint) blocks instead: sites {joint_sites}."
+        )
     joint = tuple(i for i in site_indices if found[i].kind == "joint")
     if joint:
         streams = stream_inputs(model, joint, *rows.conditionings())
@@ -150,7 +158,8 @@ def kv_edit(
     for index in site_indices:
         site = found[index]
         attn = unet.get_submodule(site.path)
-        where = index if site.kind == "joint" or attn.norm_cross is not None else "shared"
+        shared = site.kind in ("attn2", "added_kv") and attn.norm_cross is None
+        where = "shared" if shared else index
         if where not in inputs:
             x = site_inputs(unet, site, rows.sources)[pair, src_at]  # (r, d)
             y = site_inputs(unet, site, rows.targets)[pair, tgt_at]

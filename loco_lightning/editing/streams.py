@@ -14,7 +14,7 @@ from loco_lightning.hooks import Record, intervene, sites
 from loco_lightning.hooks.denoisers import kind_of
 from loco_lightning.models import LocoModel
 from loco_lightning.models.pipeline import Conditioning
-from loco_lightning.models.sampling import denoise, initial_noise, make_scheduler
+from loco_lightning.models.sampling import denoise, initial_noise, make_scheduler, set_timesteps
 
 STREAM_SEEDS = (0, 1)  # the trajectories a joint-attention edit reads its rows from
 
@@ -44,12 +44,12 @@ def stream_inputs(
         images (T, d).
     """
     n, r = sources.context.shape[0], len(seeds)
-    net, forward = model.denoiser, kind_of(model.denoiser).forward
+    net = model.denoiser
     repeated = sources.rows(torch.arange(n).repeat(r))  # seed-major: row j is seed j // n
-    calls: list[tuple[Tensor, Tensor]] = []
+    calls: list[dict] = []  # every denoiser call of the runs, as the denoiser took it
 
     def grab(module, args, kwargs):
-        calls.append((kwargs["hidden_states"], kwargs["timestep"]))
+        calls.append(dict(kwargs))
 
     with intervene(net, [Record(indices, ("context",))], cfg=model.cfg) as trace:
         handle = net.register_forward_pre_hook(grab, with_kwargs=True)  # after sites' tracing
@@ -59,42 +59,49 @@ def stream_inputs(
             handle.remove()
     m = n * r
     own = {i: torch.stack(trace.records[(i, "context")]) for i in indices}  # (S, [2]M, T, d)
-    steps = len(calls)
     beside = targets.rows(torch.arange(n).repeat(r))
     if preserve is not None:
         beside = beside.cat(preserve)
-    records: dict[int, list[Tensor]] = {i: [] for i in indices}
-    with intervene(net, [Record(indices, ("context",))], cfg=False) as trace:
-        for x, t in calls:
-            x, t = x[-m:], t.reshape(-1).expand(x.shape[0])[-m:]  # the sources' rows
-            rows = torch.arange(beside.context.shape[0], device=x.device) % m
-            pooled = dict(repeated.added or {})
-            if pooled:  # the sources' own pooled input, as a window swap keeps it
-                beside = Conditioning(
-                    beside.context, {k: v[rows] for k, v in pooled.items()}, beside.mask
-                )
-            forward(net, x[rows], t[rows], beside.context, beside.added, beside.mask)
-    for i in indices:
-        records[i] = torch.stack(trace.records[(i, "context")])  # (S, M + P, T, d)
+    at = torch.arange(beside.context.shape[0]) % m  # the source row whose latents each reads
+    # the sources' own pooled input, as a window swap keeps it
+    beside = beside._replace(added=repeated.rows(at).added)
+    side = _streams(net, indices, calls, m, at, beside)  # (S, M + P, T, d)
+    empty = None
+    if not model.cfg:  # no unconditional rows: the empty prompt on the same latents
+        blank = model.empty()
+        empty = _streams(
+            net, indices, calls, m, torch.arange(m), blank.rows(torch.zeros(m, dtype=torch.long))
+        )
     out = {}
     for i in indices:
         cond = own[i][:, -m:]
-        empty = own[i][:, :m] if model.cfg else None
-        side = records[i]
-        shape = (steps, r, n, *cond.shape[2:])
-        kept = side[:, m:] if preserve is not None else None
-        if empty is None:  # no guidance: the empty prompt on the same latents, once
-            empty = _empty_stream(model, indices, calls, m)[i]
-        out[i] = (cond.reshape(shape), side[:, :m].reshape(shape), kept, empty.mean((0, 1)))
+        shape = (len(calls), r, n, *cond.shape[2:])
+        kept = side[i][:, m:] if preserve is not None else None
+        blank = own[i][:, :m] if empty is None else empty[i]
+        out[i] = (cond.reshape(shape), side[i][:, :m].reshape(shape), kept, blank.mean((0, 1)))
     return out
 
 
-def _empty_stream(model: LocoModel, indices, calls, m: int) -> dict[int, Tensor]:
-    net, forward = model.denoiser, kind_of(model.denoiser).forward
-    empty = model.empty().expand(m)
+# the inputs of a denoiser call that have a row per sample
+BATCHED = ("hidden_states", "timestep", "guidance", "pooled_projections")
+
+
+def _streams(net, indices, calls: list[dict], m: int, at: Tensor, cond: Conditioning):
+    """Per site, the text-stream inputs (S, len(at), T, d) of ``cond`` when each row is denoised
+    on the latents of source row ``at`` at every recorded call (the other inputs as there)."""
     with intervene(net, [Record(indices, ("context",))], cfg=False) as trace:
-        for x, t in calls:
-            forward(net, x[-m:], t.reshape(-1).expand(x.shape[0])[-m:], *empty)
+        for call in calls:
+            kwargs = dict(call)
+            total = call["hidden_states"].shape[0]
+            for k in BATCHED:  # the sources' rows are the last m
+                v = kwargs.get(k)
+                if isinstance(v, Tensor) and v.ndim and v.shape[0] == total:
+                    kwargs[k] = v[-m:][at.to(v.device)]
+            kwargs["encoder_hidden_states"] = cond.context
+            kwargs.update(cond.added or {})
+            if cond.mask is not None:
+                kwargs["encoder_attention_mask"] = cond.mask
+            net(**kwargs)
     return {i: torch.stack(trace.records[(i, "context")]) for i in indices}
 
 
@@ -102,12 +109,15 @@ def _empty_stream(model: LocoModel, indices, calls, m: int) -> dict[int, Tensor]
 def first_step_streams(model: LocoModel, cond: Conditioning) -> dict[int, Tensor]:
     """Per site, the text-stream inputs (N, T, d) of ``cond`` at the first denoising call from
     seed 0's noise: a fixed point to compare a joint-attention model's keys and values at."""
-    net = model.denoiser
+    net, kind = model.denoiser, kind_of(model.denoiser)
     sched = make_scheduler(model)
-    sched.set_timesteps(model.steps, device=model.device)
     n = cond.context.shape[0]
-    x = initial_noise(model, [0] * n) * getattr(sched, "init_noise_sigma", 1.0)
+    x = kind.pack(initial_noise(model, [0] * n) * getattr(sched, "init_noise_sigma", 1.0))
+    set_timesteps(sched, model.steps, x, model.device)
+    if model.family.guidance_embedded:
+        scale = torch.full((n,), float(model.guidance), device=model.device)
+        cond = cond._replace(added={**(cond.added or {}), "guidance": scale})
     indices = tuple(s.index for s in sites(net))
     with intervene(net, [Record(indices, ("context",))], cfg=False) as trace:
-        kind_of(net).forward(net, x, sched.timesteps[:1], *cond)
+        kind.forward(net, x, sched.timesteps[:1], *cond)
     return {i: trace.records[(i, "context")][0] for i in indices}

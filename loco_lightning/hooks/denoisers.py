@@ -15,11 +15,28 @@ from torch import Tensor, nn
 
 
 class Kind:
-    """What every kind shares: a call is the model on its kind's ``inputs``."""
+    """What every kind shares: a call is the model on its kind's ``inputs``; latents are drawn
+    as ``noise_shape`` and denoised as ``pack`` lays them out."""
 
     @classmethod
     def forward(cls, module, x: Tensor, t, context: Tensor, added, mask) -> Tensor:
         return module(**cls.inputs(module, x, t, context, added, mask)).sample
+
+    @staticmethod
+    def noise_shape(module: nn.Module, pipe) -> tuple[int, int, int]:
+        """(C, H, W) of one starting noise, as the pipeline draws it."""
+        cfg = module.config
+        return (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+
+    @staticmethod
+    def pack(x: Tensor) -> Tensor:
+        """The latents as the denoiser and the sampler take them."""
+        return x
+
+    @staticmethod
+    def unpack(x: Tensor, pipe) -> Tensor:
+        """Packed latents back to (B, C, H, W) for the autoencoder."""
+        return x
 
 
 class UNetKind(Kind):
@@ -190,11 +207,70 @@ class JointDiTKind(TransformerKind):
         return {"pooled_projections": torch.zeros(batch, width, **zeros)}
 
 
+class FluxKind(JointDiTKind):
+    """``FluxTransformer2DModel``: joint attention in 19 double-stream blocks (text first, rotary
+    embeddings), then 38 single-stream blocks over the fused [text; image] sequence. Latents
+    are packed 2 x 2 into tokens; the timestep goes in divided by 1000, and FLUX.1-dev's
+    guidance scale as an input (``added["guidance"]``)."""
+
+    @staticmethod
+    def noise_shape(module: nn.Module, pipe) -> tuple[int, int, int]:
+        side = 2 * (pipe.default_sample_size * pipe.vae_scale_factor // (pipe.vae_scale_factor * 2))
+        return (module.config.in_channels // 4, side, side)
+
+    @staticmethod
+    def pack(x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+    @staticmethod
+    def unpack(x: Tensor, pipe) -> Tensor:
+        b, n, c = x.shape
+        side = int(round(n**0.5))
+        x = x.view(b, side, side, c // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+        return x.reshape(b, c // 4, side * 2, side * 2)
+
+    @classmethod
+    def inputs(cls, module, x: Tensor, t, context: Tensor, added, mask) -> dict:
+        out = super().inputs(module, x, t, context, added, mask)
+        side = int(round(x.shape[1] ** 0.5))
+        image = torch.zeros(side, side, 3, device=x.device, dtype=x.dtype)
+        image[..., 1] += torch.arange(side, device=x.device)[:, None]
+        image[..., 2] += torch.arange(side, device=x.device)[None, :]
+        guidance = (added or {}).get("guidance")
+        return {
+            **out,
+            "timestep": out["timestep"].to(x.dtype) / 1000,
+            "img_ids": image.reshape(side * side, 3),
+            "txt_ids": torch.zeros(context.shape[1], 3, device=x.device, dtype=x.dtype),
+            "guidance": None if guidance is None else guidance.to(x.device),
+        }
+
+    @staticmethod
+    def extra(module, timestep: Tensor, added, mask) -> dict:
+        return {"pooled_projections": added["pooled_projections"]}
+
+    @classmethod
+    def trace_inputs(cls, module: nn.Module, batch: int = 1, size: int | None = None) -> dict:
+        cfg = module.config
+        param = next(module.parameters())
+        zeros = dict(device=param.device, dtype=param.dtype)
+        side = (size or 4) // 2
+        x = torch.zeros(batch, side * side, cfg.in_channels, **zeros)
+        context = torch.zeros(batch, 4, cfg.joint_attention_dim, **zeros)
+        added = cls.trace_added(module, batch, zeros)
+        if cfg.guidance_embeds:
+            added["guidance"] = torch.ones(batch, **zeros)
+        return cls.inputs(module, x, 1, context, added, None)
+
+
 KINDS = {
     "UNet2DConditionModel": UNetKind,
     "PixArtTransformer2DModel": CaptionDiTKind,
     "SanaTransformer2DModel": SanaKind,
     "SD3Transformer2DModel": JointDiTKind,
+    "FluxTransformer2DModel": FluxKind,
 }
 
 

@@ -96,7 +96,7 @@ def intervene(
         state.bank = kind_of(unet).text_states(unet, raw, added)
         state.bank_mask = None if mask is None else mask.to(param.device)
         indexed = [(prompts.index(s.prompt), s) for s in swaps]
-        if any(s.kind == "joint" for s in all_sites):
+        if any(s.kind in ("joint", "fused") for s in all_sites):
             hooks += _companion_hooks(unet, state, indexed, raw, added)
         elif any(s.pooled for s in swaps):
             hooks.append(
@@ -147,6 +147,8 @@ def _generation_counter(state: RunState):
 
     def hook(module, args, kwargs):
         ctx = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
+        if ctx is not None:
+            state.text_length = ctx.shape[1]  # where a fused sequence's image tokens begin
         if ctx is not seen[0] or version(ctx) != seen[1]:
             state.generation += 1
             seen[0], seen[1] = ctx, version(ctx)
@@ -173,6 +175,8 @@ def _companion_hooks(unet, state: RunState, swaps: list[tuple[int, PromptSwap]],
         )
         state.batch = n
         state.companion = {pair: n + j for j, pair in enumerate(pairs)}
+        if not pairs:
+            return args, kwargs
         at = torch.tensor([r for r, _ in pairs], device=x.device)
         bank = torch.tensor([i for _, i in pairs], device=x.device)
         pooled = kwargs["pooled_projections"].clone()
@@ -184,6 +188,8 @@ def _companion_hooks(unet, state: RunState, swaps: list[tuple[int, PromptSwap]],
             [added["pooled_projections"][i] if i in from_bank else pooled[r] for r, i in pairs]
         ).to(pooled.dtype)
         t = torch.as_tensor(kwargs["timestep"], device=x.device).reshape(-1).expand(n)
+        if kwargs.get("guidance") is not None:  # FLUX.1-dev's scale, one per row
+            kwargs["guidance"] = torch.cat([kwargs["guidance"], kwargs["guidance"][at]])
         kwargs["hidden_states"] = torch.cat([x, x[at]])
         kwargs["encoder_hidden_states"] = torch.cat(
             [kwargs["encoder_hidden_states"], raw[bank].to(x.dtype)]

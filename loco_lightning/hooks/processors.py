@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.embeddings import apply_rotary_emb
 from torch import Tensor, nn
 
 from loco_lightning.hooks.interventions import NeuronAblation
@@ -47,6 +48,7 @@ class RunState:
     # row of each (row, bank index) swap
     batch: int | None = None
     companion: dict[tuple[int, int], int] = field(default_factory=dict)
+    text_length: int | None = None  # fused sequences (FLUX's single blocks): text tokens first
     trace: Trace = field(default_factory=Trace)
 
 
@@ -133,7 +135,7 @@ class SiteProcessor:
         (joint attention: the text stream of the row's companion, at this block)."""
         if not self.swaps:
             return context
-        if self.site.kind == "joint":
+        if self.site.kind in ("joint", "fused"):
             return context[self._companions(context.shape[0], context.device)]
         bank = self.state.bank
         if bank.shape[1:] != context.shape[1:]:
@@ -160,8 +162,10 @@ class SiteProcessor:
         """Record what each conditional sample's ``tokens`` add to the attention output: the
         mean over image positions of ``‖to_out[0](Σ_{j ∈ tokens} A[:, :, j] v_j)‖`` (heads
         merged; the text keys come first, so for IF and joint attention the positions index
-        the text part, and joint attention passes its image queries only)."""
-        scores = (query @ key.transpose(-1, -2)).float() * attn.scale  # (B, h, Q, K)
+        the text part, and joint attention passes its image queries only; FLUX's single-stream
+        blocks, which have no output projection of their own, measure the merged heads)."""
+        scale = getattr(attn, "scale", query.shape[-1] ** -0.5)  # FluxAttention: SDPA's default
+        scores = (query @ key.transpose(-1, -2)).float() * scale  # (B, h, Q, K)
         if mask is not None:
             scores = scores + mask.float()
         probs = scores.softmax(-1).to(value.dtype)
@@ -175,7 +179,9 @@ class SiteProcessor:
         for s, r in enumerate(cond):
             tok = torch.as_tensor(self.tokens[s], device=query.device)
             o = probs[r][:, :, tok] @ value[r][:, tok, :]  # (h, Q, d)
-            o = attn.to_out[0](o.transpose(0, 1).reshape(o.shape[1], -1))  # (Q, inner)
+            o = o.transpose(0, 1).reshape(o.shape[1], -1)  # (Q, inner)
+            if hasattr(attn, "to_out"):  # FLUX's single-stream blocks have none of their own
+                o = attn.to_out[0](o)
             out[s] = o.float().norm(dim=-1).mean()
         self.state.trace.records[(self.site.index, "contribution")].append(out.detach())
 
@@ -203,7 +209,7 @@ class SiteProcessor:
     def keys_values(self, attn: nn.Module, context: Tensor) -> tuple[Tensor, Tensor]:
         """Text keys and values (B, T, inner) after swaps and ablations, cached if allowed."""
         cache = self._kv_cache
-        cacheable = self.state.cache_kv and self.site.kind != "joint"  # joint: per call
+        cacheable = self.state.cache_kv and self.site.kind == "attn2"  # the others: per call
         if (
             cacheable
             and cache is not None
@@ -215,7 +221,7 @@ class SiteProcessor:
         given = slice(self.state.batch)  # the caller's rows, without companions
         if "context" in self.record:
             self.state.trace.records[(self.site.index, "context")].append(ctx[given].detach())
-        if attn.norm_cross:
+        if getattr(attn, "norm_cross", None):  # FluxAttention has none
             ctx = attn.norm_encoder_hidden_states(ctx)
         key = self._ablate(getattr(attn, self.site.key_name)(ctx), "k")
         value = self._ablate(getattr(attn, self.site.value_name)(ctx), "v")
@@ -236,15 +242,21 @@ class SiteProcessor:
         *args,
         **kwargs,
     ) -> Tensor:
-        if encoder_hidden_states is None:
+        # FluxAttention passes its rotary embedding fifth, where diffusers' Attention has temb
+        rope = kwargs.get(
+            "image_rotary_emb", temb if self.site.kind in ("joint", "fused") else None
+        )
+        if self.site.kind == "fused":
+            out = self._fused(attn, hidden_states, rope)
+        elif encoder_hidden_states is None:
             raise ValueError(
                 f"Site {self.site.index} ({self.site.path}) was called without a text context; "
                 "pass encoder_hidden_states to the UNet."
             )
-        if self.site.kind == "attn2":
+        elif self.site.kind == "attn2":
             out = self._attn2(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         elif self.site.kind == "joint":
-            out = self._joint(attn, hidden_states, encoder_hidden_states)
+            out = self._joint(attn, hidden_states, encoder_hidden_states, rope)
         else:
             out = self._added_kv(attn, hidden_states, encoder_hidden_states, attention_mask)
         if "output" in self.record:
@@ -323,34 +335,54 @@ class SiteProcessor:
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         return hidden_states.transpose(-1, -2).reshape(residual.shape) + residual
 
-    def _joint(self, attn, hidden_states, context) -> tuple[Tensor, Tensor]:
-        # Mirrors diffusers' JointAttnProcessor2_0: image and text queries, keys and values
+    def _joint(self, attn, hidden_states, context, rope=None) -> tuple[Tensor, Tensor]:
+        # Mirrors diffusers' JointAttnProcessor2_0 (SD3: image tokens first) and FluxAttnProcessor
+        # (FLUX: text first, rotary embeddings): image and text queries, keys and values
         # attended together; the text stream's keys and values go through the seams.
         batch, n_image = hidden_states.shape[:2]
-
-        def heads(x: Tensor) -> Tensor:
-            return x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
-
+        heads = _heads(attn, batch)
         query, key, value = (heads(p(hidden_states)) for p in (attn.to_q, attn.to_k, attn.to_v))
         query, key = _norm(attn.norm_q, query), _norm(attn.norm_k, key)
         text_key, text_value = (heads(t) for t in self.keys_values(attn, context))
         text_query = _norm(attn.norm_added_q, heads(attn.add_q_proj(context)))
         text_key = _norm(attn.norm_added_k, text_key)
+        text_first = rope is not None
+        parts = [(text_query, query), (text_key, key), (text_value, value)]
+        query, key, value = (torch.cat(p if text_first else p[::-1], 2) for p in parts)
+        if rope is not None:
+            query, key = _rotate(query, rope), _rotate(key, rope)
+        n_text = context.shape[1]
+        image_at = slice(n_text, None) if text_first else slice(0, n_image)
         if "contribution" in self.record:  # the image queries; text keys first, as for IF
-            keys, values = torch.cat([text_key, key], 2), torch.cat([text_value, value], 2)
-            self._contribution(attn, query, keys, values, None)
-        out = F.scaled_dot_product_attention(
-            torch.cat([query, text_query], 2),
-            torch.cat([key, text_key], 2),
-            torch.cat([value, text_value], 2),
-            dropout_p=0.0,
-            is_causal=False,
-        )
+            text_at = slice(0, n_text) if text_first else slice(n_image, None)
+            keys = torch.cat([key[:, :, text_at], key[:, :, image_at]], 2)
+            values = torch.cat([value[:, :, text_at], value[:, :, image_at]], 2)
+            self._contribution(attn, query[:, :, image_at], keys, values, None)
+        out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
         out = out.transpose(1, 2).reshape(batch, -1, out.shape[1] * out.shape[3]).to(query.dtype)
-        image, text = out[:, :n_image], out[:, n_image:]
+        image = out[:, image_at]
+        text = out[:, :n_text] if text_first else out[:, n_image:]
         if not attn.context_pre_only:
             text = attn.to_add_out(text)
         return attn.to_out[1](attn.to_out[0](image)), text
+
+    def _fused(self, attn, hidden_states, rope) -> Tensor:
+        # Mirrors FluxAttnProcessor on a single-stream block: one sequence, text tokens first,
+        # through the same projections; the text tokens' keys and values go through the seams.
+        batch, n_text = hidden_states.shape[0], self.state.text_length
+        heads = _heads(attn, batch)
+        text, image = hidden_states[:, :n_text], hidden_states[:, n_text:]
+        text_key, text_value = self.keys_values(attn, text)
+        key = torch.cat([text_key, attn.to_k(image)], 1)
+        value = torch.cat([text_value, attn.to_v(image)], 1)
+        query = _norm(attn.norm_q, heads(attn.to_q(hidden_states)))
+        key, value = _norm(attn.norm_k, heads(key)), heads(value)
+        if rope is not None:
+            query, key = _rotate(query, rope), _rotate(key, rope)
+        if "contribution" in self.record:
+            self._contribution(attn, query[:, :, n_text:], key, value, None)
+        out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+        return out.transpose(1, 2).reshape(batch, -1, out.shape[1] * out.shape[3]).to(query.dtype)
 
 
 def _norm(norm: nn.Module | None, x: Tensor) -> Tensor:
@@ -361,3 +393,14 @@ def _width(norm: nn.Module | None) -> int | None:
     """The feature width a query/key norm normalises (None without one, or if it does not say)."""
     shape = getattr(norm, "normalized_shape", None) or getattr(norm, "dim", None)
     return None if shape is None else int(shape[-1])
+
+
+def _heads(attn: nn.Module, batch: int):
+    def split(x: Tensor) -> Tensor:  # (B, L, inner) -> (B, heads, L, head_dim)
+        return x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
+
+    return split
+
+
+def _rotate(x: Tensor, rope) -> Tensor:
+    return apply_rotary_emb(x, rope)  # (B, heads, L, head_dim)

@@ -12,7 +12,7 @@ from torch import nn
 
 from loco_lightning.hooks.denoisers import kind_of
 
-SiteKind = Literal["attn2", "added_kv", "joint"]
+SiteKind = Literal["attn2", "added_kv", "joint", "fused"]
 
 _CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[CrossAttnSite, ...]] = (
     weakref.WeakKeyDictionary()
@@ -30,7 +30,9 @@ class CrossAttnSite:
         kind: ``attn2`` (text K/V through ``to_k``/``to_v``), ``added_kv`` (DeepFloyd IF: text K/V
             through ``add_k_proj``/``add_v_proj`` with bias, concatenated to the image K/V) or
             ``joint`` (SD3: the text stream's own queries, keys and values through
-            ``add_q_proj``/``add_k_proj``/``add_v_proj``, attended jointly with the image's).
+            ``add_q_proj``/``add_k_proj``/``add_v_proj``, attended jointly with the image's) or
+            ``fused`` (FLUX's single-stream blocks: one sequence of text then image tokens through
+            the same ``to_q``/``to_k``/``to_v``; the text tokens' keys and values are the site's).
         context_dim: width of the text context this layer reads.
         inner_dim: width of its keys and values.
         heads: attention heads.
@@ -46,12 +48,12 @@ class CrossAttnSite:
     @property
     def key_name(self) -> str:
         """Name of the key projection inside the attention module."""
-        return "to_k" if self.kind == "attn2" else "add_k_proj"
+        return "add_k_proj" if self.kind in ("added_kv", "joint") else "to_k"
 
     @property
     def value_name(self) -> str:
         """Name of the value projection inside the attention module."""
-        return "to_v" if self.kind == "attn2" else "add_v_proj"
+        return "add_v_proj" if self.kind in ("added_kv", "joint") else "to_v"
 
     def projection(self, which: Literal["k", "v"]) -> str:
         """Name of the key (``k``) or value (``v``) projection."""
@@ -63,6 +65,8 @@ def _kind(module: nn.Module) -> SiteKind | None:
         return "joint" if hasattr(module, "add_q_proj") else "added_kv"
     if getattr(module, "is_cross_attention", False) and hasattr(module, "to_k"):
         return "attn2"
+    if getattr(module, "pre_only", False) and hasattr(module, "to_k"):
+        return "fused"  # attention over a sequence the block fused from text and image
     return None
 
 
@@ -100,7 +104,7 @@ def sites(unet: nn.Module) -> tuple[CrossAttnSite, ...]:
     result = []
     for i, m in enumerate(execution_order(unet, candidates)):
         kind = _kind(m)
-        proj = getattr(m, "to_k" if kind == "attn2" else "add_k_proj")
+        proj = getattr(m, "add_k_proj" if kind in ("added_kv", "joint") else "to_k")
         result.append(
             CrossAttnSite(
                 index=i,
@@ -127,7 +131,7 @@ def site_inputs(unet: nn.Module, site: CrossAttnSite, context: torch.Tensor) -> 
         ValueError: a joint-attention site, whose text stream depends on the image and on the
             blocks before it, so no function of the prompt alone gives it.
     """
-    if site.kind == "joint":
+    if site.kind in ("joint", "fused"):
         raise ValueError(
             f"Site {site.index} ({site.path}) is a joint-attention block: the text it reads is "
             "the text stream as earlier blocks updated it beside the image, not a function of the "

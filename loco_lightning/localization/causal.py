@@ -148,7 +148,7 @@ class CausalTracingModule(Localizer):
             corrupted = generate(model, corrupt_cond, [seed])
 
             images, names = [clean, corrupted], [("clean", "reference"), ("corrupted", "reference")]
-            cond_row = 1 if guidance > 1 else 0  # the clean run's conditional row
+            cond_row = 1 if model.guided(guidance) else 0  # the clean run's conditional row
             for i in range(0, len(layers), hp.chunk):
                 chunk = layers[i : i + hp.chunk]
                 patches = {}
@@ -156,7 +156,7 @@ class CausalTracingModule(Localizer):
                     values = [v[cond_row : cond_row + 1] for v in unet_rec[path]]
                     patches.setdefault(path, []).append(Patch((b,), values))
                 cond = corrupt_cond.expand(len(chunk))
-                with patch_outputs(model.denoiser, patches, cfg=guidance > 1):
+                with patch_outputs(model.denoiser, patches, cfg=model.guided(guidance)):
                     images.append(generate(model, cond, [seed] * len(chunk)))
                 names += chunk
             patches: dict[str, dict[str, list[Patch]]] = {}

@@ -34,7 +34,9 @@ def generate_items(
         if it.window
     ]
     guidance = model.guidance if guidance is None else guidance
-    with intervene(model.denoiser, specs, encode=model.encode, cfg=guidance > 1, cache_kv=cache_kv):
+    with intervene(
+        model.denoiser, specs, encode=model.encode, cfg=model.guided(guidance), cache_kv=cache_kv
+    ):
         return denoise(
             model,
             cond,

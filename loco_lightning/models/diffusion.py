@@ -47,9 +47,9 @@ class Diffusion:
             (built from its config), e.g. ``DPMSolverMultistepScheduler`` with fewer steps.
     """
 
-    family: Literal["auto", "sd1", "sd2", "sdxl", "if", "pixart", "pixart_sigma", "sana", "sd3"] = (
-        "auto"
-    )
+    family: Literal[
+        "auto", "sd1", "sd2", "sdxl", "if", "pixart", "pixart_sigma", "sana", "sd3", "flux"
+    ] = "auto"
     source: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     steps: int | None = None

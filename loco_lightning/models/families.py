@@ -24,7 +24,9 @@ class Family:
         default_source: hub id loaded when none is given.
         n_sites: cross-attention sites in the full-size model, in execution order.
         site_kind: ``attn2`` (``to_k``, ``to_v``), ``added_kv`` (IF's ``add_k_proj``...) or
-            ``joint`` (SD3: the text stream's ``add_k_proj``/``add_v_proj`` in joint attention).
+            ``joint`` (SD3, FLUX's double-stream blocks: the text stream's
+            ``add_k_proj``/``add_v_proj`` in joint attention); FLUX's single-stream blocks are
+            ``fused`` (text and image tokens in one sequence through the same ``to_k``/``to_v``).
         denoiser: the pipeline component text enters: ``unet`` or ``transformer`` (PixArt).
         denoiser_class: its diffusers class, which ``denoiser_config`` configures.
         text_encoders: pipeline component names of the text encoders, in context order.
@@ -35,7 +37,8 @@ class Family:
             ``gemma`` (SANA: Gemma-2 states of the prompt after the pipeline's instruction, and
             their padding mask; the empty prompt of guidance without the instruction) or ``sd3``
             (CLIP-L ‖ CLIP-G penultimate states, zero-padded to T5's width, then T5's states
-            along the sequence; pooled CLIP-L ‖ CLIP-G as ``pooled_projections``).
+            along the sequence; pooled CLIP-L ‖ CLIP-G as ``pooled_projections``) or ``flux``
+            (T5's states as the sequence, CLIP-L's pooled embedding as ``pooled_projections``).
         context_dim: width of ``encoder_hidden_states`` given to the UNet.
         pooled: where a prompt also enters the UNet outside cross-attention, if anywhere:
             ``text_embeds`` (SD-XL ``added_cond_kwargs``), ``add_embedding`` (IF's text-time
@@ -45,7 +48,10 @@ class Family:
         space: ``latent`` (VAE; scale read from ``vae.config.scaling_factor``) or ``pixel``.
         scheduler: the pipeline's own scheduler class; ``scheduler_config`` its settings (used when
             a pipeline is built here; a loaded pipeline keeps its own).
-        guidance: default classifier-free guidance scale.
+        guidance: default classifier-free guidance scale (with ``guidance_embedded``: the scale
+            the distilled denoiser is told, without an unconditional batch).
+        guidance_embedded: the denoiser takes the guidance scale as an input (FLUX.1-dev)
+            instead of running an unconditional branch.
         steps: default denoising steps.
         max_tokens: tokenizer limit of the text encoder(s).
         scorer: the CLIP that scores its images unless a job names another (the paper's).
@@ -60,9 +66,9 @@ class Family:
     pipeline: str
     default_source: str
     n_sites: int
-    site_kind: Literal["attn2", "added_kv", "joint"]
+    site_kind: Literal["attn2", "added_kv", "joint", "fused"]
     text_encoders: tuple[str, ...]
-    encoding: Literal["clip", "sdxl", "t5", "t5_masked", "gemma", "sd3"]
+    encoding: Literal["clip", "sdxl", "t5", "t5_masked", "gemma", "sd3", "flux"]
     context_dim: int
     pooled: GlobalTextPath | None
     resolution: int
@@ -72,6 +78,7 @@ class Family:
     steps: int
     max_tokens: int
     scorer: str = "openai/clip-vit-large-patch14"
+    guidance_embedded: bool = False
     denoiser: Literal["unet", "transformer"] = "unet"
     denoiser_class: str = "UNet2DConditionModel"
     scheduler_config: dict = field(default_factory=dict, compare=False)
@@ -214,6 +221,27 @@ _SD3_MINI = {
     "pos_embed_max_size": 8,
     "qk_norm": "rms_norm",  # SD3.5's
     "dual_attention_layers": (0, 1),  # SD3.5's image-only second attention: not a site
+}
+
+_FLUX = {  # FLUX.1-dev (black-forest-labs/FLUX.1-dev)
+    "patch_size": 1,
+    "in_channels": 64,
+    "num_layers": 19,
+    "num_single_layers": 38,
+    "attention_head_dim": 128,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 4096,
+    "pooled_projection_dim": 768,
+    "guidance_embeds": True,
+    "axes_dims_rope": (16, 56, 56),
+}
+_FLUX_MINI = {
+    "in_channels": 16,  # 4 latent channels, packed 2 x 2
+    "attention_head_dim": 16,
+    "num_attention_heads": 2,
+    "joint_attention_dim": 32,
+    "pooled_projection_dim": 16,
+    "axes_dims_rope": (4, 6, 6),
 }
 
 FAMILIES: dict[str, Family] = {
@@ -419,6 +447,36 @@ FAMILIES: dict[str, Family] = {
             scheduler_config={"shift": 3.0},
             denoiser_config=_SD3,
             miniature=_SD3_MINI,
+        ),
+        Family(
+            name="flux",
+            pipeline="FluxPipeline",
+            default_source="black-forest-labs/FLUX.1-dev",
+            n_sites=19 + 38,
+            site_kind="joint",
+            denoiser="transformer",
+            denoiser_class="FluxTransformer2DModel",
+            text_encoders=("text_encoder", "text_encoder_2"),
+            encoding="flux",
+            context_dim=4096,
+            pooled="pooled_projections",
+            resolution=1024,
+            space="latent",
+            scheduler="FlowMatchEulerDiscreteScheduler",
+            guidance=3.5,
+            guidance_embedded=True,
+            steps=28,
+            max_tokens=77,
+            scheduler_config={
+                "shift": 3.0,
+                "use_dynamic_shifting": True,
+                "base_image_seq_len": 256,
+                "max_image_seq_len": 4096,
+                "base_shift": 0.5,
+                "max_shift": 1.15,
+            },
+            denoiser_config=_FLUX,
+            miniature=_FLUX_MINI,
         ),
         replace(  # PixArt-Σ: PixArt-α's blocks, 300 T5 tokens, no size conditioning
             _PIXART_ALPHA,

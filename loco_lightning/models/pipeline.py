@@ -129,7 +129,13 @@ class LocoModel:
     @property
     def cfg(self) -> bool:
         """Whether UNet batches are ``[unconditional; conditional]`` halves when sampling."""
-        return self.guidance > 1
+        return self.guided()
+
+    def guided(self, guidance: float | None = None) -> bool:
+        """Whether sampling at ``guidance`` (the model's own if None) runs an unconditional
+        branch: a scale above 1, unless the denoiser takes the scale as an input (FLUX.1-dev)."""
+        scale = self.guidance if guidance is None else guidance
+        return scale > 1 and not self.family.guidance_embedded
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -342,6 +348,16 @@ def _encode_sd3(pipe, prompts: list[str], family: Family) -> Conditioning:
     return Conditioning(context, {"pooled_projections": pooled})
 
 
+def _encode_flux(pipe, prompts: list[str], family: Family) -> Conditioning:
+    # T5 pads to FluxPipeline's 512 tokens, or to a shorter tokenizer's own length (FLUX masks
+    # no padding, so a plain call must pass max_sequence_length=that to give the same images)
+    length = min(512, pipe.tokenizer_2.model_max_length)
+    context, pooled, _ = pipe.encode_prompt(
+        prompts, None, device=_device(pipe, family), max_sequence_length=length
+    )
+    return Conditioning(context, {"pooled_projections": pooled})
+
+
 _ENCODERS = {
     "clip": _encode_clip,
     "sdxl": _encode_sdxl,
@@ -349,6 +365,7 @@ _ENCODERS = {
     "t5_masked": _encode_t5_masked,
     "gemma": _encode_gemma,
     "sd3": _encode_sd3,
+    "flux": _encode_flux,
 }
 _EMPTY = {"gemma": _empty_gemma}  # where guidance's empty prompt is not encode([""])
 

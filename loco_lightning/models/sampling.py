@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import diffusers
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -58,8 +59,7 @@ def initial_noise(
 
     Drawing per row makes a batched sweep and a one-image-at-a-time loop start from identical noise.
     """
-    cfg = model.denoiser.config
-    shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+    shape = kind_of(model.denoiser).noise_shape(model.denoiser, model.pipeline)
     generators = row_generators(seeds) if generators is None else generators
     noise = [torch.randn(shape, generator=g) for g in generators]
     return torch.stack(noise).to(model.device, model.denoiser.dtype)
@@ -78,6 +78,22 @@ def predicted_clean(scheduler, result) -> Tensor:
             "or leave model.decide_at at 1."
         )
     return x0
+
+
+def set_timesteps(sched, steps: int, x: Tensor, device) -> None:
+    """The sampler's timesteps for ``steps``; a flow-matching sampler with dynamic shifting
+    (FLUX) shifts them by the image's token count, as ``FluxPipeline`` does."""
+    if not sched.config.get("use_dynamic_shifting"):
+        sched.set_timesteps(steps, device=device)
+        return
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    c = sched.config
+    tokens = x.shape[1] if x.ndim == 3 else x.shape[-1] * x.shape[-2]
+    mu = calculate_shift(
+        tokens, c.base_image_seq_len, c.max_image_seq_len, c.base_shift, c.max_shift
+    )
+    sched.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu, device=device)
 
 
 @torch.no_grad()
@@ -123,12 +139,17 @@ def denoise(
     if len(seeds) != n:
         raise ValueError(f"Got {len(seeds)} seeds for {n} prompts; give one seed per prompt.")
     sched = scheduler or make_scheduler(model)
-    use_cfg = guidance > 1.0
+    use_cfg = model.guided(guidance)
     inputs = cond
     if use_cfg:
         inputs = model.empty().expand(n).cat(cond)
+    elif fam.guidance_embedded:  # the denoiser is told the scale (FLUX.1-dev)
+        scale = torch.full((n,), float(guidance), device=model.device)
+        inputs = inputs._replace(added={**(inputs.added or {}), "guidance": scale})
+    kind = kind_of(net)
     generators = row_generators(seeds)
     x = initial_noise(model, seeds, generators) * getattr(sched, "init_noise_sigma", 1.0)
+    x = kind.pack(x)
     step_kwargs = step_options(sched)
     if "generator" in inspect.signature(sched.step).parameters:
         # stochastic samplers (IF's DDPM) draw each row's step noise from the row's generator,
@@ -136,7 +157,7 @@ def denoise(
         step_kwargs["generator"] = generators
     if stop is not None and not 1 <= stop <= steps:
         raise ValueError(f"stop={stop}: give a step in 1..{steps} (the number of steps run).")
-    sched.set_timesteps(steps, device=model.device)
+    set_timesteps(sched, steps, x, model.device)
     for i, t in enumerate(sched.timesteps):
         inp = torch.cat([x, x]) if use_cfg else x
         if hasattr(sched, "scale_model_input"):  # flow-matching samplers have no scaling
@@ -156,6 +177,7 @@ def denoise(
             x = predicted_clean(sched, result)
             break
         x = result.prev_sample
+    x = kind.unpack(x, pipe)
     if fam.space == "latent":
         vae = pipe.vae
         x = x.to(vae.dtype) / vae.config.scaling_factor + (vae.config.get("shift_factor") or 0)

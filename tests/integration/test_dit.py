@@ -273,3 +273,96 @@ def test_the_dit_localizer_ranks_sd3s_joint_blocks(sd3_located):
     assert [r["site"] for r in rows] == list(range(24))
     assert sorted(r["rank"] for r in rows) == list(range(1, 25))
     assert all(r["contribution_mean"] > 0 for r in rows)
+
+
+@pytest.fixture(scope="module")
+def flux_located(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("flux")
+    main(
+        miniature_job(
+            "localize",
+            "configs/localize/flux_style.yaml",
+            tmp_path / "localize",
+            tmp_path / "tb",
+            "--model.require_signal",
+            "false",  # random weights: the reference moves no score
+            "--data.pairs",
+            PAIRS,
+            "--data.window_sizes",
+            "[1, 4]",
+            "--data.seeds",
+            "[0]",
+        )
+    )
+    return tmp_path
+
+
+def test_locogen_sweeps_fluxs_double_and_single_stream_blocks(flux_located, tmp_path):
+    from loco_lightning.editing.editors import choose_sites
+    from loco_lightning.hooks import sites
+
+    rows = json.loads((flux_located / "localize" / "windows.json").read_text())
+    assert len({(r["m"], r["start"]) for r in rows}) == 2 + 57 + 54
+    selection = json.loads((flux_located / "localize" / "selection.json").read_text())
+    assert selection["diffusion"]["family"] == "flux"
+    # the random control is a window of the same kind of block as the located one: for a
+    # double-stream window, double-stream blocks only (single-stream ones cannot be edited)
+    model = load_model("flux", "miniature")
+    found = sites(model.denoiser)
+    (tmp_path / "selection.json").write_text(json.dumps({**selection, "window": [17, 18]}))
+    controls = {choose_sites("random", model, str(tmp_path), seed) for seed in range(8)}
+    for control in controls:
+        assert len(control) == 2 and not set(control) & {17, 18}
+        assert {found[i].kind for i in control} == {"joint"}, control
+
+
+def test_locoedit_at_fluxs_double_stream_blocks_exports_a_flux_pipeline(flux_located):
+    out = flux_located / "edit"
+    editors = {"first3": {"class_path": "LocoEdit", "init_args": {"sites": [0, 1, 2]}}}
+    main(
+        miniature_job(
+            "edit",
+            "configs/edit/flux_style.yaml",
+            out,
+            flux_located / "tb",
+            "--model.locogen",
+            str(flux_located / "localize"),
+            "--model.editors",
+            json.dumps(editors),
+            "--data.seeds",
+            "[0]",
+        )
+    )
+    edit = load_edit(out / "first3.safetensors")
+    assert {k.rsplit(".", 1)[0] for k in edit.deltas} == {
+        f"transformer_blocks.{s}.attn.{p}" for s in (0, 1, 2) for p in ("add_k_proj", "add_v_proj")
+    }
+    pipe = DiffusionPipeline.from_pretrained(out / "edited")
+    assert type(pipe).__name__ == "FluxPipeline"
+    assert infer_family(str(out / "edited")) == "flux"
+    base = load_model("flux", "miniature")
+    lora = load_model("flux", "miniature").pipeline
+    lora.load_lora_weights(out / "lora")
+    lora.fuse_lora()
+    for name, delta in edit.deltas.items():
+        expected = base.denoiser.get_parameter(name) + delta
+        assert delta.abs().max() > 0
+        assert torch.allclose(pipe.transformer.get_parameter(name), expected, atol=1e-6)
+        assert torch.allclose(lora.transformer.get_parameter(name), expected, atol=1e-6)
+
+
+def test_the_dit_localizer_ranks_fluxs_57_blocks(flux_located):
+    out = flux_located / "contribution"
+    main(
+        miniature_job(
+            "contribution",
+            "configs/contribution/flux_style.yaml",
+            out,
+            flux_located / "tb",
+            "--data.pairs",
+            PAIRS,
+        )
+    )
+    rows = json.loads((out / "sites.json").read_text())
+    assert [r["site"] for r in rows] == list(range(57))
+    assert all(r["contribution_mean"] > 0 for r in rows)

@@ -11,7 +11,8 @@ from loco_lightning.models import FAMILIES, get_family
 from loco_lightning.models.families import build_denoiser
 
 TRUE_COUNTS = {"sd1": 16, "sd2": 16, "sdxl": 70, "if": 22, "pixart": 28, "pixart_sigma": 28,
-               "sana": 20, "sd3": 24}  # fmt: skip
+               "sana": 20, "sd3": 24, "flux": 19 + 38}  # fmt: skip
+KINDS = {"flux": {"joint", "fused"}}  # FLUX: double-stream blocks, then single-stream ones
 
 
 @pytest.mark.parametrize("name", list(TRUE_COUNTS))
@@ -22,8 +23,13 @@ def test_full_size_site_counts_on_meta_device(name):
     found = sites(unet)
     assert len(found) == family.n_sites == TRUE_COUNTS[name]
     assert [s.index for s in found] == list(range(len(found)))
-    assert {s.kind for s in found} == {family.site_kind}
-    width = unet.config.get("cross_attention_dim") or unet.config.caption_projection_dim
+    assert {s.kind for s in found} == KINDS.get(name, {family.site_kind})
+    cfg = unet.config
+    width = (  # what the sites' key projections read
+        cfg.get("cross_attention_dim")
+        or cfg.get("caption_projection_dim")
+        or cfg.num_attention_heads * cfg.attention_head_dim
+    )
     assert all(s.context_dim == width for s in found)
 
 
