@@ -22,3 +22,5 @@ run --family sd1 --size 64 --steps 50 --windows 16 --serial-windows 1 --compile 
 run --family sdxl --size 128 --steps 50 --m 4 --serial-windows 1
 run --family pixart --size 128 --steps 20 --m 4 --serial-windows 1
 run --family sana --size 32 --steps 20 --m 4 --serial-windows 1
+run --family sd3 --size 128 --steps 28 --m 4 --serial-windows 1
+run --family flux --size 128 --steps 28 --m 4 --serial-windows 1

@@ -1,7 +1,8 @@
-"""LocoGen sweep on a full-size denoiser architecture (a UNet, PixArt-α's or SANA's transformer)
-with random weights (timing does not depend on weight values): a reference-shaped serial fp32
-loop against our batched executor in bf16. (SD3's joint attention swaps through companion rows,
-which this serial reference does not model: not benchmarked here yet.)
+"""LocoGen sweep on a full-size denoiser architecture (a UNet; PixArt-α's, SANA's, SD3's or
+FLUX.1-dev's transformer) with random weights (timing does not depend on weight values): a
+reference-shaped serial fp32 loop against our batched executor in bf16. Joint attention (SD3,
+FLUX) has no reference code: its serial loop is our executor one window per generation, and
+every window costs a companion row.
 
 Prints seconds per sweep, the ratio, the achieved fraction of the bf16 matmul peak, and the peak
 memory of one batch; ``--batch auto`` chunks the windows into the largest batch whose measured
@@ -10,7 +11,10 @@ memory fits the card. ``bench/gpu.sh`` runs the issue's configurations in one go
     python bench/gpu_localize.py --family sdxl --size 128 --steps 50 --m 4 --batch auto
     python bench/gpu_localize.py --family pixart --size 128 --steps 20 --m 4 --batch auto
     python bench/gpu_localize.py --family sana --size 32 --steps 20 --m 4 --batch auto
+    python bench/gpu_localize.py --family sd3 --size 128 --steps 28 --m 4 --batch auto
+    python bench/gpu_localize.py --family flux --size 128 --steps 28 --m 4 --batch auto
 Runs on CPU for a smoke check: --device cpu --size 8 --steps 2 --windows 2 --serial-windows 1
+(--miniature for SD3 and FLUX, whose full-size weights do not fit 24 GiB in fp32)
 """
 
 from __future__ import annotations
@@ -44,14 +48,39 @@ def contexts(unet, n: int, seed: int) -> torch.Tensor:
 
 
 def added(unet, n: int) -> dict | None:
-    kwargs = kind_of(unet).trace_inputs(unet, batch=n)
-    return kwargs.get("added_cond_kwargs")
+    """Stand-in global inputs: SD-XL's, PixArt's size, SD3's and FLUX's pooled CLIP (and
+    FLUX.1-dev's guidance scale)."""
+    kind = kind_of(unet)
+    if not hasattr(kind, "trace_added"):  # a UNet
+        return kind.trace_inputs(unet, batch=n).get("added_cond_kwargs")
+    p = next(unet.parameters())
+    extra = kind.trace_added(unet, n, dict(device=p.device, dtype=p.dtype)) or {}
+    if unet.config.get("guidance_embeds"):
+        extra["guidance"] = torch.full((n,), 3.5, device=p.device)
+    return extra or None
 
 
 def step_inputs(unet, n: int, size: int):
     p = next(unet.parameters())
-    x = torch.randn(n, unet.config.in_channels, size, size, device=p.device, dtype=p.dtype)
-    return x, torch.tensor(500, device=p.device)
+    kind = kind_of(unet)
+    x = torch.randn(n, kind.latent_channels(unet), size, size, device=p.device, dtype=p.dtype)
+    return kind.pack(x), torch.tensor(500, device=p.device)
+
+
+def rows(unet) -> int:
+    """Denoiser rows per window: a guidance batch of 2, or 1 where the scale is an input."""
+    return 1 if unet.config.get("guidance_embeds") else 2
+
+
+def joint(unet) -> bool:
+    """Whether the sites attend jointly (SD3, FLUX): a swap reads a companion row's stream."""
+    return sites(unet)[0].kind in ("joint", "fused")
+
+
+def update(x, eps):
+    """A stand-in sampler step (the sampler is not what is timed); learned variance dropped."""
+    eps = eps[: len(x)]
+    return x - 0.01 * (eps[:, : x.shape[1]] if x.ndim == 4 else eps)
 
 
 def call(net, x, t, ctx, add):
@@ -61,7 +90,10 @@ def call(net, x, t, ctx, add):
 
 @torch.no_grad()
 def serial_sweep(unet, wins, steps: int, size: int, device: str) -> float:
-    """Reference shape: one window per generation, CFG batch of 2, K/V re-projected each step."""
+    """Reference shape: one window per generation, CFG batch of 2, K/V re-projected each step
+    (joint attention: our executor, one window per generation, as no reference code exists)."""
+    if joint(unet):
+        return batched_sweep(unet, wins, steps, size, 1, device, cache_kv=False)
     all_sites = sites(unet)
     uncond, cond, target = contexts(unet, 1, 0), contexts(unet, 1, 1), contexts(unet, 1, 2)
     ctx = torch.cat([uncond, cond])
@@ -84,8 +116,7 @@ def serial_sweep(unet, wins, steps: int, size: int, device: str) -> float:
                     handles.append(proj.register_forward_hook(hook))
         x, t = step_inputs(unet, 1, size)
         for _ in range(steps):
-            eps = call(unet, torch.cat([x, x]), t, ctx, add)
-            x = x - 0.01 * eps[:1, : x.shape[1]]
+            x = update(x, call(unet, torch.cat([x, x]), t, ctx, add))
         for h in handles:
             h.remove()
     sync(device)
@@ -93,36 +124,40 @@ def serial_sweep(unet, wins, steps: int, size: int, device: str) -> float:
 
 
 @torch.no_grad()
-def batched_sweep(unet, wins, steps: int, size: int, batch: int, device: str) -> float:
-    """Ours: many windows per UNet batch, K/V of each context projected once."""
+def batched_sweep(
+    unet, wins, steps: int, size: int, batch: int, device: str, cache_kv: bool = True
+) -> float:
+    """Ours: many windows per denoiser batch, K/V of each context projected once (joint
+    attention: per call, with a companion row per window)."""
     target = contexts(unet, 1, 2)
+    r = rows(unet)
 
     def encode(prompts):
-        return target.expand(len(prompts), -1, -1), None
+        return target.expand(len(prompts), -1, -1), added(unet, len(prompts))
 
     sync(device)
     start = time.perf_counter()
     for i in range(0, len(wins), batch):
         chunk = wins[i : i + batch]
         n = len(chunk)
-        ctx = torch.cat(
-            [contexts(unet, 1, 0).expand(n, -1, -1), contexts(unet, 1, 1).expand(n, -1, -1)]
-        )
-        add = added(unet, 2 * n)
+        halves = [contexts(unet, 1, s).expand(n, -1, -1) for s in (0, 1)[2 - r :]]
+        ctx = torch.cat(halves)
+        add = added(unet, r * n)
         specs = [PromptSwap(w, "target", samples=(b,)) for b, w in enumerate(chunk)]
         x, t = step_inputs(unet, n, size)
-        with intervene(unet, specs, encode=encode, cache_kv=True):
+        with intervene(unet, specs, encode=encode, cache_kv=cache_kv, cfg=r == 2):
             for _ in range(steps):
-                eps = call(unet, torch.cat([x, x]), t, ctx, add)
-                x = x - 0.01 * eps[:n, : x.shape[1]]
+                x = update(x, call(unet, torch.cat([x] * r), t, ctx, add))
     sync(device)
     return time.perf_counter() - start
 
 
 def peak_memory(unet, n: int, size: int, device: str) -> int:
-    """Bytes one denoiser step of ``n`` windows (a CFG batch of 2n) needs beyond the weights."""
-    x, t = step_inputs(unet, 2 * n, size)
-    ctx, add = contexts(unet, 2 * n, 0), added(unet, 2 * n)
+    """Bytes one denoiser step of ``n`` windows (a CFG batch of 2n; a companion row per window
+    under joint attention) needs beyond the weights."""
+    k = n * (rows(unet) + joint(unet))
+    x, t = step_inputs(unet, k, size)
+    ctx, add = contexts(unet, k, 0), added(unet, k)
     if not device.startswith("cuda"):
         return peak_bytes(lambda: call(unet, x, t, ctx, add))
     torch.cuda.synchronize()
@@ -171,11 +206,14 @@ def main() -> None:
         help="torch.compile mode (reduce-overhead captures CUDA graphs)",
     )
     parser.add_argument("--memory-share", type=float, default=0.9, help="of free memory, for auto")
+    parser.add_argument(
+        "--miniature", action="store_true", help="the family's tiny test config (a smoke run)"
+    )
     args = parser.parse_args()
     fam = get_family(args.family)
     torch.manual_seed(0)
     with torch.device(args.device):
-        unet = build_denoiser(fam).eval()
+        unet = build_denoiser(fam, **(fam.miniature if args.miniature else {})).eval()
     wins = windows(len(sites(unet)), args.m)[: args.windows]
     serial = (
         serial_sweep(unet.float(), wins[: args.serial_windows], args.steps, args.size, args.device)
@@ -206,7 +244,7 @@ def main() -> None:
     with FlopCounterMode(display=False) as counter:
         call(unet, x, t, ctx, added(unet, x.shape[0]))
     per_sample = counter.get_total_flops() / x.shape[0]
-    total = per_sample * 2 * len(wins) * args.steps
+    total = per_sample * (rows(unet) + joint(unet)) * len(wins) * args.steps
     floor = total / (args.peak_tflops * 1e12)
     gib = 2**30
     print(

@@ -23,10 +23,15 @@ class Kind:
         return module(**cls.inputs(module, x, t, context, added, mask)).sample
 
     @staticmethod
-    def noise_shape(module: nn.Module, pipe) -> tuple[int, int, int]:
+    def latent_channels(module: nn.Module) -> int:
+        """Channels of the latents before ``pack``."""
+        return module.config.in_channels
+
+    @classmethod
+    def noise_shape(cls, module: nn.Module, pipe) -> tuple[int, int, int]:
         """(C, H, W) of one starting noise, as the pipeline draws it."""
-        cfg = module.config
-        return (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+        side = module.config.sample_size
+        return (cls.latent_channels(module), side, side)
 
     @staticmethod
     def pack(x: Tensor) -> Tensor:
@@ -214,9 +219,13 @@ class FluxKind(JointDiTKind):
     guidance scale as an input (``added["guidance"]``)."""
 
     @staticmethod
-    def noise_shape(module: nn.Module, pipe) -> tuple[int, int, int]:
+    def latent_channels(module: nn.Module) -> int:
+        return module.config.in_channels // 4  # 2 x 2 latent pixels per token
+
+    @classmethod
+    def noise_shape(cls, module: nn.Module, pipe) -> tuple[int, int, int]:
         side = 2 * (pipe.default_sample_size * pipe.vae_scale_factor // (pipe.vae_scale_factor * 2))
-        return (module.config.in_channels // 4, side, side)
+        return (cls.latent_channels(module), side, side)
 
     @staticmethod
     def pack(x: Tensor) -> Tensor:
