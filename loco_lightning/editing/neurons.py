@@ -16,6 +16,7 @@ from torch import Tensor
 from loco_lightning.editing.editors import SiteChoice, SiteEditor
 from loco_lightning.editing.edits import ActivationEdit, Edit, WeightEdit
 from loco_lightning.editing.requests import EditRequest
+from loco_lightning.editing.streams import run_activations
 from loco_lightning.hooks import NeuronAblation, site_inputs, sites
 from loco_lightning.models import LocoModel
 
@@ -36,6 +37,8 @@ def neuron_zscores(
     proj = getattr(model.denoiser.get_submodule(s.path), s.projection(projection))
 
     def acts(prompts: list[str]) -> Tensor:
+        if s.kind in ("joint", "fused"):  # the text stream depends on the image: sample it
+            return run_activations(model, site, prompts, projection)
         return proj(site_inputs(model.denoiser, s, model.encode(prompts).context)).flatten(0, 1)
 
     a, b = acts(concept).float(), acts(neutral).float()
@@ -69,6 +72,13 @@ class Neurons(SiteEditor, name="neurons"):
         triples = [t for r in requests for t in r.pairs()]
         concept, neutral = [s for s, _, _ in triples], [w for _, w, _ in triples]
         site_indices = self.site_indices(model)
+        fused = [i for i in site_indices if sites(model.denoiser)[i].kind == "fused"]
+        if fused and self.mode == "zero":
+            raise ValueError(
+                f"mode=zero at sites {fused}: single-stream blocks project text and image with "
+                "the same to_k/to_v, so zeroing their rows would silence the image's neurons "
+                "too; use mode: mean (it ablates the text tokens' outputs only)."
+            )
         specs, deltas, chosen = [], {}, {}
         for index in site_indices:
             s = sites(model.denoiser)[index]

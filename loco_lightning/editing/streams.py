@@ -121,3 +121,18 @@ def first_step_streams(model: LocoModel, cond: Conditioning) -> dict[int, Tensor
     with intervene(net, [Record(indices, ("context",))], cfg=False) as trace:
         kind.forward(net, x, sched.timesteps[:1], *cond)
     return {i: trace.records[(i, "context")][0] for i in indices}
+
+
+@torch.no_grad()
+def run_activations(
+    model: LocoModel, index: int, prompts: list[str], projection: str, seeds=STREAM_SEEDS[:1]
+) -> Tensor:
+    """(rows, inner) text keys (``k``) or values (``v``) at site ``index`` along each prompt's
+    own sampling runs (every step and token position, conditional rows only): what a
+    joint-attention site's neurons do for these prompts."""
+    n = len(prompts)
+    cond = model.encode(prompts).rows(torch.arange(n).repeat(len(seeds)))
+    with intervene(model.denoiser, [Record((index,), (projection,))], cfg=model.cfg) as trace:
+        denoise(model, cond, [s for s in seeds for _ in range(n)])
+    calls = trace.records[(index, projection)]
+    return torch.cat([c[-cond.context.shape[0] :].flatten(0, 1) for c in calls])

@@ -201,3 +201,40 @@ def test_closed_form_edits_refuse_flux_single_stream_blocks():
     assert [s.kind for s in sites(flux.denoiser)][18:20] == ["joint", "fused"]
     with pytest.raises(ValueError, match=r"Sites \[19\] are single-stream blocks"):
         LocoEdit(sites=(18, 19), keep_empty=False).compute(flux, [EditRequest("striped", "")])
+
+
+def test_neuron_ablation_at_a_joint_block_equals_zeroing_its_text_projections(sd3):
+    """Known answer: every text key/value neuron of a block set to 0 is that block with its
+    add_k_proj/add_v_proj weights and biases zeroed (the image's own keys untouched)."""
+    from loco_lightning.hooks import NeuronAblation
+
+    site = sites(sd3.denoiser)[2]
+    attn = sd3.denoiser.get_submodule(site.path)
+    width = attn.add_k_proj.out_features
+    spec = [NeuronAblation((2,), tuple(range(width)), "kv", value=0.0, uncond=True)]
+    ablated = generate(sd3, [ORIGINAL], [0], spec)
+    saved = {n: p.detach().clone() for n, p in attn.named_parameters() if n.startswith("add_")}
+    try:
+        with torch.no_grad():
+            for proj in (attn.add_k_proj, attn.add_v_proj):
+                proj.weight.zero_()
+                proj.bias.zero_()
+        zeroed = generate(sd3, [ORIGINAL], [0])
+    finally:
+        with torch.no_grad():
+            for n, p in attn.named_parameters():
+                if n in saved:
+                    p.copy_(saved[n])
+    assert (ablated - zeroed).abs().max() <= 1e-5
+    assert (ablated - generate(sd3, [ORIGINAL], [0])).abs().max() > 1e-4
+
+
+def test_neuron_scores_at_joint_and_fused_blocks_come_from_sampling_runs(sd3):
+    from loco_lightning.editing.neurons import neuron_zscores
+
+    model = load_model(sd3.family.name, "miniature")
+    model.sampling["steps"] = 2
+    last = len(sites(model.denoiser)) - 1  # SD3: a joint block; FLUX: a single-stream one
+    z, mean = neuron_zscores(model, last, [ORIGINAL], [TARGET], "v")
+    width = sites(model.denoiser)[last].inner_dim
+    assert z.shape == mean.shape == (width,) and torch.isfinite(z).all() and z.abs().max() > 0
