@@ -32,6 +32,7 @@ from loco_lightning.hooks.denoisers import kind_of
 from loco_lightning.hooks.executor import check_sites
 from loco_lightning.models import Conditioning
 from loco_lightning.models.diffusion import Diffusion
+from loco_lightning.models.schedulers import predicts_flow
 
 Trainable = Literal["attention", "kv"]
 Pair = tuple[str, str, str]  # (prompt with the concept, same without it, target prompt)
@@ -185,6 +186,13 @@ class FineTuneModule(EditEvaluation):
         prompts = list(dict.fromkeys(p for pair in self.pairs for p in pair if p))
         self.bank = self.model.encode(prompts).cat(self.model.empty())
         self.bank_rows = {p: i for i, p in enumerate([*prompts, ""])}
+        if predicts_flow(self.model.pipeline.scheduler):
+            raise ValueError(
+                f"{self.method} fine-tunes with DDPM noising, but this "
+                f"{self.model.family.name} model is a flow-matching one (its scheduler "
+                f"{type(self.model.pipeline.scheduler).__name__} predicts flow); fine-tuning "
+                "baselines are not supported on it yet. Compare closed-form editors instead."
+            )
         self.noise = DDPMScheduler.from_config(self.model.pipeline.scheduler.config)
         prompts_of = [self.objective.image_prompt(p) for p in self.pairs]
         shown = list(dict.fromkeys(prompts_of))

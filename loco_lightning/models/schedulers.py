@@ -18,3 +18,11 @@ def step_options(scheduler) -> dict:
     return (
         {"use_clipped_model_output": True} if clips and "use_clipped_model_output" in params else {}
     )
+
+
+def predicts_flow(scheduler) -> bool:
+    """Whether ``scheduler`` samples a flow-matching model (SANA, SD3, FLUX): the denoiser
+    predicts a velocity between noise and image, not DDPM's noise."""
+    config = scheduler.config
+    flow_class = "FlowMatch" in type(scheduler).__name__
+    return flow_class or config.get("prediction_type") == "flow_prediction"

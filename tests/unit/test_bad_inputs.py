@@ -213,3 +213,13 @@ def test_text_encoder_methods_refuse_sanas_instructed_prompts():
     request = EditRequest("Van Gogh", "a painting")
     with pytest.raises(ValueError, match=match):
         QuickFix(layer="layers.0.mlp.fc1", keep_empty=False).compute(model, [request])
+
+
+@pytest.mark.parametrize("family", ["sana", "sd3"])
+def test_fine_tuning_baselines_refuse_flow_matching_models(tmp_path, family):
+    """ESD and Concept Ablation noise with DDPM; on a flow model that would train silently
+    towards the wrong target."""
+    from tests.unit.baselines.test_finetune import fit
+
+    with pytest.raises(ValueError, match="flow-matching one"):
+        fit("esd", tmp_path, 2, "--model.diffusion.family", family)
