@@ -340,12 +340,16 @@ class RECE(SiteEditor, ClosedForm, name="rece"):
         unet = model.denoiser
         chosen = self.site_indices(model)
         found = [sites(unet)[i] for i in chosen]
-        reshaped = [s.path for s in found if unet.get_submodule(s.path).norm_cross is not None]
-        if reshaped or unet.encoder_hid_proj is not None:
+        reshaped = [
+            s.path for s in found if getattr(unet.get_submodule(s.path), "norm_cross", None)
+        ]
+        projected = getattr(unet, "encoder_hid_proj", None) is not None
+        if reshaped or projected or model.family.denoiser != "unet":
+            what = reshaped[:2] or ("encoder_hid_proj" if projected else "its caption projection")
             raise ValueError(
                 "RECE's closed-form embedding needs sites that read the text context unchanged "
-                f"(SD-1/2, SD-XL); this {model.family.name} UNet projects or normalises it first "
-                f"({reshaped[:2] or 'encoder_hid_proj'}). Use uce or locoedit on it."
+                f"(SD-1/2, SD-XL); this {model.family.name} model projects or normalises it "
+                f"first ({what}). Use uce or locoedit on it."
             )
         start = UCE(
             sites=chosen, variant="2023", preserve=self.preserve, solve_dtype=self.solve_dtype,

@@ -223,3 +223,11 @@ def test_fine_tuning_baselines_refuse_flow_matching_models(tmp_path, family):
 
     with pytest.raises(ValueError, match="flow-matching one"):
         fit("esd", tmp_path, 2, "--model.diffusion.family", family)
+
+
+@pytest.mark.parametrize("family", ["pixart", "sd3"])
+def test_rece_refuses_models_whose_sites_do_not_read_the_context_unchanged(family):
+    from loco_lightning.editing.published import RECE
+
+    with pytest.raises(ValueError, match="RECE's closed-form embedding needs sites"):
+        RECE(sites="all").compute(mini_model(family), [EditRequest("striped", "")])
