@@ -54,6 +54,9 @@ class Family:
             instead of running an unconditional branch.
         steps: default denoising steps.
         max_tokens: tokenizer limit of the text encoder(s).
+        context_tokenizer: the tokenizer whose tokens are the rows of the denoiser's text
+            context (FLUX: ``tokenizer_2``, T5's; its CLIP gives only the pooled embedding).
+        context_length: rows of an encoded prompt, if not ``max_tokens`` (FLUX: T5's 512).
         scorer: the CLIP that scores its images unless a job names another (the paper's).
         denoiser_config: the full-size denoiser config (diffusers ``UNet2DConditionModel``,
             ``PixArtTransformer2DModel`` or ``SanaTransformer2DModel``), for counting sites on the
@@ -78,6 +81,8 @@ class Family:
     steps: int
     max_tokens: int
     scorer: str = "openai/clip-vit-large-patch14"
+    context_tokenizer: str = "tokenizer"
+    context_length: int | None = None
     guidance_embedded: bool = False
     denoiser: Literal["unet", "transformer"] = "unet"
     denoiser_class: str = "UNet2DConditionModel"
@@ -467,6 +472,8 @@ FAMILIES: dict[str, Family] = {
             guidance_embedded=True,
             steps=28,
             max_tokens=77,
+            context_tokenizer="tokenizer_2",
+            context_length=512,
             scheduler_config={
                 "shift": 3.0,
                 "use_dynamic_shifting": True,

@@ -120,7 +120,7 @@ def miniature(family: Family, seed: int = 0) -> diffusers.DiffusionPipeline:
             text_encoder_3=_t5(tok, cfg["joint_attention_dim"]),
             tokenizer=tok,
             tokenizer_2=tok,
-            tokenizer_3=tok,
+            tokenizer_3=word_tokenizer([], MAX_TOKENS, chars=True, bos=False),  # as T5's
             transformer=net,
             scheduler=scheduler,
         )
@@ -132,7 +132,7 @@ def miniature(family: Family, seed: int = 0) -> diffusers.DiffusionPipeline:
             text_encoder=_clip(tok, cfg["pooled_projection_dim"]),
             text_encoder_2=_t5(tok, cfg["joint_attention_dim"]),
             tokenizer=tok,
-            tokenizer_2=tok,
+            tokenizer_2=word_tokenizer([], MAX_TOKENS, chars=True, bos=False),  # as T5's
             transformer=net,
             scheduler=scheduler,
         )

@@ -174,9 +174,10 @@ class LocoModel:
     @property
     def tokens(self) -> ContextTokens:
         """Token ids row by row of an encoded prompt: where edits and records find words."""
-        tok = self.pipeline.tokenizer
-        length = min(tok.model_max_length, self.family.max_tokens)
-        return ContextTokens(tok, length, instruction(self.pipeline, self.family))
+        fam = self.family
+        tok = getattr(self.pipeline, fam.context_tokenizer)
+        length = min(tok.model_max_length, fam.context_length or fam.max_tokens)
+        return ContextTokens(tok, length, instruction(self.pipeline, fam))
 
     def encoder_tokens(self, tokenizer: str = "tokenizer") -> ContextTokens:
         """Token ids position by position of what a text encoder itself reads.
@@ -351,7 +352,7 @@ def _encode_sd3(pipe, prompts: list[str], family: Family) -> Conditioning:
 def _encode_flux(pipe, prompts: list[str], family: Family) -> Conditioning:
     # T5 pads to FluxPipeline's 512 tokens, or to a shorter tokenizer's own length (FLUX masks
     # no padding, so a plain call must pass max_sequence_length=that to give the same images)
-    length = min(512, pipe.tokenizer_2.model_max_length)
+    length = min(family.context_length, pipe.tokenizer_2.model_max_length)
     context, pooled, _ = pipe.encode_prompt(
         prompts, None, device=_device(pipe, family), max_sequence_length=length
     )

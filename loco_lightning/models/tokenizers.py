@@ -16,7 +16,7 @@ SPECIALS = ("<pad>", "<bos>", "<unk>", "<eos>")
 
 
 def word_tokenizer(
-    words: list[str], max_length: int, chars: bool = False
+    words: list[str], max_length: int, chars: bool = False, bos: bool = True
 ) -> PreTrainedTokenizerFast:
     """A ``<bos> … <eos>``-framed, padded word-level (or character-level) tokenizer.
 
@@ -24,6 +24,7 @@ def word_tokenizer(
         words: the vocabulary (ignored when ``chars``: printable ASCII is used).
         max_length: ``model_max_length``, the padded length the text encoder sees.
         chars: one token per character, so any prompt maps to distinct ids (test miniatures).
+        bos: start with ``<bos>`` (CLIP); without, only ``<eos>`` ends a prompt (T5).
     """
     tokens = list(string.printable[:95]) if chars else list(words)
     vocab = {t: i for i, t in enumerate(list(SPECIALS) + [t for t in tokens if t not in SPECIALS])}
@@ -32,7 +33,7 @@ def word_tokenizer(
         pre_tokenizers.Split("", behavior="isolated") if chars else pre_tokenizers.Whitespace()
     )
     tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>",
+        single="<bos> $A <eos>" if bos else "$A <eos>",
         special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])],
     )
     return PreTrainedTokenizerFast(

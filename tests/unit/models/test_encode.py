@@ -61,3 +61,13 @@ def test_sdxl_conditioning_concatenates_both_encoders_and_carries_pooled_and_tim
     assert cond.added["time_ids"].shape == (2, 6)
     # Each prompt's pooled embedding is its own.
     assert (cond.added["text_embeds"][0] - cond.added["text_embeds"][1]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize(("family", "first"), [("sd1", 7), ("flux", 6)])
+def test_concept_positions_are_rows_of_the_tokenizer_that_makes_the_context(family, first):
+    """FLUX's context is T5's sequence (its CLIP gives only the pooled embedding); T5 has no
+    start token, so its rows hold the prompt one place earlier than CLIP's ('s' of "striped")."""
+    from loco_lightning.models.tokenizers import concept_positions
+
+    model = mini_model(family)
+    assert concept_positions(model.tokens, "a red striped circle", "a red circle")[0] == first
