@@ -14,7 +14,7 @@ from torch import Tensor
 
 from loco_lightning.hooks.denoisers import kind_of
 from loco_lightning.models.pipeline import Conditioning, LocoModel
-from loco_lightning.models.schedulers import step_options
+from loco_lightning.models.schedulers import predicts_flow, step_options
 
 
 def make_scheduler(model: LocoModel, name: str | None = None):
@@ -65,17 +65,21 @@ def initial_noise(
     return torch.stack(noise).to(model.device, model.denoiser.dtype)
 
 
-def predicted_clean(scheduler, result) -> Tensor:
-    """The clean sample (x0) ``scheduler`` predicted in the step that gave ``result``."""
+def predicted_clean(scheduler, result, sample: Tensor, output: Tensor, sigma) -> Tensor:
+    """The clean sample (x0) ``scheduler`` predicted in the step that gave ``result`` from
+    ``sample`` and the model's ``output`` at noise level ``sigma``."""
     x0 = getattr(result, "pred_original_sample", None)
     if x0 is None and scheduler.config.get("algorithm_type") in ("dpmsolver++", "sde-dpmsolver++"):
         x0 = scheduler.model_outputs[-1]  # DPM-Solver++ keeps each step's x0 prediction there
+    if x0 is None and predicts_flow(scheduler):  # x_t = (1 - s) x0 + s noise; v = noise - x0
+        x0 = sample - sigma * output
     if x0 is None:
         raise ValueError(
             f"{type(scheduler).__name__} does not predict the clean image in its steps, so an "
             "early decision cannot be read from it: sample with DDIMScheduler, DDPMScheduler, "
-            "EulerDiscreteScheduler or DPMSolverMultistepScheduler (model.diffusion.scheduler), "
-            "or leave model.decide_at at 1."
+            "EulerDiscreteScheduler, DPMSolverMultistepScheduler or (flow models) "
+            "FlowMatchEulerDiscreteScheduler (model.diffusion.scheduler), or leave "
+            "model.decide_at at 1."
         )
     return x0
 
@@ -172,9 +176,10 @@ def denoise(
             variance = None if variance is None else variance.chunk(2)[1]
         if variance is not None and reads_variance(sched):
             out = torch.cat([out, variance], dim=1)  # else the sampler's own variance is used
+        sigma = sched.sigmas[i] if hasattr(sched, "sigmas") else None  # before step moves on
         result = sched.step(out, t, x, **step_kwargs)
         if stop is not None and i + 1 == stop < len(sched.timesteps):
-            x = predicted_clean(sched, result)
+            x = predicted_clean(sched, result, x, out, sigma)
             break
         x = result.prev_sample
     x = kind.unpack(x, pipe)

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from loco_lightning.hooks import PromptSwap, Record, intervene, site_inputs, sites
+from loco_lightning.hooks.denoisers import kind_of
 from loco_lightning.models import load_model
 from loco_lightning.models.pipeline import Conditioning
-from loco_lightning.models.sampling import denoise
+from loco_lightning.models.sampling import denoise, make_scheduler, set_timesteps
 from tests.helpers import mini_model
 
 ORIGINAL, TARGET = "a red striped circle", "a red circle"
@@ -238,3 +239,29 @@ def test_neuron_scores_at_joint_and_fused_blocks_come_from_sampling_runs(sd3):
     z, mean = neuron_zscores(model, last, [ORIGINAL], [TARGET], "v")
     width = sites(model.denoiser)[last].inner_dim
     assert z.shape == mean.shape == (width,) and torch.isfinite(z).all() and z.abs().max() > 0
+
+
+def test_an_early_decision_decodes_the_flow_models_clean_prediction(sd3):
+    """A flow model predicts v = noise - x0, so after ``stop`` steps the decision is the decoded
+    x0 = x_t - sigma_t v, recomputed here from the denoiser's own input and output there."""
+    seen = []
+    hook = sd3.denoiser.register_forward_hook(
+        lambda m, args, kw, out: seen.append((kw["hidden_states"], out.sample)), with_kwargs=True
+    )
+    scale = sd3.guidance if sd3.family.guidance_embedded else 1.0  # no unconditional rows
+    try:
+        cond = sd3.encode([ORIGINAL])
+        early = denoise(sd3, cond, [0], steps=4, guidance=scale, stop=2)
+    finally:
+        hook.remove()
+    assert len(seen) == 2  # the last two steps were never run
+    x, v = seen[-1]
+    sched = make_scheduler(sd3)
+    set_timesteps(sched, 4, x, "cpu")
+    x0 = kind_of(sd3.denoiser).unpack(x - sched.sigmas[1] * v, sd3.pipeline)
+    vae = sd3.pipeline.vae
+    with torch.no_grad():
+        decoded = vae.decode(x0 / vae.config.scaling_factor + vae.config.shift_factor).sample
+    assert (early - (decoded / 2 + 0.5).clamp(0, 1)).abs().max() <= 1e-5
+    full = denoise(sd3, cond, [0], steps=4, guidance=scale)
+    assert (early - full).abs().max() > 1e-3  # a different image: the decision came early
