@@ -146,15 +146,12 @@ def kv_edit(
         )
     joint = tuple(i for i in site_indices if found[i].kind == "joint")
     if joint:
-        streams = stream_inputs(model, joint, *rows.conditionings())
-        for index, (src, tgt, kept, empty) in streams.items():
-            if kept is not None:
-                at = (slice(None), p_row, p_pos) if rows.preserve_at is not None else ()
-                kept = kept[at].flatten(0, -2)
-            x = src[:, :, pair, src_at].flatten(0, -2)
-            inputs[index] = (x, tgt[:, :, pair, tgt_at].flatten(0, -2), kept, empty)
-            if rows.keep is None:
-                inputs[index] = (*inputs[index][:3], None)
+        sources, targets, preserve = rows.conditionings()
+        streams = stream_inputs(
+            model, joint, sources, targets, rows.positions, preserve, rows.preserve_at
+        )
+        for index, (x, y, kept, empty) in streams.items():
+            inputs[index] = (x, y, kept, empty if rows.keep is not None else None)
     for index in site_indices:
         site = found[index]
         attn = unet.get_submodule(site.path)

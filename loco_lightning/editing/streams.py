@@ -7,6 +7,8 @@ A key/value edit there regresses the stream as the unedited model samples it ins
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
@@ -25,84 +27,129 @@ def stream_inputs(
     indices: tuple[int, ...],
     sources: Conditioning,
     targets: Conditioning,
-    preserve: Conditioning | None,
+    positions: tuple[tuple[tuple[int, int], ...], ...],
+    preserve: Conditioning | None = None,
+    preserve_at: tuple[tuple[int, ...], ...] | None = None,
     seeds: tuple[int, ...] = STREAM_SEEDS,
 ) -> dict[int, tuple[Tensor, Tensor, Tensor | None, Tensor]]:
-    """Per site: the text-stream inputs of the sources, the targets and preserve prompts, and the
-    empty prompt, as they reach that block on the images the sources are sampled into.
+    """Per site: the regression rows of a key/value edit, read off the text stream that reaches
+    the block on the images the sources are sampled into.
 
     Every source is generated once per seed (guidance as the model samples). At each step, each
-    block of ``indices`` records what its text keys and values read for: the source (its own
-    generation); its target on the same latents, timestep and pooled input (what a LocoGen
-    window swap puts there: the target's stream on this very image); each preserve prompt on
-    one of those latents in turn; and the empty prompt, as guidance's unconditional rows read it.
-    All are read off the unedited model, for every block at once.
+    block of ``indices`` gives what its text keys and values read for: the source at its
+    ``positions`` (its own generation); its target at the paired positions on the same latents,
+    timestep and pooled input (what a LocoGen window swap puts there: the target's stream on
+    this very image); each preserve prompt on one of those latents in turn, at ``preserve_at``
+    (every position if None); and the empty prompt, as guidance's unconditional rows read it
+    (on the same latents where there are none). Only those rows are kept, so memory does not
+    grow with the context's length. All are read off the unedited model, for every block at once.
 
     Returns:
-        Per site: sources (S, R, N, T, d) and targets alike (S steps, R seeds, N sources),
-        preserve (S, P, T, d) or None, and the empty prompt's stream averaged over steps and
-        images (T, d).
+        Per site: source rows and target rows (one per position, step and seed), preserve rows
+        or None, and the empty prompt's stream averaged over steps and images (T, d).
     """
     n, r = sources.context.shape[0], len(seeds)
-    net = model.denoiser
-    repeated = sources.rows(torch.arange(n).repeat(r))  # seed-major: row j is seed j // n
+    m = n * r  # seed-major: row j is source j % n under seed j // n
+    net, found = model.denoiser, sites(model.denoiser)
+    pairs = [(j, a, b) for j in range(m) for a, b in positions[j % n]]
+    at_row, at_src, at_tgt = (torch.tensor(c) for c in zip(*pairs))
+    x_rows: dict[int, list[Tensor]] = {i: [] for i in indices}
+    y_rows: dict[int, list[Tensor]] = {i: [] for i in indices}
+    kept: dict[int, list[Tensor]] = {i: [] for i in indices}
+    empty = {i: torch.zeros((), dtype=torch.float64) for i in indices}
+    seen = {"empty": 0}
     calls: list[dict] = []  # every denoiser call of the runs, as the denoiser took it
+    n_p = 0 if preserve is None else preserve.context.shape[0]
 
-    def grab(module, args, kwargs):
-        calls.append(dict(kwargs))
+    def generation(i: int, x: Tensor) -> None:
+        x_rows[i].append(x[-m:][at_row, at_src])
+        if model.cfg:
+            empty[i] = empty[i] + x[:m].double().sum(0)
+            seen["empty"] += m if i == indices[0] else 0
 
-    with intervene(net, [Record(indices, ("context",))], cfg=model.cfg) as trace:
-        handle = net.register_forward_pre_hook(grab, with_kwargs=True)  # after sites' tracing
-        try:
+    def beside_rows(i: int, x: Tensor) -> None:
+        y_rows[i].append(x[:m][at_row, at_tgt])
+        if n_p:
+            p = x[m : m + n_p]
+            if preserve_at is not None:
+                row = [k for k, at in enumerate(preserve_at) for _ in at]
+                p = p[row, [a for at in preserve_at for a in at]]
+            kept[i].append(p.flatten(0, -2))
+        if not model.cfg:
+            empty[i] = empty[i] + x[m + n_p :].double().sum(0)
+            seen["empty"] += m if i == indices[0] else 0
+
+    repeated = sources.rows(torch.arange(n).repeat(r))
+    handle = net.register_forward_pre_hook(
+        lambda mod, a, kw: calls.append(dict(kw)), with_kwargs=True
+    )
+    try:
+        with _reading(net, found, indices, generation):
             denoise(model, repeated, [s for s in seeds for _ in range(n)])
-        finally:
-            handle.remove()
-    m = n * r
-    own = {i: torch.stack(trace.records[(i, "context")]) for i in indices}  # (S, [2]M, T, d)
+    finally:
+        handle.remove()
     beside = targets.rows(torch.arange(n).repeat(r))
     if preserve is not None:
         beside = beside.cat(preserve)
-    at = torch.arange(beside.context.shape[0]) % m  # the source row whose latents each reads
-    # the sources' own pooled input, as a window swap keeps it
-    beside = beside._replace(added=repeated.rows(at).added)
-    side = _streams(net, indices, calls, m, at, beside)  # (S, M + P, T, d)
-    empty = None
     if not model.cfg:  # no unconditional rows: the empty prompt on the same latents
-        blank = model.empty()
-        empty = _streams(
-            net, indices, calls, m, torch.arange(m), blank.rows(torch.zeros(m, dtype=torch.long))
+        beside = beside.cat(model.empty().expand(m))
+    at = torch.arange(beside.context.shape[0]) % m  # the source row whose latents each reads
+    # the sources' own pooled input, as a window swap keeps it (the empty prompt: its own)
+    added = repeated.rows(at).added
+    if added and not model.cfg:
+        own = model.empty().added
+        added = {
+            k: torch.cat([v[: m + n_p], own[k].expand(m, *v.shape[1:])]) for k, v in added.items()
+        }
+    beside = beside._replace(added=added)
+    with _reading(net, found, indices, beside_rows):
+        for call in calls:
+            net(**_on_latents(call, m, at, beside))
+    return {
+        i: (
+            torch.cat(x_rows[i]),
+            torch.cat(y_rows[i]),
+            torch.cat(kept[i]) if n_p else None,
+            (empty[i] / seen["empty"]).to(x_rows[i][0].dtype),
         )
-    out = {}
-    for i in indices:
-        cond = own[i][:, -m:]
-        shape = (len(calls), r, n, *cond.shape[2:])
-        kept = side[i][:, m:] if preserve is not None else None
-        blank = own[i][:, :m] if empty is None else empty[i]
-        out[i] = (cond.reshape(shape), side[i][:, :m].reshape(shape), kept, blank.mean((0, 1)))
-    return out
+        for i in indices
+    }
+
+
+@contextmanager
+def _reading(net, found, indices, take):
+    """Hand ``take(site, x)`` what each site's key projection reads, on every call."""
+    handles = [
+        getattr(net.get_submodule(found[i].path), found[i].key_name).register_forward_pre_hook(
+            lambda module, args, i=i: take(i, args[0])
+        )
+        for i in indices
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 # the inputs of a denoiser call that have a row per sample
 BATCHED = ("hidden_states", "timestep", "guidance", "pooled_projections")
 
 
-def _streams(net, indices, calls: list[dict], m: int, at: Tensor, cond: Conditioning):
-    """Per site, the text-stream inputs (S, len(at), T, d) of ``cond`` when each row is denoised
-    on the latents of source row ``at`` at every recorded call (the other inputs as there)."""
-    with intervene(net, [Record(indices, ("context",))], cfg=False) as trace:
-        for call in calls:
-            kwargs = dict(call)
-            total = call["hidden_states"].shape[0]
-            for k in BATCHED:  # the sources' rows are the last m
-                v = kwargs.get(k)
-                if isinstance(v, Tensor) and v.ndim and v.shape[0] == total:
-                    kwargs[k] = v[-m:][at.to(v.device)]
-            kwargs["encoder_hidden_states"] = cond.context
-            kwargs.update(cond.added or {})
-            if cond.mask is not None:
-                kwargs["encoder_attention_mask"] = cond.mask
-            net(**kwargs)
-    return {i: torch.stack(trace.records[(i, "context")]) for i in indices}
+def _on_latents(call: dict, m: int, at: Tensor, cond: Conditioning) -> dict:
+    """A recorded call's inputs with ``cond``'s rows, each on the latents of source row ``at``
+    (the sources' rows are the call's last ``m``)."""
+    kwargs = dict(call)
+    total = call["hidden_states"].shape[0]
+    for k in BATCHED:
+        v = kwargs.get(k)
+        if isinstance(v, Tensor) and v.ndim and v.shape[0] == total:
+            kwargs[k] = v[-m:][at.to(v.device)]
+    kwargs["encoder_hidden_states"] = cond.context
+    kwargs.update(cond.added or {})
+    if cond.mask is not None:
+        kwargs["encoder_attention_mask"] = cond.mask
+    return kwargs
 
 
 @torch.no_grad()
