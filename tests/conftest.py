@@ -19,10 +19,6 @@ def pytest_configure(config) -> None:
     change float reduction order, which the exactness tests (DDP ranks at one thread against
     this process; rows of one batch against each other) compare bit for bit."""
     torch.set_num_threads(int(os.environ.get("LOCO_TEST_THREADS", "1")))
-    # Lightning binds its log handlers to the sys.stderr of the moment it is imported; import
-    # it now, not inside one test's captured stream that a later test would find closed
-    # ("--- Logging error ---" in that test's stderr, depending on which tests run)
-    import lightning.pytorch  # noqa: F401
 
 
 @pytest.fixture(params=ALL_FAMILIES)

@@ -5,6 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+# Imported at collection, as every other test module does: imported first inside the example,
+# under capsys, Lightning would bind its log handler to that captured stream, which later tests
+# find closed ("--- Logging error ---" when this module runs before the CLI tests).
+import lightning.pytorch  # noqa: F401
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
