@@ -54,10 +54,7 @@ def added(unet, n: int) -> dict | None:
     if not hasattr(kind, "trace_added"):  # a UNet
         return kind.trace_inputs(unet, batch=n).get("added_cond_kwargs")
     p = next(unet.parameters())
-    extra = kind.trace_added(unet, n, dict(device=p.device, dtype=p.dtype)) or {}
-    if unet.config.get("guidance_embeds"):
-        extra["guidance"] = torch.full((n,), 3.5, device=p.device)
-    return extra or None
+    return kind.trace_added(unet, n, dict(device=p.device, dtype=p.dtype))
 
 
 def step_inputs(unet, n: int, size: int):

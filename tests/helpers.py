@@ -18,12 +18,9 @@ def mini_model(family: str) -> LocoModel:
 def denoiser_inputs(model: LocoModel, prompts: list[str], seeds=None, t: int = 500) -> dict:
     """A denoiser call's kwargs for these prompts (as its kind calls it); row i's noise comes
     from ``seeds[i]`` alone."""
-    from loco_lightning.models.sampling import initial_noise
+    from loco_lightning.models.sampling import initial_noise, told_guidance
 
-    cond = model.encode(prompts)
-    if model.family.guidance_embedded:  # FLUX.1-dev is told the scale
-        scale = torch.full((len(prompts),), float(model.guidance))
-        cond = cond._replace(added={**cond.added, "guidance": scale})
+    cond = told_guidance(model, model.encode(prompts), model.guidance)
     seeds = range(len(prompts)) if seeds is None else seeds
     kind = kind_of(model.denoiser)
     x = kind.pack(initial_noise(model, list(seeds)))

@@ -16,7 +16,13 @@ from loco_lightning.hooks import Record, intervene, sites
 from loco_lightning.hooks.denoisers import kind_of
 from loco_lightning.models import LocoModel
 from loco_lightning.models.pipeline import Conditioning
-from loco_lightning.models.sampling import denoise, initial_noise, make_scheduler, set_timesteps
+from loco_lightning.models.sampling import (
+    denoise,
+    initial_noise,
+    make_scheduler,
+    set_timesteps,
+    told_guidance,
+)
 
 STREAM_SEEDS = (0, 1)  # the trajectories a joint-attention edit reads its rows from
 
@@ -56,28 +62,29 @@ def stream_inputs(
     x_rows: dict[int, list[Tensor]] = {i: [] for i in indices}
     y_rows: dict[int, list[Tensor]] = {i: [] for i in indices}
     kept: dict[int, list[Tensor]] = {i: [] for i in indices}
-    empty = {i: torch.zeros((), dtype=torch.float64) for i in indices}
-    seen = {"empty": 0}
+    empty = {i: torch.zeros((), dtype=torch.float64) for i in indices}  # summed over calls
     calls: list[dict] = []  # every denoiser call of the runs, as the denoiser took it
     n_p = 0 if preserve is None else preserve.context.shape[0]
+    p_at = (  # the preserve rows' (prompt, position) pairs; every position if None
+        slice(None)
+        if preserve_at is None
+        else (
+            [k for k, at in enumerate(preserve_at) for _ in at],
+            [a for at in preserve_at for a in at],
+        )
+    )
 
     def generation(i: int, x: Tensor) -> None:
         x_rows[i].append(x[-m:][at_row, at_src])
         if model.cfg:
             empty[i] = empty[i] + x[:m].double().sum(0)
-            seen["empty"] += m if i == indices[0] else 0
 
     def beside_rows(i: int, x: Tensor) -> None:
         y_rows[i].append(x[:m][at_row, at_tgt])
         if n_p:
-            p = x[m : m + n_p]
-            if preserve_at is not None:
-                row = [k for k, at in enumerate(preserve_at) for _ in at]
-                p = p[row, [a for at in preserve_at for a in at]]
-            kept[i].append(p.flatten(0, -2))
+            kept[i].append(x[m : m + n_p][p_at].flatten(0, -2))
         if not model.cfg:
             empty[i] = empty[i] + x[m + n_p :].double().sum(0)
-            seen["empty"] += m if i == indices[0] else 0
 
     repeated = sources.rows(torch.arange(n).repeat(r))
     handle = net.register_forward_pre_hook(
@@ -110,7 +117,7 @@ def stream_inputs(
             torch.cat(x_rows[i]),
             torch.cat(y_rows[i]),
             torch.cat(kept[i]) if n_p else None,
-            (empty[i] / seen["empty"]).to(x_rows[i][0].dtype),
+            (empty[i] / (len(calls) * m)).to(x_rows[i][0].dtype),  # m empty rows per call
         )
         for i in indices
     }
@@ -161,9 +168,7 @@ def first_step_streams(model: LocoModel, cond: Conditioning) -> dict[int, Tensor
     n = cond.context.shape[0]
     x = kind.pack(initial_noise(model, [0] * n) * getattr(sched, "init_noise_sigma", 1.0))
     set_timesteps(sched, model.steps, x, model.device)
-    if model.family.guidance_embedded:
-        scale = torch.full((n,), float(model.guidance), device=model.device)
-        cond = cond._replace(added={**(cond.added or {}), "guidance": scale})
+    cond = told_guidance(model, cond, model.guidance)
     indices = tuple(s.index for s in sites(net))
     with intervene(net, [Record(indices, ("context",))], cfg=False) as trace:
         kind.forward(net, x, sched.timesteps[:1], *cond)

@@ -126,7 +126,7 @@ class TransformerKind(Kind):
         param = next(module.parameters())
         zeros = dict(device=param.device, dtype=param.dtype)
         size = size or cfg.patch_size * 2
-        x = torch.zeros(batch, cfg.in_channels, size, size, **zeros)
+        x = cls.pack(torch.zeros(batch, cls.latent_channels(module), size, size, **zeros))
         context = torch.zeros(batch, 4, cls.context_width(module), **zeros)
         return cls.inputs(module, x, 1, context, cls.trace_added(module, batch, zeros), None)
 
@@ -257,21 +257,11 @@ class FluxKind(JointDiTKind):
         }
 
     @staticmethod
-    def extra(module, timestep: Tensor, added, mask) -> dict:
-        return {"pooled_projections": added["pooled_projections"]}
-
-    @classmethod
-    def trace_inputs(cls, module: nn.Module, batch: int = 1, size: int | None = None) -> dict:
-        cfg = module.config
-        param = next(module.parameters())
-        zeros = dict(device=param.device, dtype=param.dtype)
-        side = (size or 4) // 2
-        x = torch.zeros(batch, side * side, cfg.in_channels, **zeros)
-        context = torch.zeros(batch, 4, cfg.joint_attention_dim, **zeros)
-        added = cls.trace_added(module, batch, zeros)
-        if cfg.guidance_embeds:
+    def trace_added(module: nn.Module, batch: int, zeros: dict) -> dict | None:
+        added = JointDiTKind.trace_added(module, batch, zeros)
+        if module.config.guidance_embeds:
             added["guidance"] = torch.ones(batch, **zeros)
-        return cls.inputs(module, x, 1, context, added, None)
+        return added
 
 
 KINDS = {

@@ -115,18 +115,15 @@ class SiteProcessor:
         return self._src_cache[n_total]
 
     def _companions(self, n_total: int, device: torch.device) -> Tensor:
-        """(B,) row whose text stream each row reads: its companion where swapped, else itself."""
+        """(B,) row whose text stream each row reads: its companion where swapped, else itself
+        (the caller's rows come first, their companions after them)."""
         key = ("joint", n_total)
         if key not in self._src_cache:
+            bank = self._source(self.state.batch, torch.device("cpu")).tolist()
             src = torch.arange(n_total)
-            for bank_index, samples, uncond in self.swaps:
-                for r in rows(self.state.batch, samples, uncond, self.state.cfg):
-                    if src[r] != r:
-                        raise ValueError(
-                            f"Two prompt swaps reach batch row {r} at site {self.site.index} "
-                            f"({self.site.path}); give each sample one swap per site."
-                        )
-                    src[r] = self.state.companion[(r, bank_index)]
+            for r, b in enumerate(bank):
+                if b >= 0:
+                    src[r] = self.state.companion[(r, b)]
             self._src_cache[key] = src.to(device)
         return self._src_cache[key]
 

@@ -174,10 +174,9 @@ class LocoModel:
     @property
     def tokens(self) -> ContextTokens:
         """Token ids row by row of an encoded prompt: where edits and records find words."""
-        fam = self.family
-        tok = getattr(self.pipeline, fam.context_tokenizer)
-        length = min(tok.model_max_length, fam.context_length or fam.max_tokens)
-        return ContextTokens(tok, length, instruction(self.pipeline, fam))
+        pipe, fam = self.pipeline, self.family
+        tok = getattr(pipe, fam.context_tokenizer)
+        return ContextTokens(tok, context_length(pipe, fam), instruction(pipe, fam))
 
     def encoder_tokens(self, tokenizer: str = "tokenizer") -> ContextTokens:
         """Token ids position by position of what a text encoder itself reads.
@@ -235,6 +234,12 @@ def encode_prompts(pipe, family: Family, prompts: list[str]) -> Conditioning:
     return _ENCODERS[family.encoding](pipe, list(prompts), family)
 
 
+def context_length(pipe, family: Family) -> int:
+    """Rows of an encoded prompt: the family's length, or its context tokenizer's if shorter."""
+    tok = getattr(pipe, family.context_tokenizer)
+    return min(tok.model_max_length, family.context_length or family.max_tokens)
+
+
 def _device(pipe, family: Family) -> torch.device:
     return getattr(pipe, family.denoiser).device
 
@@ -285,7 +290,7 @@ def _encode_t5_masked(pipe, prompts: list[str], family: Family) -> Conditioning:
         do_classifier_free_guidance=False,
         device=_device(pipe, family),
         clean_caption=False,
-        max_sequence_length=min(family.max_tokens, pipe.tokenizer.model_max_length),
+        max_sequence_length=context_length(pipe, family),
     )
     added = None
     if pipe.transformer.use_additional_conditions:  # PixArt-α 1024: the image's size and shape
@@ -310,10 +315,6 @@ def _instruction_lines(pipe) -> list[str]:
     return inspect.signature(type(pipe).__call__).parameters["complex_human_instruction"].default
 
 
-def _gemma_length(pipe, family: Family) -> int:
-    return min(family.max_tokens, pipe.tokenizer.model_max_length)
-
-
 def _encode_gemma(pipe, prompts: list[str], family: Family) -> Conditioning:
     encode_prompt = inspect.unwrap(type(pipe).encode_prompt)
     context, mask, _, _ = encode_prompt(
@@ -322,7 +323,7 @@ def _encode_gemma(pipe, prompts: list[str], family: Family) -> Conditioning:
         do_classifier_free_guidance=False,
         device=_device(pipe, family),
         clean_caption=False,
-        max_sequence_length=_gemma_length(pipe, family),
+        max_sequence_length=context_length(pipe, family),
         complex_human_instruction=_instruction_lines(pipe),
     )
     return Conditioning(context, None, mask)
@@ -336,7 +337,7 @@ def _empty_gemma(pipe, family: Family) -> Conditioning:
         device=_device(pipe, family),
         dtype=pipe.text_encoder.dtype,
         clean_caption=False,
-        max_sequence_length=_gemma_length(pipe, family),
+        max_sequence_length=context_length(pipe, family),
         complex_human_instruction=False,
     )
     return Conditioning(context, None, mask)
@@ -352,9 +353,11 @@ def _encode_sd3(pipe, prompts: list[str], family: Family) -> Conditioning:
 def _encode_flux(pipe, prompts: list[str], family: Family) -> Conditioning:
     # T5 pads to FluxPipeline's 512 tokens, or to a shorter tokenizer's own length (FLUX masks
     # no padding, so a plain call must pass max_sequence_length=that to give the same images)
-    length = min(family.context_length, pipe.tokenizer_2.model_max_length)
     context, pooled, _ = pipe.encode_prompt(
-        prompts, None, device=_device(pipe, family), max_sequence_length=length
+        prompts,
+        None,
+        device=_device(pipe, family),
+        max_sequence_length=context_length(pipe, family),
     )
     return Conditioning(context, {"pooled_projections": pooled})
 

@@ -84,6 +84,15 @@ def predicted_clean(scheduler, result, sample: Tensor, output: Tensor, sigma) ->
     return x0
 
 
+def told_guidance(model: LocoModel, cond: Conditioning, guidance: float) -> Conditioning:
+    """``cond`` with the guidance scale as an input where the denoiser takes one (FLUX.1-dev's
+    distilled guidance: no unconditional batch); unchanged elsewhere."""
+    if not model.family.guidance_embedded:
+        return cond
+    scale = torch.full((cond.context.shape[0],), float(guidance), device=model.device)
+    return cond._replace(added={**(cond.added or {}), "guidance": scale})
+
+
 def set_timesteps(sched, steps: int, x: Tensor, device) -> None:
     """The sampler's timesteps for ``steps``; a flow-matching sampler with dynamic shifting
     (FLUX) shifts them by the image's token count, as ``FluxPipeline`` does."""
@@ -147,9 +156,8 @@ def denoise(
     inputs = cond
     if use_cfg:
         inputs = model.empty().expand(n).cat(cond)
-    elif fam.guidance_embedded:  # the denoiser is told the scale (FLUX.1-dev)
-        scale = torch.full((n,), float(guidance), device=model.device)
-        inputs = inputs._replace(added={**(inputs.added or {}), "guidance": scale})
+    else:
+        inputs = told_guidance(model, inputs, guidance)
     kind = kind_of(net)
     generators = row_generators(seeds)
     x = initial_noise(model, seeds, generators) * getattr(sched, "init_noise_sigma", 1.0)

@@ -20,18 +20,12 @@ from tests.helpers import miniature_job
 PAIRS = json.dumps([{"original": "a house in the style of Van Gogh", "target": "a house"}])
 
 
-BLOCKS = {"pixart": 28, "sana": 20}
-PIPELINES = {"pixart": "PixArtAlphaPipeline", "sana": "SanaPipeline"}
-
-
-@pytest.fixture(scope="module", params=list(BLOCKS))
-def located(tmp_path_factory, request):
-    family = request.param
-    tmp = tmp_path_factory.mktemp(family)
+def locate(config: str, tmp) -> None:
+    """LocoGen through the CLI on a miniature: windows of 1 and 4 blocks, one seed."""
     main(
         miniature_job(
             "localize",
-            f"configs/localize/{family}_style.yaml",
+            config,
             tmp / "localize",
             tmp / "tb",
             "--model.require_signal",
@@ -44,6 +38,17 @@ def located(tmp_path_factory, request):
             "[0]",
         )
     )
+
+
+BLOCKS = {"pixart": 28, "sana": 20}
+PIPELINES = {"pixart": "PixArtAlphaPipeline", "sana": "SanaPipeline"}
+
+
+@pytest.fixture(scope="module", params=list(BLOCKS))
+def located(tmp_path_factory, request):
+    family = request.param
+    tmp = tmp_path_factory.mktemp(family)
+    locate(f"configs/localize/{family}_style.yaml", tmp)
     return family, tmp
 
 
@@ -182,22 +187,7 @@ def test_the_dit_localizer_ranks_the_blocks_beside_locogen_and_feeds_locoedit(lo
 @pytest.fixture(scope="module")
 def sd3_located(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("sd3")
-    main(
-        miniature_job(
-            "localize",
-            "configs/localize/sd3_style.yaml",
-            tmp_path / "localize",
-            tmp_path / "tb",
-            "--model.require_signal",
-            "false",  # random weights: the reference moves no score
-            "--data.pairs",
-            PAIRS,
-            "--data.window_sizes",
-            "[1, 4]",
-            "--data.seeds",
-            "[0]",
-        )
-    )
+    locate("configs/localize/sd3_style.yaml", tmp_path)
     return tmp_path
 
 
@@ -278,22 +268,7 @@ def test_the_dit_localizer_ranks_sd3s_joint_blocks(sd3_located):
 @pytest.fixture(scope="module")
 def flux_located(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("flux")
-    main(
-        miniature_job(
-            "localize",
-            "configs/localize/flux_style.yaml",
-            tmp_path / "localize",
-            tmp_path / "tb",
-            "--model.require_signal",
-            "false",  # random weights: the reference moves no score
-            "--data.pairs",
-            PAIRS,
-            "--data.window_sizes",
-            "[1, 4]",
-            "--data.seeds",
-            "[0]",
-        )
-    )
+    locate("configs/localize/flux_style.yaml", tmp_path)
     return tmp_path
 
 

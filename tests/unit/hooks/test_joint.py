@@ -2,7 +2,7 @@
 blocks, the target prompt's text stream on the same image (a companion row in the batch). What
 that guarantees, on the SD3 miniature (24 blocks, SD3.5's normalised queries/keys and image-only
 second attention) and the FLUX miniature (19 + 38 blocks, rotary embeddings, packed latents,
-guidance as an input)."""
+guidance as an input). Their sampling equals each pipeline's own: test_sampling.py."""
 
 from __future__ import annotations
 
@@ -29,25 +29,6 @@ def sd3(request):
 def generate(model, prompts, seeds, specs=(), cond=None):
     with intervene(model.denoiser, list(specs), encode=model.encode, cfg=model.cfg):
         return denoise(model, cond or model.encode(prompts), seeds, steps=STEPS)
-
-
-def test_denoise_gives_the_pipelines_own_images(sd3):
-    """SD3: CLIP-L ‖ CLIP-G padded beside T5, pooled CLIP, flow-matching Euler, the VAE's shift;
-    FLUX: T5 and pooled CLIP-L, packed latents, shifted sigmas, the scale as an input."""
-    prompts, seeds = [ORIGINAL, "a blue dotted square"], [3, 4]
-    ours = denoise(sd3, sd3.encode(prompts), seeds, steps=4)
-    side = sd3.pipeline.default_sample_size * sd3.pipeline.vae_scale_factor
-    theirs = sd3.pipeline(
-        prompts,
-        height=side,
-        width=side,
-        num_inference_steps=4,
-        guidance_scale=sd3.guidance,
-        generator=[torch.Generator().manual_seed(s) for s in seeds],
-        output_type="pt",
-        **({"max_sequence_length": 77} if sd3.family.name == "flux" else {}),
-    ).images
-    assert (ours - theirs).abs().max() <= 1e-5 and ours.std() > 0.01
 
 
 def test_swapping_a_prompt_for_itself_at_every_block_changes_nothing(sd3):
