@@ -52,7 +52,7 @@ class LocoEdit(SiteEditor, ClosedForm, name="locoedit"):
 
     def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
         triples = [t for r in requests for t in r.pairs()]
-        positions = key_positions(model.tokens, triples, self.key_tokens)
+        positions = key_positions(model.segments, triples, self.key_tokens)
         rows = Regression.of_prompts(
             model,
             [s for s, _, _ in triples],

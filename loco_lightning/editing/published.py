@@ -27,6 +27,7 @@ from loco_lightning.editing.kv import Regression, kv_edit
 from loco_lightning.editing.requests import EditRequest, last_token, preserved
 from loco_lightning.hooks import site_inputs, sites
 from loco_lightning.models import LocoModel
+from loco_lightning.models.tokenizers import per_segment
 
 TIME_AUGMENTATIONS = ("A photo of ", "An image of ", "A picture of ")
 
@@ -68,16 +69,20 @@ class UCE(SiteEditor, ClosedForm, name="uce"):
         resolve_preserve(self)
 
     def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
-        tok = model.tokens
-        length = tok.length
+        segs = model.segments
         pairs = [(s, t) for r in requests for s, _, t in r.pairs()]
         preserve = preserved(self, requests)
         if self.variant == "current":
-            positions = tuple(((last_token(tok, s), last_token(tok, t)),) for s, t in pairs)
-            preserve_at = tuple((last_token(tok, p),) for p in preserve)
+            positions = per_segment(
+                segs, lambda tok: [((last_token(tok, s), last_token(tok, t)),) for s, t in pairs]
+            )
+            preserve_at = per_segment(segs, lambda tok: [(last_token(tok, p),) for p in preserve])
         else:
-            positions = tuple(
-                tail(last_token(tok, s), last_token(tok, t), length) for s, t in pairs
+            positions = per_segment(
+                segs,
+                lambda tok: [
+                    tail(last_token(tok, s), last_token(tok, t), tok.length) for s, t in pairs
+                ],
             )
             preserve = ("",) + tuple(p for p in preserve if p)
             preserve_at = None  # every position
@@ -134,7 +139,6 @@ class TIME(SiteEditor, ClosedForm, name="time"):
         check_scales(self, "lamb")
 
     def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
-        tok = model.tokens
         pairs = []
         for r in requests:
             for s, _, t in r.pairs():
@@ -142,7 +146,10 @@ class TIME(SiteEditor, ClosedForm, name="time"):
                 base = [lower_article(p) for p in (s, t)]
                 pairs += [(a + base[0], a + base[1]) for a in self.augmentations]
         pairs = list(dict.fromkeys(pairs))
-        positions = tuple(greedy_match(*tok.ids([s, t]), tok.length) for s, t in pairs)
+        positions = per_segment(
+            model.segments,
+            lambda tok: [greedy_match(*tok.ids([s, t]), tok.length) for s, t in pairs],
+        )
         rows = Regression.of_prompts(
             model, [s for s, _ in pairs], [t for _, t in pairs], positions,
             keep_empty=self.keep_empty,
@@ -427,9 +434,11 @@ class MACE(SiteEditor, ClosedForm, name="mace_cfr"):
         resolve_preserve(self)
 
     def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
-        tok = model.tokens
         pairs = [(s, t) for r in requests for s, _, t in r.pairs()]
-        positions = [shared_positions(*tok.ids([s, t]), tok.length) for s, t in pairs]
+        positions = per_segment(
+            model.segments,
+            lambda tok: [shared_positions(*tok.ids([s, t]), tok.length) for s, t in pairs],
+        )
         rows = Regression.of_prompts(
             model, [s for s, _ in pairs], [t for _, t in pairs], positions,
             preserved(self, requests),

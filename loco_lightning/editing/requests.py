@@ -10,7 +10,13 @@ from typing import Literal, get_args
 
 import yaml
 
-from loco_lightning.models.tokenizers import ContextTokens, concept_positions, last_token
+from loco_lightning.models.tokenizers import (
+    ContextTokens,
+    Segments,
+    concept_positions,
+    last_token,
+    per_segment,
+)
 
 KeyTokens = Literal["last_subject", "last_subject_eos", "aligned"]
 
@@ -84,10 +90,11 @@ class EditRequest:
 
 
 def key_positions(
-    tokens: ContextTokens, triples: list[tuple[str, str, str]], mode: KeyTokens
+    tokens: Segments, triples: list[tuple[str, str, str]], mode: KeyTokens
 ) -> list[list[tuple[int, int]]]:
     """For each (source, source without the concept, target): the (position in ``source``,
-    position in ``target``) pairs whose embeddings the edit maps (rows of the encoded contexts).
+    position in ``target``) pairs whose embeddings the edit maps (rows of the encoded contexts;
+    in a context of several tokenizers' rows, SD3's, each segment's pairs, in segment order).
 
     - ``last_subject`` (the reference): the concept's last token -> the target's last token;
     - ``last_subject_eos``: that, plus every end-of-text/padding position, offset for offset;
@@ -96,6 +103,10 @@ def key_positions(
     """
     if mode not in get_args(KeyTokens):
         raise ValueError(f"key_tokens={mode!r}: choose one of {list(get_args(KeyTokens))}.")
+    return [list(p) for p in per_segment(tokens, lambda t: _segment_positions(t, triples, mode))]
+
+
+def _segment_positions(tokens: ContextTokens, triples, mode: KeyTokens):
     if mode in ("last_subject", "last_subject_eos"):
         return [_last_subject(tokens, *triple, mode == "last_subject_eos") for triple in triples]
     sources = tokens.ids([s for s, _, _ in triples], padded=True)  # one tokenizer call per side

@@ -167,7 +167,7 @@ def first_step_streams(model: LocoModel, cond: Conditioning) -> dict[int, Tensor
     sched = make_scheduler(model)
     n = cond.context.shape[0]
     x = kind.pack(initial_noise(model, [0] * n) * getattr(sched, "init_noise_sigma", 1.0))
-    set_timesteps(sched, model.steps, x, model.device)
+    set_timesteps(model, sched, model.steps, x)
     cond = told_guidance(model, cond, model.guidance)
     indices = tuple(s.index for s in sites(net))
     with intervene(net, [Record(indices, ("context",))], cfg=False) as trace:

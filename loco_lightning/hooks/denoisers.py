@@ -224,7 +224,9 @@ class FluxKind(JointDiTKind):
 
     @classmethod
     def noise_shape(cls, module: nn.Module, pipe) -> tuple[int, int, int]:
-        side = 2 * (pipe.default_sample_size * pipe.vae_scale_factor // (pipe.vae_scale_factor * 2))
+        # the autoencoder's own size (FLUX.1's: 1024 px), an even number of latent pixels;
+        # FluxPipeline's default_sample_size is fixed at 128 latent pixels whatever the model
+        side = 2 * (pipe.vae.config.sample_size // (pipe.vae_scale_factor * 2))
         return (cls.latent_channels(module), side, side)
 
     @staticmethod

@@ -70,7 +70,8 @@ class ContributionModule(Localizer):
         """One row per item and site: its concept tokens' contribution, averaged over steps."""
         model = self.model
         tokens = tuple(
-            tuple(concept_positions(model.tokens, it.pair.original, it.pair.target)) for it in items
+            tuple(concept_positions(model.segments, it.pair.original, it.pair.target))
+            for it in items
         )
         found = sites(model.denoiser)
         spec = Record(tuple(s.index for s in found), ("contribution",), tokens)

@@ -57,6 +57,8 @@ class Family:
         context_tokenizer: the tokenizer whose tokens are the rows of the denoiser's text
             context (FLUX: ``tokenizer_2``, T5's; its CLIP gives only the pooled embedding).
         context_length: rows of an encoded prompt, if not ``max_tokens`` (FLUX: T5's 512).
+        context_t5: the T5 tokenizer whose rows follow the context tokenizer's, where a pipeline
+            puts them side by side (SD3: ``tokenizer_3``, its rows after CLIP's 77).
         scorer: the CLIP that scores its images unless a job names another (the paper's).
         denoiser_config: the full-size denoiser config (diffusers ``UNet2DConditionModel``,
             ``PixArtTransformer2DModel`` or ``SanaTransformer2DModel``), for counting sites on the
@@ -83,6 +85,7 @@ class Family:
     scorer: str = "openai/clip-vit-large-patch14"
     context_tokenizer: str = "tokenizer"
     context_length: int | None = None
+    context_t5: str | None = None
     guidance_embedded: bool = False
     denoiser: Literal["unet", "transformer"] = "unet"
     denoiser_class: str = "UNet2DConditionModel"
@@ -441,6 +444,7 @@ FAMILIES: dict[str, Family] = {
             denoiser_class="SD3Transformer2DModel",
             text_encoders=("text_encoder", "text_encoder_2", "text_encoder_3"),
             encoding="sd3",
+            context_t5="tokenizer_3",
             context_dim=4096,
             pooled="pooled_projections",
             resolution=1024,

@@ -126,8 +126,9 @@ def miniature(family: Family, seed: int = 0) -> diffusers.DiffusionPipeline:
         )
     if family.encoding == "flux":  # CLIP-L pooled, T5 states; FLUX's 16-ch VAE, 4 here
         cfg = family.miniature
-        pipe = build_pipeline(
+        return build_pipeline(
             family,
+            # 16 px images: 8 x 8 latents, 16 tokens
             vae=_vae(cfg["in_channels"] // 4, scaling_factor=0.3611, shift_factor=0.1159),
             text_encoder=_clip(tok, cfg["pooled_projection_dim"]),
             text_encoder_2=_t5(tok, cfg["joint_attention_dim"]),
@@ -136,8 +137,6 @@ def miniature(family: Family, seed: int = 0) -> diffusers.DiffusionPipeline:
             transformer=net,
             scheduler=scheduler,
         )
-        pipe.default_sample_size = 8  # 16 px images: 8 x 8 latents, 16 tokens
-        return pipe
     if family.encoding == "gemma":  # Gemma reads SANA's instruction too: a long tokenizer
         tok = word_tokenizer([], 8192, chars=True)
         return build_pipeline(

@@ -29,6 +29,7 @@ PACKAGED = (
     "world-sdxl-planted",
     "world-if-planted",
     "world-pixart-planted",
+    "world-sd3-planted",
     "world-vae",
     "world-tokenizer",
     "worldclip",
@@ -173,10 +174,22 @@ class LocoModel:
 
     @property
     def tokens(self) -> ContextTokens:
-        """Token ids row by row of an encoded prompt: where edits and records find words."""
+        """Token ids row by row of an encoded prompt's first tokenizer (all but SD3: the whole
+        context): where edits and records find words."""
         pipe, fam = self.pipeline, self.family
         tok = getattr(pipe, fam.context_tokenizer)
         return ContextTokens(tok, context_length(pipe, fam), instruction(pipe, fam))
+
+    @property
+    def segments(self) -> tuple[ContextTokens, ...]:
+        """Token ids of every tokenizer's rows of an encoded prompt (SD3: CLIP's, then T5's,
+        which say the prompt again and must be edited alike; without T5 its zero rows say
+        nothing)."""
+        first, pipe = self.tokens, self.pipeline
+        t5 = getattr(pipe, self.family.context_t5 or "", None)
+        if t5 is None:
+            return (first,)
+        return (first, ContextTokens(t5, t5_length(pipe, self.family), start=first.length))
 
     def encoder_tokens(self, tokenizer: str = "tokenizer") -> ContextTokens:
         """Token ids position by position of what a text encoder itself reads.
@@ -343,9 +356,32 @@ def _empty_gemma(pipe, family: Family) -> Conditioning:
     return Conditioning(context, None, mask)
 
 
+SD3_T5_LENGTH = 256  # StableDiffusion3Pipeline's default max_sequence_length
+
+
+def t5_length(pipe, family: Family) -> int | None:
+    """T5 rows of an encoded prompt where the pipeline pads T5 without a mask (SD3, FLUX): its
+    default length, or a shorter T5 tokenizer's own (the worlds'); None for other encodings.
+
+    The padding changes the image, so a plain ``pipe(...)`` call gives the project's images only
+    with ``max_sequence_length`` set to this (``sampling.call_options``).
+    """
+    if family.encoding == "flux":
+        return context_length(pipe, family)
+    if family.context_t5:
+        tok = getattr(pipe, family.context_t5, None)  # SD3 runs without T5: zeros, 256 rows
+        return SD3_T5_LENGTH if tok is None else min(tok.model_max_length, SD3_T5_LENGTH)
+    return None
+
+
 def _encode_sd3(pipe, prompts: list[str], family: Family) -> Conditioning:
     context, _, pooled, _ = pipe.encode_prompt(
-        prompts, None, None, device=_device(pipe, family), do_classifier_free_guidance=False
+        prompts,
+        None,
+        None,
+        device=_device(pipe, family),
+        do_classifier_free_guidance=False,
+        max_sequence_length=t5_length(pipe, family),
     )
     return Conditioning(context, {"pooled_projections": pooled})
 
@@ -357,7 +393,7 @@ def _encode_flux(pipe, prompts: list[str], family: Family) -> Conditioning:
         prompts,
         None,
         device=_device(pipe, family),
-        max_sequence_length=context_length(pipe, family),
+        max_sequence_length=t5_length(pipe, family),
     )
     return Conditioning(context, {"pooled_projections": pooled})
 

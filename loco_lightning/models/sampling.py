@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from loco_lightning.hooks.denoisers import kind_of
-from loco_lightning.models.pipeline import Conditioning, LocoModel
+from loco_lightning.models.pipeline import Conditioning, LocoModel, t5_length
 from loco_lightning.models.schedulers import predicts_flow, step_options
 
 
@@ -65,6 +65,21 @@ def initial_noise(
     return torch.stack(noise).to(model.device, model.denoiser.dtype)
 
 
+def call_options(model: LocoModel) -> dict:
+    """Options that make the pipeline's own ``__call__`` give the project's images: SD3's and
+    FLUX's T5 length (their padding is not masked), and the image size (FluxPipeline defaults to
+    1024 px whatever the model; the project takes the autoencoder's ``sample_size``)."""
+    pipe, family = model.pipeline, model.family
+    options = {}
+    length = t5_length(pipe, family)
+    if length is not None:
+        options["max_sequence_length"] = length
+    if getattr(pipe, "vae", None) is not None:
+        side = kind_of(model.denoiser).noise_shape(model.denoiser, pipe)[-1]
+        options["height"] = options["width"] = side * pipe.vae_scale_factor
+    return options
+
+
 def predicted_clean(scheduler, result, sample: Tensor, output: Tensor, sigma) -> Tensor:
     """The clean sample (x0) ``scheduler`` predicted in the step that gave ``result`` from
     ``sample`` and the model's ``output`` at noise level ``sigma``."""
@@ -93,20 +108,26 @@ def told_guidance(model: LocoModel, cond: Conditioning, guidance: float) -> Cond
     return cond._replace(added={**(cond.added or {}), "guidance": scale})
 
 
-def set_timesteps(sched, steps: int, x: Tensor, device) -> None:
-    """The sampler's timesteps for ``steps``; a flow-matching sampler with dynamic shifting
-    (FLUX) shifts them by the image's token count, as ``FluxPipeline`` does."""
-    if not sched.config.get("use_dynamic_shifting"):
-        sched.set_timesteps(steps, device=device)
+def set_timesteps(model: LocoModel, sched, steps: int, x: Tensor) -> None:
+    """The sampler's timesteps for ``steps`` on latents ``x``, as the pipeline sets them:
+    ``FluxPipeline`` (and any flow sampler with dynamic shifting) gives its own sigmas, 1 down to
+    1/steps, shifted by the image's token count when the scheduler shifts dynamically."""
+    c = sched.config
+    if model.family.encoding != "flux" and not c.get("use_dynamic_shifting"):
+        sched.set_timesteps(steps, device=model.device)
         return
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
-    c = sched.config
     tokens = x.shape[1] if x.ndim == 3 else x.shape[-1] * x.shape[-2]
-    mu = calculate_shift(
-        tokens, c.base_image_seq_len, c.max_image_seq_len, c.base_shift, c.max_shift
+    mu = calculate_shift(  # FluxPipeline's defaults where the config has none
+        tokens,
+        c.get("base_image_seq_len", 256),
+        c.get("max_image_seq_len", 4096),
+        c.get("base_shift", 0.5),
+        c.get("max_shift", 1.15),
     )
-    sched.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu, device=device)
+    sigmas = np.linspace(1.0, 1 / steps, steps)
+    sched.set_timesteps(sigmas=sigmas, mu=mu, device=model.device)
 
 
 @torch.no_grad()
@@ -169,7 +190,7 @@ def denoise(
         step_kwargs["generator"] = generators
     if stop is not None and not 1 <= stop <= steps:
         raise ValueError(f"stop={stop}: give a step in 1..{steps} (the number of steps run).")
-    set_timesteps(sched, steps, x, model.device)
+    set_timesteps(model, sched, steps, x)
     for i, t in enumerate(sched.timesteps):
         inp = torch.cat([x, x]) if use_cfg else x
         if hasattr(sched, "scale_model_input"):  # flow-matching samplers have no scaling

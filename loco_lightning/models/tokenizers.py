@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import string
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,15 +56,21 @@ class ContextTokens:
     ``length - 1`` rows of the result; positions computed here are rows of the encoded context
     in either case.
 
+    A context may hold several tokenizers' rows one after another (SD3: CLIP's, then T5's); each
+    is a segment, a ``ContextTokens`` that starts at row ``start``. Position functions take one
+    segment or a sequence of them and return rows of the whole context.
+
     Attributes:
         tokenizer: the pipeline's tokenizer.
         length: rows of an encoded prompt (the padded length).
         prefix: text the pipeline puts before every prompt ("" for none).
+        start: the row where this tokenizer's rows begin in the context.
     """
 
     tokenizer: Any
     length: int
     prefix: str = ""
+    start: int = 0
 
     @classmethod
     def plain(cls, tokenizer) -> ContextTokens:
@@ -94,20 +101,51 @@ class ContextTokens:
         ]
 
 
-def concept_positions(tokens: ContextTokens, with_concept: str, without: str) -> list[int]:
-    """Positions of ``with_concept`` whose ids ``without`` lacks: where the concept sits.
+Segments = ContextTokens | Sequence[ContextTokens]
+
+
+def segments(tokens: Segments) -> tuple[ContextTokens, ...]:
+    """The segments of a context given as one or several."""
+    return (tokens,) if isinstance(tokens, ContextTokens) else tuple(tokens)
+
+
+def per_segment(tokens: Segments, positions: Callable[[ContextTokens], list]) -> list[tuple]:
+    """``positions(segment)`` in each segment on its own (rows from 0), moved to the rows of the
+    whole context and joined item by item (SD3: an edit's CLIP rows, then its T5 rows).
+
+    Args:
+        positions: one sequence per item (prompt or pair of prompts) of rows or of (source row,
+            target row) pairs, the same number of items for every segment.
+    """
+    joined = None
+    for segment in segments(tokens):
+        start = segment.start
+        found = positions(dataclasses.replace(segment, start=0))
+        moved = [tuple(_moved(p, start) for p in item) for item in found]
+        joined = moved if joined is None else [a + b for a, b in zip(joined, moved)]
+    return joined
+
+
+def _moved(position, by: int):
+    return position + by if isinstance(position, int) else tuple(p + by for p in position)
+
+
+def concept_positions(tokens: Segments, with_concept: str, without: str) -> list[int]:
+    """Positions of ``with_concept`` whose ids ``without`` lacks: where the concept sits (in
+    every segment of the context).
 
     Raises:
         ValueError: the two prompts tokenize alike, so there is no concept to find.
     """
-    ids, rest = tokens.ids([with_concept, without])
-    rest = list(rest)
     positions = []
-    for i, t in enumerate(ids):
-        if t in rest:
-            rest.remove(t)
-        else:
-            positions.append(i)
+    for segment in segments(tokens):
+        ids, rest = segment.ids([with_concept, without])
+        rest = list(rest)
+        for i, t in enumerate(ids):
+            if t in rest:
+                rest.remove(t)
+            else:
+                positions.append(segment.start + i)
     if not positions:
         raise ValueError(
             f"{with_concept!r} and {without!r} have the same tokens, so there is no concept in "

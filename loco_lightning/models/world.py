@@ -25,7 +25,7 @@ from transformers import (
 from loco_lightning.models.families import build_denoiser, build_pipeline, get_family
 
 TextEncoderKind = Literal["causal", "bidirectional"]
-WorldFamily = Literal["sd1", "sd2", "sdxl", "if", "pixart"]
+WorldFamily = Literal["sd1", "sd2", "sdxl", "if", "pixart", "sd3", "flux"]
 
 RECORD_NAME = "loco_world.json"  # written beside every exported world model and WorldCLIP
 WIDTH = 64  # text-encoder width = the UNets' cross-attention width in every world
@@ -48,6 +48,7 @@ _SD_WORLD = {
 }
 WIDTH_SDXL = (32, 64)  # SD-XL's two text encoders (CLIP-L 768 ‖ bigG 1280), concatenated
 TIME_EMBED_SDXL = 8  # per size/crop number of SD-XL's six ``time_ids``
+WIDTH_SD3_T5 = sum(WIDTH_SDXL)  # SD3 pads CLIP-L ‖ CLIP-G to T5's width (4096) beside T5's rows
 WORLD_DENOISERS: dict[str, dict] = {
     "sd1": _SD_WORLD,
     # SD-2: linear projections in and out of each transformer, heads of 8 channels per block
@@ -109,6 +110,38 @@ WORLD_DENOISERS: dict[str, dict] = {
         "cross_attention_dim": WIDTH,
         "caption_channels": WIDTH,
     },
+    # SD3: 7 joint-attention blocks (the last one's text stream not updated, as in SD3) on the
+    # world autoencoder's latents, one token per latent pixel, the text stream CLIP-L ‖ CLIP-G
+    # beside T5 (16 + 16 rows), pooled CLIP-L ‖ CLIP-G into the time embedding: 7 sites
+    "sd3": {
+        **get_family("sd3").denoiser_config,
+        "sample_size": 8,
+        "patch_size": 1,
+        "in_channels": 4,
+        "out_channels": 4,
+        "num_layers": 7,
+        "num_attention_heads": 4,
+        "attention_head_dim": 16,
+        "joint_attention_dim": WIDTH_SD3_T5,
+        "caption_projection_dim": 64,
+        "pooled_projection_dim": sum(WIDTH_SDXL),
+        "pos_embed_max_size": 8,
+    },
+    # FLUX.1: the world autoencoder's 8x8x4 latents packed 2x2 into 16 tokens of 16 channels,
+    # 4 double-stream (joint) blocks then 3 single-stream (fused) ones: 7 sites; the text stream
+    # T5's 16 rows, pooled CLIP-L and the guidance scale into the time embedding (told, as
+    # FLUX.1-dev is: the world is trained with the scale it samples at, no unconditional branch)
+    "flux": {
+        **get_family("flux").denoiser_config,
+        "in_channels": 16,
+        "num_layers": 4,
+        "num_single_layers": 3,
+        "num_attention_heads": 4,
+        "attention_head_dim": 16,
+        "joint_attention_dim": WIDTH,
+        "pooled_projection_dim": WIDTH,
+        "axes_dims_rope": (4, 6, 6),
+    },
 }
 # Samplers of each world, as its folder ships them: DDIM over the training betas (SD-2 predicts
 # velocity), with SD's "leading" spacing. Latents are not in [-1, 1], so nothing is clipped, and
@@ -123,6 +156,8 @@ _DDIM = {
     "clip_sample": False,
     "set_alpha_to_one": False,
 }
+# Flow-matching worlds sample with FlowMatchEuler, unshifted: the shift SD3 uses at 1024 px moves
+# steps toward the noise that so many tokens need, which 64 latent pixels do not.
 # IF samples with its own DDPM (learned-range variance, dynamic thresholding of the predicted
 # image, which pixel space allows).
 WORLD_SCHEDULERS: dict[str, tuple[str, dict]] = {
@@ -130,6 +165,8 @@ WORLD_SCHEDULERS: dict[str, tuple[str, dict]] = {
     "sd2": ("DDIMScheduler", {**_DDIM, "prediction_type": "v_prediction"}),
     "sdxl": ("DDIMScheduler", {**_DDIM, "prediction_type": "epsilon"}),
     "pixart": ("DDIMScheduler", {**_DDIM, "prediction_type": "epsilon"}),
+    "sd3": ("FlowMatchEulerDiscreteScheduler", {"num_train_timesteps": 1000, "shift": 1.0}),
+    "flux": ("FlowMatchEulerDiscreteScheduler", {"num_train_timesteps": 1000, "shift": 1.0}),
     "if": (
         "DDPMScheduler",
         {
@@ -148,6 +185,9 @@ WORLD_SCHEDULERS: dict[str, tuple[str, dict]] = {
 # Pipeline settings a world sets: SD-XL's unconditional branch is the encoded empty prompt, as the
 # world is trained (10% empty captions) and as the project's sampler builds it, not zeros.
 WORLD_PIPELINE_OPTIONS: dict[str, dict] = {"sdxl": {"force_zeros_for_empty_prompt": False}}
+# The shared autoencoder's settings a family's pipeline reads: SD3 decodes latents / scale + shift
+# (FLUX too) and fails on the world autoencoder's shift_factor None.
+WORLD_VAE_CONFIG: dict[str, dict] = {"sd3": {"shift_factor": 0.0}, "flux": {"shift_factor": 0.0}}
 WORLD_FILES = {"vocab": "vocab.yaml", "readers": "readers.safetensors"}  # beside loco_world.json
 WORLD_SCORER = "worldclip"  # the CLIP trained on the world's captions scores its images
 SAMPLING = {"steps": 25, "guidance": 1.5}  # WORLD.md: guidance 3 is bad, 7.5 ruins these models
@@ -229,6 +269,15 @@ WORLD_TEXT_ENCODERS: dict[str, dict[str, tuple[TextEncoderKind, int, bool]]] = {
     },
     "if": {"text_encoder": ("bidirectional", WIDTH, False)},
     "pixart": {"text_encoder": ("bidirectional", WIDTH, False)},
+    "sd3": {
+        "text_encoder": ("causal", WIDTH_SDXL[0], True),
+        "text_encoder_2": ("causal", WIDTH_SDXL[1], True),
+        "text_encoder_3": ("bidirectional", WIDTH_SD3_T5, False),
+    },
+    "flux": {
+        "text_encoder": ("causal", WIDTH, False),
+        "text_encoder_2": ("bidirectional", WIDTH, False),
+    },
 }
 
 

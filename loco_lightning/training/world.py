@@ -44,12 +44,15 @@ from loco_lightning.hooks.denoisers import kind_of
 from loco_lightning.hooks.executor import check_sites
 from loco_lightning.models import LocoModel, get_family
 from loco_lightning.models.pipeline import Conditioning, encode_prompts, packaged
+from loco_lightning.models.sampling import call_options, told_guidance
+from loco_lightning.models.schedulers import predicts_flow
 from loco_lightning.models.world import (
     RECORD_NAME,
     SAMPLING,
     WORLD_FILES,
     WORLD_SCORER,
     WORLD_TEXT_ENCODERS,
+    WORLD_VAE_CONFIG,
     WorldFamily,
     world_denoiser,
     world_pipeline,
@@ -73,6 +76,8 @@ PADDING = {
     "sdxl": {"tokenizer": "<|endoftext|>", "tokenizer_2": "!"},
     "if": {"tokenizer": "!"},
     "pixart": {"tokenizer": "!"},
+    "sd3": {"tokenizer": "<|endoftext|>", "tokenizer_2": "!", "tokenizer_3": "!"},
+    "flux": {"tokenizer": "<|endoftext|>", "tokenizer_2": "!"},
 }
 
 
@@ -92,6 +97,13 @@ def world_tokenizer(family: str = "sd1", name: str = "tokenizer") -> CLIPTokeniz
 def world_tokenizers(family: str) -> dict[str, CLIPTokenizer]:
     """Every tokenizer component of ``family``'s world pipeline."""
     return {name: world_tokenizer(family, name) for name in PADDING[family]}
+
+
+def world_vae(family: str = "sd1") -> AutoencoderKL:
+    """The shared world autoencoder (``world-vae``) as ``family``'s pipeline reads it."""
+    vae = AutoencoderKL.from_pretrained(packaged("world-vae"))
+    vae.register_to_config(**WORLD_VAE_CONFIG.get(family, {}))
+    return vae
 
 
 class EMAWarmup:
@@ -130,7 +142,8 @@ class WorldDiffusion(L.LightningModule):
             the last step.
         min_lr_ratio: final learning rate of the cosine schedule, relative to ``lr``.
         ema_decay: decay of the weight average used for validation and export.
-        train_timesteps: DDPM training timesteps (``squaredcos_cap_v2`` betas).
+        train_timesteps: training timesteps (DDPM's over ``squaredcos_cap_v2`` betas; flow
+            matching's are this times σ, as FlowMatchEuler's).
         snr_gamma: Min-SNR-γ loss weighting (Hang et al., 2023): each sample's loss is weighted
             by ``min(SNR, γ) / SNR``, so nearly clean timesteps stop dominating and the noisy
             ones, where shape and colour are decided, learn sooner. None: plain MSE.
@@ -224,7 +237,7 @@ class WorldDiffusion(L.LightningModule):
         )
         self.vae = None
         if self.family.space == "latent":  # frozen: the world autoencoder is shared, not trained
-            self.vae = AutoencoderKL.from_pretrained(packaged("world-vae")).requires_grad_(False)
+            self.vae = world_vae(hp.family).requires_grad_(False)
         check_sites(
             sites(self.net[self.family.denoiser]),
             sorted({s for w in self.planted.values() for s in w}),
@@ -235,16 +248,20 @@ class WorldDiffusion(L.LightningModule):
         if hp.channels_last:
             self.net[self.family.denoiser].to(memory_format=torch.channels_last)
             self.ema.module[self.family.denoiser].to(memory_format=torch.channels_last)
-        sampler = world_scheduler(hp.family).config
-        self.noise_scheduler = DDPMScheduler(
-            hp.train_timesteps,
-            beta_schedule="squaredcos_cap_v2",
-            prediction_type=sampler.prediction_type,
-            variance_type=sampler.get("variance_type", "fixed_small"),
-        )
+        sampler = world_scheduler(hp.family)
+        self.flow = predicts_flow(sampler)
+        self.noise_scheduler = None
+        if not self.flow:
+            self.noise_scheduler = DDPMScheduler(
+                hp.train_timesteps,
+                beta_schedule="squaredcos_cap_v2",
+                prediction_type=sampler.config.prediction_type,
+                variance_type=sampler.config.get("variance_type", "fixed_small"),
+            )
         # the training-mode pipeline around the live weights: prompts are encoded by its own
         # encode_prompt, with gradients
         self.train_pipe = self._pipeline(self.net)
+        self.train_model = LocoModel(self.family, self.train_pipe)
         self.reader = AttributeReader(vocab)
         self.accuracy = nn.ModuleDict(
             {
@@ -283,22 +300,28 @@ class WorldDiffusion(L.LightningModule):
     ) -> Tensor:
         """The family's diffusion loss on a batch; noise, timesteps and planted draws may be given.
 
-        Noise (or velocity) MSE, weighted per sample (``snr_gamma``); a learned variance adds the
-        variational bound with the predicted mean held fixed (improved DDPM's hybrid loss).
+        DDPM families: noise (or velocity) MSE, weighted per sample (``snr_gamma``); a learned
+        variance adds the variational bound with the predicted mean held fixed (improved DDPM's
+        hybrid loss). Flow-matching families (SD3): x_t = (1 - σ) x0 + σ ε at timestep 1000 σ,
+        the velocity ε - x0 regressed, σ drawn logit-normal (SD3's default weighting scheme).
 
         Args:
             batch: ``image`` (B, 3, S, S) in [-1, 1], ``caption`` (B,), and for planted
                 training ``variants`` (one list of B captions per caption variant).
             noise: noise shaped like the latents (drawn if None).
-            timesteps: (B,) training timesteps (drawn if None).
+            timesteps: (B,) training timesteps (drawn if None; flow: 1000 σ, continuous).
             full: (B,) bool, samples whose every site reads the full caption (drawn if None).
             alone: see :meth:`planted_swaps` (drawn if None).
         """
         x0 = self.latents(batch["image"])
         noise = torch.randn_like(x0) if noise is None else noise
         if timesteps is None:
-            timesteps = torch.randint(0, self.hparams.train_timesteps, (len(x0),), device=x0.device)
-        xt = self.noise_scheduler.add_noise(x0, noise, timesteps)
+            timesteps = self.draw_timesteps(len(x0), x0.device)
+        if self.flow:
+            sigma = (timesteps / self.hparams.train_timesteps).view(-1, 1, 1, 1)
+            xt = (1.0 - sigma) * x0 + sigma * noise
+        else:
+            xt = self.noise_scheduler.add_noise(x0, noise, timesteps)
         if self.hparams.channels_last:
             xt = xt.contiguous(memory_format=torch.channels_last)
         cond = self.encode(list(batch["caption"]))
@@ -307,13 +330,17 @@ class WorldDiffusion(L.LightningModule):
         executor = contextlib.nullcontext()
         if swaps:
             executor = intervene(net, swaps, encode=self.encode, cfg=False)
+        kind = kind_of(net)
         with executor:
-            out = kind_of(net).forward(net, xt, timesteps, cond.context, cond.added, cond.mask)
+            out = kind.forward(net, kind.pack(xt), timesteps, cond.context, cond.added, cond.mask)
+        out = kind.unpack(out, self.train_pipe)  # FLUX's 2x2 tokens back to latent pixels
         variance = None
         if out.shape[1] != x0.shape[1]:  # learned variance after the prediction
             out, variance = out.split(x0.shape[1], dim=1)
         target = noise
-        if self.noise_scheduler.config.prediction_type == "v_prediction":
+        if self.flow:
+            target = noise - x0
+        elif self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(x0, noise, timesteps)
         per_sample = F.mse_loss(out.float(), target.float(), reduction="none").mean((1, 2, 3))
         loss = (per_sample * self.loss_weights(timesteps)).mean()
@@ -321,6 +348,14 @@ class WorldDiffusion(L.LightningModule):
             bound = self.variational_bound(x0, xt, out.detach(), variance, timesteps)
             loss = loss + self.hparams.vlb_weight * bound.mean()
         return loss
+
+    def draw_timesteps(self, n: int, device: torch.device) -> Tensor:
+        """(n,) training timesteps: uniform integers (DDPM), or 1000 σ with σ logit-normal
+        (flow matching: SD3's choice, most samples at middle noise levels)."""
+        steps = self.hparams.train_timesteps
+        if self.flow:
+            return torch.sigmoid(torch.randn(n, device=device)) * steps
+        return torch.randint(0, steps, (n,), device=device)
 
     def variational_bound(
         self, x0: Tensor, xt: Tensor, eps: Tensor, variance: Tensor, timesteps: Tensor
@@ -354,8 +389,13 @@ class WorldDiffusion(L.LightningModule):
 
     def encode(self, prompts: list[str]) -> Conditioning:
         """UNet inputs for ``prompts`` from the live text encoders, through the pipeline's own
-        ``encode_prompt`` (the executor's encoder for planted swaps too)."""
-        return encode_prompts(self.train_pipe, self.family, prompts)
+        ``encode_prompt`` (the executor's encoder for planted swaps too); a denoiser told the
+        guidance scale (FLUX) is told the one the world samples at."""
+        cond = encode_prompts(self.train_pipe, self.family, prompts)
+        guidance = self.hparams.val_guidance
+        return told_guidance(
+            self.train_model, cond, SAMPLING["guidance"] if guidance is None else guidance
+        )
 
     @torch.no_grad()
     def latents(self, images: Tensor) -> Tensor:
@@ -363,13 +403,15 @@ class WorldDiffusion(L.LightningModule):
         if self.vae is None:
             return images
         posterior = self.vae.encode(images.to(self.vae.dtype)).latent_dist
-        return posterior.sample() * self.vae.config.scaling_factor
+        shift = self.vae.config.get("shift_factor") or 0.0  # as the pipelines decode: / s + shift
+        return (posterior.sample() - shift) * self.vae.config.scaling_factor
 
     def loss_weights(self, timesteps: Tensor) -> Tensor:
-        """(B,) per-sample loss weights: all ones, or Min-SNR-γ's ``min(SNR, γ) / SNR``
-        (``/ (SNR + 1)`` for velocity targets, whose loss is already ``SNR + 1`` times larger)."""
+        """(B,) per-sample loss weights: all ones (and for flow matching, whose σ draw weighs
+        instead), or Min-SNR-γ's ``min(SNR, γ) / SNR`` (``/ (SNR + 1)`` for velocity targets,
+        whose loss is already ``SNR + 1`` times larger)."""
         gamma = self.hparams.snr_gamma
-        if gamma is None:
+        if gamma is None or self.flow:
             return torch.ones(len(timesteps), device=timesteps.device)
         alpha_bar = self.noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
         snr = alpha_bar / (1.0 - alpha_bar)
@@ -478,6 +520,7 @@ class WorldDiffusion(L.LightningModule):
             options["clean_caption"] = False  # IF's web-caption cleaning (needs bs4): not ours
         if "use_resolution_binning" in takes:
             options["use_resolution_binning"] = False  # PixArt's bins know no 16-px images
+        options.update(call_options(self.ema_model()))  # SD3's T5 length, FLUX's size
         out = pipe(
             list(captions),
             num_inference_steps=hp.val_steps or SAMPLING["steps"],

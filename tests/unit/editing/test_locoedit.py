@@ -117,6 +117,20 @@ def test_key_positions_modes():
     assert aligned[1] == 1 and aligned[2] == 2 and aligned[3] == 2 and aligned[4] == 3
 
 
+@pytest.mark.parametrize("mode", ["last_subject", "last_subject_eos", "aligned"])
+def test_key_positions_on_sd3_are_each_segments_own_moved_to_its_rows(mode):
+    """SD3's context is CLIP's rows, then T5's (which has no start token): every mode's pairs are
+    CLIP's as on a CLIP-only model, then T5's as on a T5-only one, moved by CLIP's length."""
+    import dataclasses
+
+    clip, t5 = mini_model("sd3").segments
+    triple = [("ab c", "a c", "a c")]
+    alone = [key_positions(dataclasses.replace(s, start=0), triple, mode)[0] for s in (clip, t5)]
+    moved = [(s + t5.start, t + t5.start) for s, t in alone[1]]
+    assert key_positions((clip, t5), triple, mode) == [alone[0] + moved]
+    assert alone[0] != alone[1]  # T5's rows hold the prompt one place earlier
+
+
 def test_saved_delta_and_exported_folder_reproduce_the_edit_in_plain_diffusers(tmp_path):
     model = load_model("sd1", "miniature")
     cond = model.encode(["a house in the style of Van Gogh"])

@@ -94,7 +94,8 @@ def test_locoedit_on_a_joint_block_maps_the_concepts_stream_to_the_targets_on_th
     """The closed form reads the text stream along the unedited model's sampling runs: at the
     first step of a run (blocks before the edited one unchanged, same noise), the edited block's
     key for the concept's token is the key the target prompt's stream has there on the same
-    latents (what a LocoGen window swap puts there), recorded here independently."""
+    latents (what a LocoGen window swap puts there), recorded here independently; on SD3 both at
+    the concept's CLIP row and at its T5 row, which says the prompt again."""
     from loco_lightning.editing.locoedit import LocoEdit
     from loco_lightning.editing.requests import EditRequest, key_positions
 
@@ -104,7 +105,8 @@ def test_locoedit_on_a_joint_block_maps_the_concepts_stream_to_the_targets_on_th
     request = EditRequest("striped", "dotted", ("a red {} circle",), ("a red {} circle",))
     edit = LocoEdit(sites=(2,), lambda_k=1e-6, lambda_v=1e-6, keep_empty=False)
     result = edit.compute(model, [request])
-    [[(a, b)]] = key_positions(model.tokens, request.pairs(), "last_subject")
+    [pairs] = key_positions(model.segments, request.pairs(), "last_subject")
+    assert len(pairs) == len(model.segments) == (2 if family == "sd3" else 1)
     attn = model.denoiser.get_submodule(sites(model.denoiser)[2].path)
 
     def stream(prompt: str) -> torch.Tensor:  # block 2's text input at the first call, seed 0
@@ -116,12 +118,13 @@ def test_locoedit_on_a_joint_block_maps_the_concepts_stream_to_the_targets_on_th
     scale = model.guidance if model.family.guidance_embedded else 1.0  # no unconditional rows
 
     x, y = stream(source), stream(target)
+    a, b = zip(*pairs)
     with torch.no_grad():
-        wanted = attn.add_k_proj(y[b])
-        before = attn.add_k_proj(x[a])
+        wanted = attn.add_k_proj(y[list(b)])
+        before = attn.add_k_proj(x[list(a)])
         with result.applied(model):
             assert torch.equal(stream(source), x)  # the blocks before it are not edited
-            after = attn.add_k_proj(x[a])
+            after = attn.add_k_proj(x[list(a)])
     assert (after - wanted).abs().max() <= 1e-3 < (before - wanted).abs().max()
 
 
@@ -238,7 +241,7 @@ def test_an_early_decision_decodes_the_flow_models_clean_prediction(sd3):
     assert len(seen) == 2  # the last two steps were never run
     x, v = seen[-1]
     sched = make_scheduler(sd3)
-    set_timesteps(sched, 4, x, "cpu")
+    set_timesteps(sd3, sched, 4, x)
     x0 = kind_of(sd3.denoiser).unpack(x - sched.sigmas[1] * v, sd3.pipeline)
     vae = sd3.pipeline.vae
     with torch.no_grad():

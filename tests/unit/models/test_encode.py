@@ -71,3 +71,27 @@ def test_concept_positions_are_rows_of_the_tokenizer_that_makes_the_context(fami
 
     model = mini_model(family)
     assert concept_positions(model.tokens, "a red striped circle", "a red circle")[0] == first
+
+
+def test_sd3_concept_positions_cover_clip_rows_then_t5_rows():
+    """SD3's context is CLIP-L ‖ CLIP-G's rows, then T5's, which say the prompt again: each
+    segment's concept rows are where the encoded prompts first differ within it (CLIP is causal,
+    so its rows agree up to there; T5 without a start token holds the word one row earlier)."""
+    from loco_lightning.models.tokenizers import concept_positions
+
+    model = mini_model("sd3")
+    clip, t5 = model.segments
+    assert (clip.start, t5.start) == (0, clip.length)
+    with_, without = "a red striped circle", "a red circle"
+    rows = model.encode([with_, without]).context
+    assert rows.shape[1] == clip.length + t5.length
+    positions = concept_positions(model.segments, with_, without)
+    assert positions[0] == 7 and t5.start + 6 in positions and max(positions) < rows.shape[1]
+    differ = (rows[0, : t5.start] - rows[1, : t5.start]).abs().amax(-1) > 1e-6
+    assert int(differ.nonzero()[0]) == positions[0]
+    # without T5 the pipeline's zero rows say nothing: one segment
+    from loco_lightning.models import load_model
+
+    alone = load_model("sd3", "miniature")  # not the shared one: its T5 is taken away
+    alone.pipeline.tokenizer_3 = alone.pipeline.text_encoder_3 = None
+    assert len(alone.segments) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loco_lightning.models.sampling import denoise
+from loco_lightning.models.sampling import call_options, denoise
 
 
 def test_batch_equals_one_at_a_time_for_every_family(mini):
@@ -77,7 +77,7 @@ PIPELINE_CALLS = {
     "pixart_sigma": (_NO_BINS, 1e-6),
     "sana": (_NO_BINS, 1e-6),
     "sd3": ({}, 1e-5),
-    "flux": ({"max_sequence_length": 77}, 1e-5),
+    "flux": ({}, 1e-5),
 }
 
 
@@ -88,24 +88,20 @@ def test_transformer_denoise_gives_the_pipelines_own_images(family):
     instruction and its empty prompt does not, its sampler predicts flow; SD3: CLIP-L ‖ CLIP-G
     padded beside T5, pooled CLIP, flow-matching Euler, the VAE's shift; FLUX: T5 and pooled
     CLIP-L, packed latents, shifted sigmas, the scale as an input."""
-    from loco_lightning.hooks.denoisers import kind_of
     from tests.helpers import mini_model
 
     model = mini_model(family)
     options, tolerance = PIPELINE_CALLS[family]
     prompts, seeds = ["a red circle", "a blue dotted square"], [3, 4]
     ours = denoise(model, model.encode(prompts), seeds, steps=4)
-    latent_side = kind_of(model.denoiser).noise_shape(model.denoiser, model.pipeline)[-1]
-    side = latent_side * model.pipeline.vae_scale_factor
-    theirs = model.pipeline(
+    theirs = model.pipeline(  # call_options: the size, SD3's and FLUX's T5 length
         prompts,
-        height=side,
-        width=side,
         num_inference_steps=4,
         guidance_scale=model.guidance,
         generator=[torch.Generator().manual_seed(s) for s in seeds],
         output_type="pt",
         **options,
+        **call_options(model),
     ).images
     assert (ours - theirs).abs().max() <= tolerance and ours.std() > 0.01
 
