@@ -73,6 +73,10 @@ class ClosedForm(Editor):
             still has room to edit).
     """
 
+    # every closed form here edits text key/value projections: none edits a FLUX single-stream
+    # block, whose to_k/to_v project the image too
+    site_kinds: ClassVar[tuple[str, ...]] = ("attn2", "added_kv", "joint")
+
     solve_dtype: Literal["float32", "float64"] = "float64"
     keep_empty: bool = True
     keep_rtol: float = 1e-4
@@ -83,12 +87,13 @@ class ClosedForm(Editor):
 
 @dataclass(frozen=True)
 class SiteEditor(Editor):
-    """An editor of the UNet's cross-attention sites.
+    """An editor of the denoiser's text-attention sites.
 
     Attributes:
-        sites: site indices, or ``all`` (every site, as UCE/TIME edit), ``locogen`` (the window a
-            ``loco localize`` run selected) or ``random`` (a window of LocoGen's size that shares
-            no site with it, the control).
+        sites: site indices, or ``all`` (every site it can edit, as UCE/TIME edit: on FLUX a
+            closed form's are the double-stream blocks), ``locogen`` (the window a ``loco
+            localize`` run selected) or ``random`` (a window of LocoGen's size that shares no
+            site with it, the control).
     """
 
     sites: tuple[int, ...] | SiteChoice = "all"
@@ -96,12 +101,19 @@ class SiteEditor(Editor):
     def resolve(self, model: LocoModel, locogen: str | None, seed: int) -> Editor:
         if not isinstance(self.sites, str):
             return self
+        if self.sites == "all":
+            return replace(self, sites=self.editable(model))
         return replace(self, sites=choose_sites(self.sites, model, locogen, seed))
 
+    def editable(self, model: LocoModel) -> tuple[int, ...]:
+        """The sites ``all`` means: every one of a kind the editor edits (``site_kinds``)."""
+        kinds = getattr(self, "site_kinds", None)
+        return tuple(s.index for s in all_sites(model.denoiser) if kinds is None or s.kind in kinds)
+
     def site_indices(self, model: LocoModel) -> tuple[int, ...]:
-        """The sites to edit: every one for ``all``; other choices must be resolved first."""
+        """The sites to edit: :meth:`editable` for ``all``; other choices must be resolved first."""
         if self.sites == "all":
-            return tuple(range(len(all_sites(model.denoiser))))
+            return self.editable(model)
         if isinstance(self.sites, str):
             raise ValueError(
                 f"sites={self.sites!r} depends on a LocoGen run: resolve(model, locogen, seed) "
@@ -158,11 +170,9 @@ def locogen_window(folder: str | None, model: LocoModel) -> tuple[int, ...]:
 def choose_sites(
     choice: SiteChoice, model: LocoModel, locogen: str | None, seed: int
 ) -> tuple[int, ...]:
-    """The site indices of a choice among ``model``'s sites."""
+    """The site indices of ``locogen`` or ``random`` among ``model``'s sites."""
     found = all_sites(model.denoiser)
     n = len(found)
-    if choice == "all":
-        return tuple(range(n))
     located = locogen_window(locogen, model)
     if choice == "locogen":
         return located

@@ -30,6 +30,7 @@ PACKAGED = (
     "world-if-planted",
     "world-pixart-planted",
     "world-sd3-planted",
+    "world-flux-planted",
     "world-vae",
     "world-tokenizer",
     "worldclip",

@@ -1,15 +1,15 @@
 """LocoGen and LocoEdit on the planted worlds, where the answer is known.
 
-Each planted world (SD-1, SD-2, SD-XL, IF, PixArt-α) was trained so that only its colour window
-sees colour and only its style window sees style (recorded in its ``loco_world.json``), each site
-of a window able to carry the attribute alone. Run as a user runs it: the ordinary CLI, CLIP
-scoring by the world's CLIP, LocoGen racing its windows (``model.racing``: the survivors'
-scores are the exhaustive sweep's; on the cheapest world the exhaustive sweep runs too and must
-select the same window; ``bench/localize_cost.py`` compares them on every world). The selected
-window lies inside the planted one; at the planted window's size m the paper's argmin is exactly
-the planted window. LocoEdit there must reach the
-all-sites reference, a random window of the same size must leave the attribute in place, and the
-other attributes must stay.
+Each planted world (SD-1, SD-2, SD-XL, IF, PixArt-α; SD3 with style alone) was trained so that
+only its colour window sees colour and only its style window sees style (recorded in its
+``loco_world.json``), each site of a window able to carry the attribute alone. Run as a user
+runs it: the ordinary CLI, CLIP scoring by the world's CLIP, LocoGen racing its windows
+(``model.racing``: the survivors' scores are the exhaustive sweep's; on the cheapest world the
+exhaustive sweep runs too and must select the same window; ``bench/localize_cost.py`` compares
+them on every world). The selected window lies inside the planted one; at the planted window's
+size m the paper's argmin is exactly the planted window. LocoEdit there must reach the all-sites
+reference, a random window of the same size must leave the attribute in place, and the other
+attributes must stay.
 """
 
 from __future__ import annotations
@@ -33,18 +33,22 @@ WORLDS = (
     "world-sdxl-planted",
     "world-if-planted",
     "world-pixart-planted",
+    "world-sd3-planted",
+    "world-flux-planted",
 )
 CONFIGS = {"colour": "world_colour", "style": "world_style"}
 PAIRS = {
     "colour": "datasets/world/colour_red.pairs.yaml",
     "style": "datasets/world/style_striped.pairs.yaml",
 }
-CASES = [(w, a) for w in WORLDS for a in sorted(CONFIGS)]
 
 
 @functools.cache
 def planted(world: str) -> dict[str, list[int]]:
     return json.loads((Path(packaged(world)) / RECORD_NAME).read_text())["world"]["planted"]
+
+
+CASES = [(w, a) for w in WORLDS for a in sorted(planted(w))]  # world-sd3-planted: style only
 
 
 RACE = ("--model.racing", "{}")
@@ -158,7 +162,23 @@ def test_at_the_planted_size_the_argmin_is_exactly_the_planted_window(world, att
     assert selection(world, attribute, *RACE)["best"][str(len(window))]["start"] == window[0]
 
 
-@pytest.mark.parametrize(("world", "attribute"), CASES)
+# On SD3's joint attention LocoGen finds the planted blocks exactly, but the key/value closed
+# form does not do what the window swap does: the text stream a block reads varies with the image
+# and the step, and one linear map of add_k_proj/add_v_proj does not take the concept's stream to
+# the target's. LocoEdit at [3, 4] leaves stripes on 21 of 24 efficacy prompts (0.875; all 7
+# blocks 0.917; reference prompts 0.25), the same with λ 0.01 and without keep_empty or preserve
+# prompts. Even the unregularized least-squares map (with bias) at blocks 3-4, fitted on 12 edit
+# prompts x 2 seeds x 10 steps (aligned positions: 7,680 rows of 64), leaves 25-34 % of the
+# concept-to-target difference and stripes on 3 of 8 images (last-subject rows: 6-9 %, 5 of 8),
+# where the swap at [3, 4] removes them (test_planted_windows_control_their_attribute). On FLUX's
+# double-stream blocks the same edit works (world-flux-planted: 1.0 -> 0.5, reference 0.417).
+JOINT_EDIT = pytest.mark.xfail(
+    strict=True, reason="SD3: the key/value closed form at 3-4 leaves stripes on 0.875 (ref 0.25)"
+)
+JOINT_EDITS = {("world-sd3-planted", "style"): JOINT_EDIT}
+
+
+@pytest.mark.parametrize(("world", "attribute"), marked(CASES, JOINT_EDITS))
 def test_locoedit_at_the_located_window_removes_it_and_a_random_window_does_nothing(
     world, attribute
 ):
@@ -201,6 +221,7 @@ PIXART_STYLE_EDIT = pytest.mark.xfail(
             ("world-sd1-planted", "colour"): SD1_COLOUR_USES_ONE_SITE,
             ("world-sdxl-planted", "colour"): SDXL_COLOUR_EDIT,
             ("world-pixart-planted", "style"): PIXART_STYLE_EDIT,
+            **JOINT_EDITS,
         },
     ),
 )
@@ -243,12 +264,20 @@ def test_causal_tracing_on_the_planted_model_has_one_row_per_layer(tmp_path):
     assert {r["layer"] for r in table[:2]} == {"clean", "corrupted"}
 
 
-@pytest.mark.parametrize("attribute", sorted(CONFIGS))
-def test_the_dit_localizer_finds_the_planted_blocks_of_the_pixart_world(attribute, tmp_path):
-    """Zarei et al.'s attention contribution, top K = the planted size, agrees with LocoGen's
-    window on the transformer world. (On world-sd1-planted's UNet it picks sites [2, 3] for both
-    style and colour: the measure is made for DiTs, whose blocks share one width.)"""
-    world = "world-pixart-planted"
+# The DiT localizer against LocoGen on each transformer world: whether its top K is the planted
+# window (asserted where it is; the joint-attention worlds' picks are reported in the README).
+DIT_AGREES = {"world-pixart-planted": True, "world-sd3-planted": False, "world-flux-planted": True}
+
+
+@pytest.mark.parametrize(("world", "attribute"), [c for c in CASES if c[0] in DIT_AGREES])
+def test_the_dit_localizer_is_compared_with_locogen_on_the_transformer_worlds(
+    world, attribute, tmp_path
+):
+    """Zarei et al.'s attention contribution, top K = the planted size, beside LocoGen's window
+    (the planted one) and their overlap. On PixArt's cross-attention and FLUX's double-stream
+    blocks it picks the planted blocks; on SD3's joint attention it does not: there every block's
+    text tokens carry the caption, read or not. (On world-sd1-planted's UNet it picks sites
+    [2, 3] for both attributes: the measure is made for DiTs, whose blocks share one width.)"""
     window = planted(world)[attribute]
     main(
         [
@@ -270,4 +299,6 @@ def test_the_dit_localizer_finds_the_planted_blocks_of_the_pixart_world(attribut
         ]
     )
     sel = json.loads((tmp_path / "selection.json").read_text())
-    assert sel["window"] == window == sel["locogen"] == sel["overlap"], sel
+    assert sel["locogen"] == window and len(sel["window"]) == len(window), sel
+    assert sel["overlap"] == sorted(set(sel["window"]) & set(window)), sel
+    assert (sel["window"] == window) == DIT_AGREES[world], sel

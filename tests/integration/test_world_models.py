@@ -43,6 +43,8 @@ WORLDS = (
     "world-sdxl-planted",
     "world-if-planted",
     "world-pixart-planted",
+    "world-sd3-planted",
+    "world-flux-planted",
 )
 FAMILY = {
     "world-sd1": "sd1",
@@ -51,6 +53,8 @@ FAMILY = {
     "world-sdxl-planted": "sdxl",
     "world-if-planted": "if",
     "world-pixart-planted": "pixart",
+    "world-sd3-planted": "sd3",
+    "world-flux-planted": "flux",
 }
 PIPELINES = {
     "sd1": "StableDiffusionPipeline",
@@ -58,16 +62,26 @@ PIPELINES = {
     "sdxl": "StableDiffusionXLPipeline",
     "if": "IFPipeline",
     "pixart": "PixArtAlphaPipeline",
+    "sd3": "StableDiffusion3Pipeline",
+    "flux": "FluxPipeline",
 }
-N_SITES = {"sd1": 7, "sd2": 7, "sdxl": 18, "if": 7, "pixart": 7}
-# what a plain diffusers call needs: PixArt's resolution bins know no 16-px image
-CALL_OPTIONS = {"pixart": {"use_resolution_binning": False, "clean_caption": False}}
+N_SITES = {"sd1": 7, "sd2": 7, "sdxl": 18, "if": 7, "pixart": 7, "sd3": 7, "flux": 7}
+# what a plain diffusers call needs: PixArt's resolution bins know no 16-px image; SD3 pads T5 to
+# 256 rows unless told the world's T5 length (its padding is not masked), FLUX likewise (512)
+# and makes 1024-px images whatever the model
+CALL_OPTIONS = {
+    "pixart": {"use_resolution_binning": False, "clean_caption": False},
+    "sd3": {"max_sequence_length": 16},
+    "flux": {"max_sequence_length": 16, "height": 16, "width": 16},
+}
 PLANTED = {
     "world-sd1-planted": {"colour": [5, 6], "style": [3, 4]},
     "world-sd2-planted": {"colour": [5, 6], "style": [3, 4]},
     "world-sdxl-planted": {"colour": [5, 6, 7], "style": [9, 10, 11]},
     "world-if-planted": {"colour": [5, 6], "style": [3, 4]},
     "world-pixart-planted": {"colour": [5, 6], "style": [3, 4]},
+    "world-sd3-planted": {"style": [3, 4]},
+    "world-flux-planted": {"style": [2, 3]},
 }
 # Named concepts on three planted worlds read back less often (SD-1: countries ~0.92 over probe
 # seeds 1-2; IF: trademarks 0.917 / 0.958, 22 and 23 of 24; PixArt: artists 0.875 / 1.0, 21 of
@@ -250,6 +264,23 @@ def test_pixart_world_is_a_diffusion_transformer_with_masked_t5():
     assert cond.mask.sum(1).tolist()[0] < cond.mask.sum(1).tolist()[1]  # padding is masked
 
 
+def test_sd3_world_is_a_joint_attention_flow_model_with_clip_and_t5_rows():
+    """CLIP-L ‖ CLIP-G rows then T5's (16 + 16, as SD3 lays them out at 77 + 256), pooled CLIP,
+    flow-matching Euler, the VAE's shift; a plain call needs only the T5 length told."""
+    from loco_lightning.models.sampling import call_options
+
+    m = model("world-sd3-planted")
+    pipe = m.pipeline
+    assert all(s.kind == "joint" for s in sites(m.denoiser))
+    assert type(pipe.text_encoder_3).__name__ == "T5EncoderModel"
+    assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+    assert pipe.vae.config.shift_factor == 0.0
+    cond = m.encode(["a red circle"])
+    assert cond.context.shape[1] == sum(s.length for s in m.segments) == 32
+    assert cond.added["pooled_projections"].shape == (1, m.denoiser.config.pooled_projection_dim)
+    assert call_options(m) == {**CALL_OPTIONS["sd3"], "height": 16, "width": 16}
+
+
 def test_if_world_has_ifs_structure():
     m = model("world-if-planted")
     assert m.family.space == "pixel" and m.denoiser.config.out_channels == 6
@@ -284,7 +315,7 @@ def test_planted_windows_control_their_attribute(name):
                 swaps.append(PromptSwap(sites_, c.removed(attribute), samples=(len(originals),)))
                 originals.append(c.text())
                 targets.append(vocab.index(attribute, getattr(scene, attribute)))
-    with intervene(m.denoiser, swaps, encode=lambda p: tuple(m.encode(p))):
+    with intervene(m.denoiser, swaps, encode=lambda p: tuple(m.encode(p)), cfg=m.cfg):
         images = denoise(m, m.encode(originals), list(range(len(originals))))
     read = reader(name).read(images * 2 - 1)
     for k, attribute in enumerate(planted):

@@ -237,3 +237,18 @@ def test_a_bad_delta_is_refused_before_any_weight_moves(sd1, tmp_path):
     finally:
         with torch.no_grad():
             sd1.denoiser.get_parameter(names[0]).copy_(before[names[0]])
+
+
+def test_all_sites_of_a_closed_form_on_flux_are_its_double_stream_blocks():
+    """FLUX's single-stream blocks project the image with the text, so no closed form edits
+    them: ``all`` there means the double-stream blocks, and a single-stream site asked for by
+    index is refused by name."""
+    model = mini_model("flux")
+    found = sites(model.denoiser)
+    joint = tuple(s.index for s in found if s.kind == "joint")
+    assert 0 < len(joint) < len(found)
+    edit = LocoEdit(sites="all")
+    assert edit.site_indices(model) == edit.resolve(model, None, 0).sites == joint
+    request = EditRequest("striped", "dotted", ("a red {} circle",), ("a red {} circle",))
+    with pytest.raises(ValueError, match=rf"Sites \[{found[-1].index}\] are single-stream"):
+        LocoEdit(sites=(found[-1].index,), keep_empty=False).compute(model, [request])
