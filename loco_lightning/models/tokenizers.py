@@ -137,20 +137,24 @@ def concept_positions(tokens: Segments, with_concept: str, without: str) -> list
     Raises:
         ValueError: the two prompts tokenize alike, so there is no concept to find.
     """
-    positions = []
-    for segment in segments(tokens):
-        ids, rest = segment.ids([with_concept, without])
-        rest = list(rest)
-        for i, t in enumerate(ids):
-            if t in rest:
-                rest.remove(t)
-            else:
-                positions.append(segment.start + i)
+    [positions] = per_segment(tokens, lambda s: [_concept_rows(s, with_concept, without)])
     if not positions:
         raise ValueError(
             f"{with_concept!r} and {without!r} have the same tokens, so there is no concept in "
             "them; the second prompt must drop (or change) the concept's words."
         )
+    return list(positions)
+
+
+def _concept_rows(segment: ContextTokens, with_concept: str, without: str) -> list[int]:
+    ids, rest = segment.ids([with_concept, without])
+    rest = list(rest)
+    positions = []
+    for i, t in enumerate(ids):
+        if t in rest:
+            rest.remove(t)
+        else:
+            positions.append(i)
     return positions
 
 
