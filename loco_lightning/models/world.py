@@ -49,6 +49,17 @@ _SD_WORLD = {
 WIDTH_SDXL = (32, 64)  # SD-XL's two text encoders (CLIP-L 768 ‖ bigG 1280), concatenated
 TIME_EMBED_SDXL = 8  # per size/crop number of SD-XL's six ``time_ids``
 WIDTH_SD3_T5 = sum(WIDTH_SDXL)  # SD3 pads CLIP-L ‖ CLIP-G to T5's width (4096) beside T5's rows
+# The transformer worlds' shared layout: 7 blocks of 4 heads x 16 on the world autoencoder's
+# 8x8x4 latents, one token per latent pixel (patch 1: 64 tokens)
+_DIT_WORLD = {
+    "sample_size": 8,
+    "patch_size": 1,
+    "in_channels": 4,
+    "out_channels": 4,
+    "num_layers": 7,
+    "num_attention_heads": 4,
+    "attention_head_dim": 16,
+}
 WORLD_DENOISERS: dict[str, dict] = {
     "sd1": _SD_WORLD,
     # SD-2: linear projections in and out of each transformer, heads of 8 channels per block
@@ -100,13 +111,7 @@ WORLD_DENOISERS: dict[str, dict] = {
     # (after the caption projection): 7 sites, as the SD worlds; no learned variance
     "pixart": {
         **get_family("pixart").denoiser_config,
-        "sample_size": 8,
-        "patch_size": 1,
-        "in_channels": 4,
-        "out_channels": 4,
-        "num_layers": 7,
-        "num_attention_heads": 4,
-        "attention_head_dim": 16,
+        **_DIT_WORLD,
         "cross_attention_dim": WIDTH,
         "caption_channels": WIDTH,
     },
@@ -115,13 +120,7 @@ WORLD_DENOISERS: dict[str, dict] = {
     # beside T5 (16 + 16 rows), pooled CLIP-L ‖ CLIP-G into the time embedding: 7 sites
     "sd3": {
         **get_family("sd3").denoiser_config,
-        "sample_size": 8,
-        "patch_size": 1,
-        "in_channels": 4,
-        "out_channels": 4,
-        "num_layers": 7,
-        "num_attention_heads": 4,
-        "attention_head_dim": 16,
+        **_DIT_WORLD,
         "joint_attention_dim": WIDTH_SD3_T5,
         "caption_projection_dim": 64,
         "pooled_projection_dim": sum(WIDTH_SDXL),

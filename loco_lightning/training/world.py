@@ -513,14 +513,15 @@ class WorldDiffusion(L.LightningModule):
         guidance unless overridden), with row i's starting noise drawn from ``seeds[i]`` alone.
         """
         hp = self.hparams
-        pipe = self.ema_model().pipeline
+        model = self.ema_model()
+        pipe = model.pipeline
         options = {}
         takes = inspect.signature(pipe.__call__).parameters
         if "clean_caption" in takes:
             options["clean_caption"] = False  # IF's web-caption cleaning (needs bs4): not ours
         if "use_resolution_binning" in takes:
             options["use_resolution_binning"] = False  # PixArt's bins know no 16-px images
-        options.update(call_options(self.ema_model()))  # SD3's T5 length, FLUX's size
+        options.update(call_options(model))  # SD3's T5 length, FLUX's size
         out = pipe(
             list(captions),
             num_inference_steps=hp.val_steps or SAMPLING["steps"],
