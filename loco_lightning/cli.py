@@ -86,6 +86,13 @@ JOBS = {
         "fit",
         "every editor by name (LocoEdit, UCE, TIME, trained baselines, …): one table, plots",
     ),
+    "attack": Job(
+        "loco_lightning.robustness.module.AttackModule",
+        "loco_lightning.editing.data.EditEvalData",
+        "fit",
+        "robustness card: every editor of a comparison under recovery attacks (textual "
+        "inversion, a concept vector) at growing budgets",
+    ),
     "sample": Job(
         "loco_lightning.editing.sample.SampleModule",
         "loco_lightning.editing.sample.SampleData",

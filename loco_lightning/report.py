@@ -14,6 +14,7 @@ from loco_lightning.files import cell, markdown_table, write_text
 
 TABLES = {  # file -> (heading, at most this many rows shown)
     "results.json": ("Evaluation", 200),
+    "robustness.json": ("Robustness card (attacks)", 200),
     "selection.json": ("LocoGen selection", 1),
     "windows.json": ("Windows (LocoGen)", 60),
     "layers.json": ("Layers (causal tracing)", 80),
@@ -33,6 +34,9 @@ COLUMNS = {  # what a reader of the tables needs to know
     "reader": "share of images the world's exact readers find as the prompt says",
     "fid": "FID to the unedited model's images (specificity: lower is closer)",
     "empty_drift": "relative change of the empty prompt's keys and values (0: the CFG branch kept)",
+    "success": "share of attacked images in which the world's exact readers find the concept",
+    "amount": "the attack's budget, counted in the unit the budget column names",
+    "success_unattacked": "the same method's share without an attack (its own rate)",
 }
 
 

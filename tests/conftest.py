@@ -21,6 +21,17 @@ def pytest_configure(config) -> None:
     torch.set_num_threads(int(os.environ.get("LOCO_TEST_THREADS", "1")))
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest-xdist (``--dist loadgroup``, one worker per core, each at one thread: the
+    2-core CI's second core no longer idles), a file's tests run in one worker, since they share
+    module fixtures and cached runs; the files that run jobs on every world split by world."""
+    for item in items:
+        params = getattr(item, "callspec", None)
+        world = params.params.get("world") if params else None
+        group = item.module.__name__ + (f"[{world}]" if isinstance(world, str) else "")
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(params=ALL_FAMILIES)
 def mini(request) -> LocoModel:
     """The miniature of each family in turn (shared; tests must leave it unchanged)."""

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
+import tempfile
+from pathlib import Path
 
 import torch
 
 from loco_lightning.hooks.denoisers import kind_of
 from loco_lightning.models import LocoModel, load_model
+
+
+@functools.cache
+def _scratch_root() -> Path:
+    root = tempfile.TemporaryDirectory(prefix="loco-tests-")
+    atexit.register(root.cleanup)
+    return Path(root.name)
+
+
+def scratch(prefix: str) -> Path:
+    """A new folder for a run that tests share through a cache (a test's ``tmp_path`` ends with
+    the test): under one folder per process, removed when the process exits."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=_scratch_root()))
 
 
 @functools.cache
@@ -30,8 +46,6 @@ def denoiser_inputs(model: LocoModel, prompts: list[str], seeds=None, t: int = 5
 @functools.cache
 def tiny_clip_folder() -> str:
     """A random-weight CLIP saved as a folder (tokenizer, no image processor), for scoring tests."""
-    import tempfile
-
     from transformers import CLIPConfig, CLIPModel
 
     from loco_lightning.models.tokenizers import word_tokenizer
@@ -58,7 +72,7 @@ def tiny_clip_folder() -> str:
         "num_attention_heads": 4,
     }
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32))
-    folder = tempfile.mkdtemp(prefix="tiny-clip-")
+    folder = str(scratch("tiny-clip-"))
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder

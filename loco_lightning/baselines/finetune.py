@@ -32,6 +32,7 @@ from loco_lightning.hooks.denoisers import kind_of
 from loco_lightning.hooks.executor import check_sites
 from loco_lightning.models import Conditioning
 from loco_lightning.models.diffusion import Diffusion
+from loco_lightning.models.sampling import clean_latents
 from loco_lightning.models.schedulers import predicts_flow
 
 Trainable = Literal["attention", "kv"]
@@ -231,13 +232,8 @@ class FineTuneModule(EditEvaluation):
         for k in range(0, len(rows), hp.batch_size):
             chunk = rows[k : k + hp.batch_size]
             cond = self.model.encode([p for p, _ in chunk])
-            images = sampler.denoise(self.model, cond, [s for _, s in chunk])
-            out.append(images * 2 - 1)
-        x = torch.cat(out)
-        if self.model.family.space == "latent":
-            vae = self.model.pipeline.vae
-            x = vae.encode(x.to(vae.dtype)).latent_dist.mean * vae.config.scaling_factor
-        return x.to(self.unet.dtype)
+            out.append(sampler.denoise(self.model, cond, [s for _, s in chunk]))
+        return clean_latents(self.model, torch.cat(out)).to(self.unet.dtype)
 
     def conditioning(self, prompts: list[str]) -> Conditioning:
         """Rows of the precomputed text conditioning for these prompts."""

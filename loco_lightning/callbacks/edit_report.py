@@ -31,10 +31,12 @@ class EditReport(L.Callback):
 
     Args:
         export: also export the first weight edit to ``<output_dir>/edited`` and ``/lora``.
+        table: the table files' name (``loco attack``: ``robustness``).
     """
 
-    def __init__(self, export: bool = True) -> None:
+    def __init__(self, export: bool = True, table: str = "results") -> None:
         self.export = export
+        self.table = table
 
     @rank_zero_only
     def setup(self, trainer, pl_module, stage: str) -> None:
@@ -47,9 +49,9 @@ class EditReport(L.Callback):
         written = []
         table = pl_module.table
         if table:
-            write_table(table, folder, "results")
-            write_text(folder / "results.md", markdown_table(table) + "\n")
-            written += ["results.csv", "results.json", "results.md"]
+            write_table(table, folder, self.table)
+            write_text(folder / f"{self.table}.md", markdown_table(table) + "\n")
+            written += [f"{self.table}.{ext}" for ext in ("csv", "json", "md")]
         exported = not self.export
         for name, edit in pl_module.edits.items():
             written.append(edit.save(folder / f"{name.replace('/', '_')}.safetensors").name)

@@ -217,3 +217,35 @@ def denoise(
         x = x.to(vae.dtype) / vae.config.scaling_factor + (vae.config.get("shift_factor") or 0)
         x = vae.decode(x).sample
     return (x.float() / 2 + 0.5).clamp(0, 1)
+
+
+@torch.no_grad()
+def clean_latents(model: LocoModel, images: Tensor) -> Tensor:
+    """What the denoiser denoises for ``images`` in [0, 1] (the inverse of :func:`denoise`'s
+    decoding): pixels in [-1, 1], or the autoencoder's mean latents shifted and scaled as the
+    pipeline decodes them; (B, C, H, W), before the denoiser's own packing (FLUX)."""
+    x = images * 2 - 1
+    if model.family.space != "latent":
+        return x.to(model.denoiser.dtype)
+    vae = model.pipeline.vae
+    mean = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean
+    shift = vae.config.get("shift_factor") or 0
+    return ((mean - shift) * vae.config.scaling_factor).to(model.denoiser.dtype)
+
+
+def noised(model: LocoModel, x0: Tensor, noise: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(x_t, timesteps, target) of the model's own training objective, at noise levels ``u`` in
+    [0, 1) (one per row): DDPM noising with the sampler's training schedule (target the noise, or
+    v for v-prediction), or flow matching's x_t = (1 - σ) x0 + σ ε at timestep 1000 σ (target
+    ε - x0). A loss on these trains what the sampler reads."""
+    sched = model.pipeline.scheduler
+    if predicts_flow(sched):
+        sigma = u.to(x0).view(-1, *[1] * (x0.dim() - 1))
+        steps = sched.config.get("num_train_timesteps", 1000)
+        return (1 - sigma) * x0 + sigma * noise, u.to(x0) * steps, noise - x0
+    ddpm = diffusers.DDPMScheduler.from_config(sched.config)
+    t = (u * ddpm.config.num_train_timesteps).long().to(x0.device)
+    x_t = ddpm.add_noise(x0, noise, t)
+    if ddpm.config.prediction_type == "v_prediction":
+        return x_t, t, ddpm.get_velocity(x0, noise, t)
+    return x_t, t, noise

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import json
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from loco_lightning.localization.causal import text_layers, unet_layers
 from loco_lightning.models import load_model
 from loco_lightning.models.pipeline import packaged
 from loco_lightning.models.world import RECORD_NAME
+from tests.helpers import scratch
 
 WORLDS = (
     "world-sd1-planted",
@@ -60,7 +60,7 @@ EXHAUSTIVE_TOO = ("world-sd1-planted",)  # the cheapest exhaustive sweeps (the b
 def located(world: str, attribute: str, *options: str) -> Path:
     """LocoGen on a planted world for one attribute, run once per session: windows of one site
     and of the planted size."""
-    out = Path(tempfile.mkdtemp(prefix=f"planted-{attribute}-")) / "localize"
+    out = scratch(f"planted-{attribute}-") / "localize"
     sizes = sorted({1, len(planted(world)[attribute])})
     main(
         [
@@ -84,7 +84,7 @@ def located(world: str, attribute: str, *options: str) -> Path:
 @functools.cache
 def edited(world: str, attribute: str) -> dict[tuple[str, str], float]:
     """LocoEdit at the located window (with all sites and a random window beside it)."""
-    out = Path(tempfile.mkdtemp(prefix=f"planted-edit-{attribute}-"))
+    out = scratch(f"planted-edit-{attribute}-")
     main(
         [
             "edit",
