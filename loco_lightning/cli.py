@@ -91,7 +91,7 @@ JOBS = {
         "loco_lightning.editing.data.EditEvalData",
         "fit",
         "robustness card: every editor of a comparison under recovery attacks (textual "
-        "inversion, a concept vector) at growing budgets",
+        "inversion, a prompt attack, a concept vector) at growing budgets",
     ),
     "sample": Job(
         "loco_lightning.editing.sample.SampleModule",
@@ -179,7 +179,8 @@ def run_folder(config, job: str, subcommand: str | None = None) -> None:
     Result jobs keep their folder in ``model.output_dir``; ``--name`` sets it to
     ``lightning_logs/<job>/<name>``. Training jobs' folder is the logger's own (``--name`` makes it
     ``lightning_logs/<job>/<name>`` too); since a new ``fit`` there would overwrite its checkpoints
-    and exported model, one is refused unless it resumes (``--ckpt_path last``).
+    and exported model, one is refused unless it resumes (``--ckpt_path last``). Without a
+    logger, a result job's ``config.yaml`` still goes to its ``model.output_dir``.
     """
     name = config.get("name")
     if name is not None and ("/" in name or name in ("", ".", "..")):
@@ -189,6 +190,9 @@ def run_folder(config, job: str, subcommand: str | None = None) -> None:
         model.output_dir = f"lightning_logs/{job}/{name}"
     logger = config.get("trainer", {}).get("logger")
     if not getattr(logger, "class_path", "").endswith("TensorBoardLogger"):
+        trainer = config.get("trainer")
+        if "output_dir" in model and trainer is not None and not trainer.get("default_root_dir"):
+            trainer.default_root_dir = model.output_dir  # config.yaml there too, not in the cwd
         return
     if "output_dir" in model:
         folder = Path(model.output_dir)

@@ -131,19 +131,14 @@ class ConceptVector(Attack, name="concept_vector"):
         return [plain(model) if s == 0 else shifted(s) for s in self.scales]
 
 
-@dataclass(frozen=True)
-class TextualInversion(Attack, name="textual_inversion"):
-    """Textual inversion against an edit (Pham et al., *Circumventing Concept Erasure Methods*,
-    2024): the concept's token embeddings are relearned on the edited model by its own training
-    loss on the unedited model's images of the concept, then the ordinary prompts are written
-    with them. Each text encoder's embeddings of the concept's tokens are replaced wherever
-    those tokens occur.
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingAttack(Attack):
+    """What textual inversion and the prompt attack share: token embeddings of the attacked
+    prompts (:class:`Slot`, in every text encoder) learned with Adam on the edited model's own
+    training loss (:func:`noised`) over the unedited model's images of the concept.
 
     Attributes:
         steps: the budgets, Adam steps taken (one training run, read at each budget).
-        initializer: a word whose embedding every learned vector starts from (TI's initializer
-            token; budget 0 then says that word instead of the concept), or None to start from
-            the concept's own embeddings (budget 0 is the prompt itself: the attacker refines).
         lr: Adam's learning rate.
         batch_size: images per step.
         seed: seed of every step's images, noise and noise levels.
@@ -152,7 +147,6 @@ class TextualInversion(Attack, name="textual_inversion"):
     budget: ClassVar[str] = "steps"
 
     steps: tuple[int, ...] = (0, 50, 200)
-    initializer: str | None = None
     lr: float = 5e-3
     batch_size: int = 8
     seed: int = 0
@@ -169,10 +163,22 @@ class TextualInversion(Attack, name="textual_inversion"):
     def budgets(self) -> tuple[float, ...]:
         return tuple(self.steps)
 
+    @abstractmethod
+    def slots(
+        self, model: LocoModel, requests: Sequence[EditRequest], prompts: Sequence[str]
+    ) -> list[Slot]:
+        """The embeddings to learn, at their starting values, for prompts as :meth:`written`."""
+
+    def written(self, prompts: Sequence[str]) -> list[str]:
+        """The prompts as the attack writes them (the slots' tokens in place)."""
+        return list(prompts)
+
     def fit(
         self, model: LocoModel, requests: Sequence[EditRequest], examples: Examples
     ) -> list[Encoder]:
-        slots = concept_slots(model, requests, examples.prompts, self.initializer)
+        prompts = self.written(examples.prompts)
+        model.check_prompts(prompts)
+        slots = self.slots(model, requests, prompts)
         params = [s.vectors for s in slots]
         optimizer = torch.optim.Adam(params, lr=self.lr)
         g = torch.Generator().manual_seed(self.seed)
@@ -183,13 +189,13 @@ class TextualInversion(Attack, name="textual_inversion"):
                 snapshots[step] = [p.detach().clone() for p in params]
             if step == max(self.steps):
                 break
-            pick = torch.randint(len(examples.prompts), (self.batch_size,), generator=g)
+            pick = torch.randint(len(prompts), (self.batch_size,), generator=g)
             x0 = examples.x0[pick.to(examples.x0.device)]
             noise = torch.randn(x0.shape, generator=g).to(x0)
             x_t, t, target = noised(model, x0, noise, torch.rand(self.batch_size, generator=g))
             with replaced(slots):
                 cond = encode_prompts(
-                    model.pipeline, model.family, [examples.prompts[i] for i in pick.tolist()]
+                    model.pipeline, model.family, [prompts[i] for i in pick.tolist()]
                 )
             cond = told_guidance(model, cond, model.guidance)
             out = kind.forward(
@@ -204,6 +210,7 @@ class TextualInversion(Attack, name="textual_inversion"):
         def encoder(vectors: list[Tensor]) -> Encoder:
             @torch.no_grad()
             def encode(prompts: list[str]) -> Conditioning:
+                prompts = self.written(prompts)
                 model.check_prompts(prompts)
                 with replaced(slots, vectors):
                     return encode_prompts(model.pipeline, model.family, prompts)
@@ -211,6 +218,70 @@ class TextualInversion(Attack, name="textual_inversion"):
             return encode
 
         return [encoder(snapshots[s]) for s in self.steps]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextualInversion(EmbeddingAttack, name="textual_inversion"):
+    """Textual inversion against an edit (Pham et al., *Circumventing Concept Erasure Methods*,
+    2024): the concept's token embeddings are relearned on the edited model, then the ordinary
+    prompts are written with them (each text encoder's embeddings of the concept's tokens are
+    replaced wherever those tokens occur).
+
+    Attributes:
+        initializer: a word whose embedding every learned vector starts from (TI's initializer
+            token; budget 0 then says that word instead of the concept), or None to start from
+            the concept's own embeddings (budget 0 is the prompt itself: the attacker refines).
+    """
+
+    initializer: str | None = None
+
+    def slots(
+        self, model: LocoModel, requests: Sequence[EditRequest], prompts: Sequence[str]
+    ) -> list[Slot]:
+        return concept_slots(model, requests, prompts, self.initializer)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptAttack(EmbeddingAttack, name="prompt"):
+    """A prompt attack in the manner of UnlearnDiffAtk (Zhang et al., 2024), in embedding space:
+    ``tokens`` token embeddings put before every prompt and learned on the edited model to bring
+    back what the unedited model drew, one prefix for all prompts (a universal attack; the
+    original optimizes discrete tokens per prompt). The concept's own words stay in the prompt.
+
+    Attributes:
+        tokens: prefix words learned, written as ``filler`` repeated (the budget-0 prompt;
+            every token of that prefix is learned).
+        filler: a word of the tokenizers the prefix starts from.
+    """
+
+    tokens: int = 5
+    filler: str = "a"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.tokens < 1:
+            raise ValueError(f"{self.name}: tokens={self.tokens}: give 1 or more prefix tokens.")
+
+    @property
+    def prefix(self) -> str:
+        return " ".join([self.filler] * self.tokens)
+
+    def written(self, prompts: Sequence[str]) -> list[str]:
+        return [f"{self.prefix} {p}" for p in prompts]
+
+    def slots(
+        self, model: LocoModel, requests: Sequence[EditRequest], prompts: Sequence[str]
+    ) -> list[Slot]:
+        slots = []
+        for name in model.family.text_encoders:
+            tokenizer = getattr(model.pipeline, name.replace("text_encoder", "tokenizer"))
+            embedding = token_embedding(getattr(model.pipeline, name))
+            word_ids(tokenizer, self.filler, "filler")
+            ids = tokenizer(self.prefix, add_special_tokens=False).input_ids  # as written
+            ids_t = torch.tensor(ids, device=embedding.weight.device)
+            start = embedding.weight[ids_t].detach().clone().float()
+            slots.append(Slot(embedding, ids_t, start.requires_grad_(True)))
+        return slots
 
 
 @dataclass
@@ -233,8 +304,11 @@ class Slot:
             if not hits:
                 return output
             output = output.clone()
+            end = {}  # runs that overlap an earlier one are not runs ("a a a a a a red …")
             for b, p in hits:
-                output[b, p : p + n] = vectors.to(output)
+                if p >= end.get(b, 0):
+                    output[b, p : p + n] = vectors.to(output)
+                    end[b] = p + n
             return output
 
         return put
@@ -284,12 +358,13 @@ def token_embedding(encoder: nn.Module) -> nn.Embedding:
     return getattr(stack, "embed_tokens", None) or encoder.get_input_embeddings()
 
 
-def word_ids(tokenizer, word: str) -> list[int]:
-    """The ids of ``word``, refused if the tokenizer reads any of it as unknown."""
+def word_ids(tokenizer, word: str, said: str = "initializer") -> list[int]:
+    """The ids of ``word``, refused (as option ``said``) if the tokenizer reads any of it as
+    unknown."""
     ids = tokenizer(word, add_special_tokens=False).input_ids
     if not ids or tokenizer.unk_token_id in ids:
         raise ValueError(
-            f"initializer={word!r} is no word of the model's tokenizer (it reads as unknown); "
+            f"{said}={word!r} is no word of the model's tokenizer (it reads as unknown); "
             "give a word its prompts use, e.g. 'style'."
         )
     return ids

@@ -42,7 +42,7 @@ class AttackModule(EditModule):
     Args:
         requests, editors, diffusion, locogen, random_seed, clip, fid_weights, output_dir: see
             :class:`EditModule`.
-        attacks: row name -> attack (``TextualInversion``, ``ConceptVector``).
+        attacks: row name -> attack (``TextualInversion``, ``PromptAttack``, ``ConceptVector``).
         examples_per_prompt: unedited images the attacker holds per request prompt.
         examples_seed: seed of the first of them.
     """

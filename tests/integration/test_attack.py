@@ -22,6 +22,7 @@ from loco_lightning.models.sampling import clean_latents
 from loco_lightning.robustness.attacks import (
     ConceptVector,
     Examples,
+    PromptAttack,
     TextualInversion,
     concept_slots,
     replaced,
@@ -40,7 +41,9 @@ ATTACKS = {
         "init_args": {"steps": [0, 50, 200], "initializer": "style", "lr": 0.02},
     },
     "cv": {"class_path": "ConceptVector", "init_args": {"scales": [0, 2, 8]}},
+    "prompt": {"class_path": "PromptAttack", "init_args": {"steps": [0, 50, 200], "lr": 0.02}},
 }
+BUDGETS = {"ti": [0, 50, 200], "cv": [0, 2, 8], "prompt": [0, 50, 200]}
 TOLERANCE = 0.125  # one image and a half of the 12 efficacy prompts: the spread over seeds
 
 
@@ -63,6 +66,15 @@ def test_the_starting_embeddings_give_every_encoder_the_prompt_itself(family):
     with torch.no_grad(), replaced(slots, moved):
         other = model.encode(prompts)
     assert not torch.allclose(other.context, plain.context)
+    attack = PromptAttack(tokens=3, filler="a")  # its prefix is found in every encoder too
+    written = attack.written(prompts)
+    prefix = attack.slots(model, [request], written)
+    assert len(prefix) == len(slots)
+    unhooked = model.encode(written).context
+    with torch.no_grad(), replaced(prefix):
+        assert torch.equal(model.encode(written).context, unhooked)
+    with torch.no_grad(), replaced(prefix, [s.vectors.detach() + 1.0 for s in prefix]):
+        assert not torch.allclose(model.encode(written).context, unhooked)
 
 
 @functools.cache
@@ -124,8 +136,7 @@ def rows(table, method, attack) -> list[dict]:
 def test_the_card_has_a_row_per_method_attack_and_budget_with_every_column(robustness):
     folder, table = robustness
     keys = {(r["method"], r["attack"], r["amount"]) for r in table}
-    budgets = {"ti": [0, 50, 200], "cv": [0, 2, 8]}
-    expected = {(m, a, b) for m in ("unedited", "locoedit") for a in budgets for b in budgets[a]}
+    expected = {(m, a, b) for m in ("unedited", "locoedit") for a in BUDGETS for b in BUDGETS[a]}
     assert keys == expected and len(table) == len(expected)
     columns = {"success", "clip", "success_unattacked", "clip_unattacked", "seconds_to_fit", "n"}
     for r in table:
@@ -142,6 +153,8 @@ def test_a_zero_budget_attack_recovers_nothing_beyond_the_edited_models_own_rate
         cv, ti = rows(table, method, "cv")[0], rows(table, method, "ti")[0]
         assert cv["success"] == cv["success_unattacked"]  # the prompt itself: the same images
         assert ti["success"] <= ti["success_unattacked"] + 1e-9, ti  # "style" for "striped"
+        prompt = rows(table, method, "prompt")[0]  # "a a a a a" before the prompt
+        assert prompt["success"] <= prompt["success_unattacked"] + TOLERANCE, prompt
     edited = rows(table, "locoedit", "cv")[0]
     assert edited["success_unattacked"] <= rows(table, "unedited", "cv")[0]["success"] - 0.4
 
@@ -156,7 +169,7 @@ def test_textual_inversion_on_the_unedited_model_recovers_the_original_rate(robu
 def test_a_larger_budget_never_does_worse_on_the_same_edit(robustness):
     _, table = robustness
     for method in ("unedited", "locoedit"):
-        for attack in ("ti", "cv"):
+        for attack in BUDGETS:
             success = [r["success"] for r in rows(table, method, attack)]
             assert all(b >= a - TOLERANCE for a, b in zip(success, success[1:])), (method, attack)
             assert success[-1] >= success[0], (method, attack, success)
@@ -169,6 +182,7 @@ def test_a_larger_budget_never_does_worse_on_the_same_edit(robustness):
         (lambda: TextualInversion(steps=(0, 2.5)), "whole numbers"),
         (lambda: TextualInversion(lr=0.0), "lr=0.0"),
         (lambda: TextualInversion(batch_size=0), "batch_size=0"),
+        (lambda: PromptAttack(tokens=0), "tokens=0"),
         (lambda: ConceptVector(scales=(0.0, -1.0)), "scale=[0.0, -1.0]"),
         (lambda: ConceptVector(scales=()), "scale=[]"),
         (lambda: ConceptVector(scales=(0.0, math.inf)), "finite"),
