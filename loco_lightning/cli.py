@@ -93,6 +93,13 @@ JOBS = {
         "robustness card: every editor of a comparison under recovery attacks (textual "
         "inversion, a prompt attack, a concept vector) at growing budgets",
     ),
+    "scale": Job(
+        "loco_lightning.robustness.scale.ScaleModule",
+        "loco_lightning.robustness.scale.GridData",
+        "fit",
+        "many concepts at once: every closed-form editor erases N values of a world attribute "
+        "together; time to edit and UnlearnCanvas's accuracies against N",
+    ),
     "sample": Job(
         "loco_lightning.editing.sample.SampleModule",
         "loco_lightning.editing.sample.SampleData",
