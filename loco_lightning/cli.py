@@ -100,6 +100,13 @@ JOBS = {
         "many concepts at once: every closed-form editor erases N values of a world attribute "
         "together; time to edit and UnlearnCanvas's accuracies against N",
     ),
+    "i2p": Job(
+        "loco_lightning.robustness.i2p.I2PModule",
+        "loco_lightning.robustness.i2p.PromptCSV",
+        "fit",
+        "the I2P protocol: every editor of a comparison on a CSV of inappropriate prompts, "
+        "judged by NudeNet (or any image classifier), a rate per method and category",
+    ),
     "sample": Job(
         "loco_lightning.editing.sample.SampleModule",
         "loco_lightning.editing.sample.SampleData",
