@@ -3,8 +3,9 @@ attacks (white box: its weights with the edit applied) and gives, per budget, an
 attacked prompts.
 
 An attack changes only what the denoiser is conditioned on, never the weights, so one harness
-judges every editor against every attack the same way. Budget 0 of every attack is the prompt
-itself, encoded as the pipeline encodes it: the edited model's own rate.
+judges every editor against every attack the same way. Budget 0 is where an attack starts: the
+prompt itself (the concept vector; textual inversion from the concept's own embeddings), or the
+words it starts from (an initializer word, a filler prefix).
 """
 
 from __future__ import annotations
