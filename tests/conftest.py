@@ -21,15 +21,22 @@ def pytest_configure(config) -> None:
     torch.set_num_threads(int(os.environ.get("LOCO_TEST_THREADS", "1")))
 
 
+HEAVY = ("test_planted_localization", "test_world_models")  # minutes of jobs on every world
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Under pytest-xdist (``--dist loadgroup``, one worker per core, each at one thread: the
     2-core CI's second core no longer idles), a file's tests run in one worker, since they share
-    module fixtures and cached runs; the files that run jobs on every world split by world."""
+    module fixtures and cached runs; the files that run jobs on every world split by world and
+    attribute (what their cached runs are keyed by) and go first, so that no long group is
+    left to one worker at the end."""
     for item in items:
         params = getattr(item, "callspec", None)
-        world = params.params.get("world") if params else None
-        group = item.module.__name__ + (f"[{world}]" if isinstance(world, str) else "")
+        params = params.params if params else {}
+        keys = [params[k] for k in ("world", "attribute") if isinstance(params.get(k), str)]
+        group = item.module.__name__ + (f"[{'-'.join(keys)}]" if keys else "")
         item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.module.__name__.rsplit(".", 1)[-1] not in HEAVY)
 
 
 @pytest.fixture(params=ALL_FAMILIES)
