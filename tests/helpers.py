@@ -5,12 +5,24 @@ from __future__ import annotations
 import atexit
 import functools
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from loco_lightning.hooks.denoisers import kind_of
+from loco_lightning.metrics.classifiers import ImageClassifier
 from loco_lightning.models import LocoModel, load_model
+
+
+@dataclass(frozen=True)
+class Bright(ImageClassifier):
+    """Flags images brighter than ``threshold`` on average: a classifier a test can redo."""
+
+    threshold: float = 0.5
+
+    def flags(self, images: torch.Tensor) -> torch.Tensor:
+        return images.mean((1, 2, 3)) > self.threshold
 
 
 @functools.cache

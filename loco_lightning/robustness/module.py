@@ -11,7 +11,7 @@ import matplotlib
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from matplotlib.figure import Figure
-from torch import nn
+from torch import Tensor, nn
 from torchmetrics import MeanMetric, SumMetric
 
 from loco_lightning.editing.data import EvalItem
@@ -20,6 +20,7 @@ from loco_lightning.editing.evaluation import UNEDITED, metric_key
 from loco_lightning.editing.module import EditModule
 from loco_lightning.editing.requests import EditRequest
 from loco_lightning.files import markdown_table
+from loco_lightning.metrics.classifiers import ImageClassifier
 from loco_lightning.models.diffusion import Diffusion
 from loco_lightning.models.sampling import clean_latents
 from loco_lightning.robustness.attacks import Attack, Encoder, Examples, plain
@@ -32,7 +33,8 @@ class AttackModule(EditModule):
 
     The edits are solved in ``on_fit_start`` as ``loco compare`` solves them; each, and the
     unedited model, is attacked by every attack at every budget on the efficacy prompts, judged
-    by the world's exact readers (concept seen: the attack succeeded) and by CLIP score.
+    by the world's exact readers (concept seen: the attack succeeded), or on a real model by an
+    image classifier (``classifier``: NudeNet for nudity, or a user's own), and by CLIP score.
 
     Every attack is fitted once per method, on the model with that edit applied (white box),
     from images of the concept that the unedited model made for the edit requests' own prompts
@@ -45,6 +47,8 @@ class AttackModule(EditModule):
         attacks: row name -> attack (``TextualInversion``, ``PromptAttack``, ``ConceptVector``).
         examples_per_prompt: unedited images the attacker holds per request prompt.
         examples_seed: seed of the first of them.
+        classifier: flags images where the concept succeeded (None: the world's exact readers;
+            on a model without them, CLIP score alone).
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class AttackModule(EditModule):
         random_seed: int = 0,
         examples_per_prompt: int = 1,
         examples_seed: int = 1000,
+        classifier: ImageClassifier | None = None,
         clip: str | None = None,
         fid_weights: str | None = None,
         output_dir: str = "lightning_logs/attack/run",
@@ -70,8 +75,9 @@ class AttackModule(EditModule):
             raise ValueError(f"model.attacks: {OWN!r} names the unattacked rate; rename it.")
         if examples_per_prompt < 1:
             raise ValueError(f"examples_per_prompt={examples_per_prompt}: give 1 or more.")
-        self.save_hyperparameters(ignore=["editors", "attacks"])
+        self.save_hyperparameters(ignore=["editors", "attacks", "classifier"])
         self.attacks = dict(attacks)
+        self.classifier = classifier
         self.encoders: dict[tuple[str, str], list[Encoder]] = {}
         self.fit_seconds: dict[tuple[str, str], float] = {}
 
@@ -121,7 +127,8 @@ class AttackModule(EditModule):
     def on_validation_epoch_start(self) -> None:
         runs = [(OWN, 0.0)] + [(a, b) for a, spec in self.attacks.items() for b in spec.budgets]
         keys = [(m, a, b) for m in [UNEDITED, *self.edits] for a, b in runs]
-        scores = ["clip"] + ([] if self.reader_match is None else ["success"])
+        judged = self.classifier is not None or self.reader_match is not None
+        scores = ["clip"] + (["success"] if judged else [])
         metrics = {self.key(*k, s): MeanMetric() for k in keys for s in scores}
         metrics |= {self.key(*k, "n"): SumMetric() for k in keys}
         self.triad = nn.ModuleDict(metrics).to(self.device).double()
@@ -139,7 +146,6 @@ class AttackModule(EditModule):
         texts = [it.prompt.score_text or it.prompt.prompt for it in items]
         expects = [it.prompt.expect for it in items]
         seeds = [it.noise_seed for it in items]
-        judged = self.reader_match is not None and all(expects)
         for method, applied in self.methods():
             with applied:
                 runs = [(OWN, 0.0, plain(self.model))]
@@ -150,11 +156,19 @@ class AttackModule(EditModule):
                     self.triad[self.key(method, attack, budget, "clip")].update(
                         self.clip_score.scores(images, texts)
                     )
-                    if judged:
-                        self.triad[self.key(method, attack, budget, "success")].update(
-                            self.reader_match.scores(images, expects)
-                        )
+                    success = self.success(images, expects)
+                    if success is not None:
+                        self.triad[self.key(method, attack, budget, "success")].update(success)
                     self.triad[self.key(method, attack, budget, "n")].update(len(items))
+
+    def success(self, images: Tensor, expects: list[dict]) -> Tensor | None:
+        """(B,) 1 where the concept is seen: the classifier's flag if one is given, else the
+        exact readers' verdict where every prompt says what to read, else None."""
+        if self.classifier is not None:
+            return self.classifier.flags(images).to(torch.float64)
+        if self.reader_match is not None and all(expects):
+            return self.reader_match.scores(images, expects)
+        return None
 
     def on_validation_epoch_end(self) -> None:
         table = []

@@ -27,7 +27,7 @@ from loco_lightning.robustness.attacks import (
     concept_slots,
     replaced,
 )
-from tests.helpers import mini_model
+from tests.helpers import mini_model, miniature_job
 
 WORLD = "world-sd1-planted"  # style planted at sites 3-4: LocoEdit there removes it
 STYLE = "datasets/world/style_striped.edit.yaml"
@@ -217,3 +217,33 @@ def test_the_attack_job_refuses_bad_settings_before_any_work(option, value, says
     args += ["--model.output_dir", str(tmp_path), "--trainer.logger", "false"]
     with pytest.raises(ValueError, match=says):
         main(args)
+
+
+def test_on_a_model_without_readers_a_classifier_judges_success(tmp_path):
+    """On a real model (the SD-1 miniature: no exact readers) the given classifier says where
+    an attack succeeded: the unattacked unedited rate is its verdict on the plain images."""
+    from loco_lightning.editing.data import load_eval_prompts
+    from loco_lightning.models.diffusion import Diffusion
+    from loco_lightning.models.sampling import noise_seed
+
+    diffusion = Diffusion(source="miniature", family="sd1", dtype="float32", steps=2)
+    model = diffusion.load("cpu")
+    prompts = load_eval_prompts("datasets/world/style_striped.eval.yaml")
+    efficacy = [p.prompt for p in prompts if p.group == "efficacy"]
+    seeds = [noise_seed(0, i, "per_prompt") for i in range(len(efficacy))]
+    brightness = diffusion.denoise(model, model.encode(efficacy), seeds).mean((1, 2, 3))
+    threshold = float(brightness.median())
+    attacks = {"cv": {"class_path": "ConceptVector", "init_args": {"scales": [0, 1]}}}
+    args = miniature_job("attack", "configs/attack/world_style.yaml", tmp_path, tmp_path / "tb")
+    args += ["--model.diffusion.family", "sd1", "--model.attacks", json.dumps(attacks)]
+    args += ["--model.editors", json.dumps({"uce": {"class_path": "UCE"}})]
+    args += ["--model.classifier", json.dumps({"class_path": "tests.helpers.Bright"})]
+    args += ["--model.classifier.init_args.threshold", str(threshold)]
+    main(args)
+    table = json.loads((tmp_path / "robustness.json").read_text())
+    assert {r["method"] for r in table} == {"unedited", "uce"}
+    expected = float((brightness > threshold).double().mean())
+    for r in table:
+        assert math.isfinite(r["success"]) and math.isfinite(r["success_unattacked"]), r
+        if r["method"] == "unedited":
+            assert r["success_unattacked"] == pytest.approx(expected), r

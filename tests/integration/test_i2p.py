@@ -6,29 +6,18 @@ from __future__ import annotations
 import csv
 import functools
 import json
-from dataclasses import dataclass
 
 import pytest
 import torch
 
 from loco_lightning.cli import main
-from loco_lightning.metrics.classifiers import ImageClassifier, NudeNet
+from loco_lightning.metrics.classifiers import NudeNet
 from loco_lightning.models.diffusion import Diffusion
 from loco_lightning.robustness.i2p import PromptCSV
 from tests.helpers import miniature_job
 
 SAMPLE = "datasets/i2p/sample.csv"
 UCE = {"uce": {"class_path": "UCE"}}
-
-
-@dataclass(frozen=True)
-class Bright(ImageClassifier):
-    """Flags images brighter than ``threshold`` on average: a classifier the test can redo."""
-
-    threshold: float = 0.5
-
-    def flags(self, images):
-        return images.mean((1, 2, 3)) > self.threshold
 
 
 def sample_rows() -> list[dict]:
@@ -52,7 +41,7 @@ def unedited_brightness() -> dict[str, float]:
 def test_the_rates_per_category_are_the_classifiers_verdicts_on_each_methods_images(tmp_path):
     brightness = unedited_brightness()
     threshold = sorted(brightness.values())[len(brightness) // 2]  # half of them flagged
-    classifier = {"class_path": f"{__name__}.Bright", "init_args": {"threshold": threshold}}
+    classifier = {"class_path": "tests.helpers.Bright", "init_args": {"threshold": threshold}}
     args = miniature_job("i2p", "configs/i2p/sd1_nudity.yaml", tmp_path, tmp_path / "tb")
     args += ["--model.editors", json.dumps(UCE), "--model.classifier", json.dumps(classifier)]
     args += ["--model.diffusion.dtype", "float32", "--data.path", SAMPLE]
