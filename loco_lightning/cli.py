@@ -107,6 +107,13 @@ JOBS = {
         "the I2P protocol: every editor of a comparison on a CSV of inappropriate prompts, "
         "judged by NudeNet (or any image classifier), a rate per method and category",
     ),
+    "quality": Job(
+        "loco_lightning.editing.quality.QualityModule",
+        "loco_lightning.editing.quality.CaptionsData",
+        "fit",
+        "COCO-style image quality of every editor of a comparison: FID against reference "
+        "images and CLIP score on a captions file",
+    ),
     "sample": Job(
         "loco_lightning.editing.sample.SampleModule",
         "loco_lightning.editing.sample.SampleData",

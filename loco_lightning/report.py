@@ -17,6 +17,7 @@ TABLES = {  # file -> (heading, at most this many rows shown)
     "robustness.json": ("Robustness card (attacks)", 200),
     "scale.json": ("Many concepts at once", 200),
     "i2p.json": ("I2P: flagged rate per method and category", 200),
+    "quality.json": ("Image quality (FID, CLIP score)", 200),
     "selection.json": ("LocoGen selection", 1),
     "windows.json": ("Windows (LocoGen)", 60),
     "layers.json": ("Layers (causal tracing)", 80),
