@@ -21,7 +21,18 @@ def pytest_configure(config) -> None:
     torch.set_num_threads(int(os.environ.get("LOCO_TEST_THREADS", "1")))
 
 
-HEAVY = ("test_planted_localization", "test_world_models")  # minutes of jobs on every world
+# minutes of jobs each (the world files on every world): started first, in this order, so that
+# no long group is left to one worker at the end (xdist keeps this order: no loadscope reorder)
+HEAVY = (
+    "test_planted_localization",
+    "test_world_models",
+    "test_attack",
+    "test_localize",
+    "test_dit",
+    "test_edit",
+    "test_world_method",
+    "test_cli",
+)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
