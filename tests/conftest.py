@@ -39,15 +39,15 @@ def pytest_collection_modifyitems(config, items) -> None:
     """Under pytest-xdist (``--dist loadgroup``, one worker per core, each at one thread: the
     2-core CI's second core no longer idles), a file's tests run in one worker, since they share
     module fixtures and cached runs; the files that run jobs on every world split by world and
-    attribute (what their cached runs are keyed by) and go first, so that no long group is
-    left to one worker at the end."""
+    attribute (what their cached runs are keyed by); the heavy files go first."""
     for item in items:
         params = getattr(item, "callspec", None)
         params = params.params if params else {}
         keys = [params[k] for k in ("world", "attribute") if isinstance(params.get(k), str)]
         group = item.module.__name__ + (f"[{'-'.join(keys)}]" if keys else "")
         item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: item.module.__name__.rsplit(".", 1)[-1] not in HEAVY)
+    rank = {name: i for i, name in enumerate(HEAVY)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(HEAVY)))
 
 
 @pytest.fixture(params=ALL_FAMILIES)
