@@ -21,8 +21,8 @@ def pytest_configure(config) -> None:
     torch.set_num_threads(int(os.environ.get("LOCO_TEST_THREADS", "1")))
 
 
-# minutes of jobs each (the world files on every world): started first, in this order, so that
-# no long group is left to one worker at the end (xdist keeps this order: no loadscope reorder)
+# the slowest files (the world files run jobs on every world), started first and in this order so
+# that no long group is left to one worker at the end (xdist keeps it: no loadscope reorder)
 HEAVY = (
     "test_planted_localization",
     "test_world_models",
