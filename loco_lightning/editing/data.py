@@ -64,7 +64,29 @@ def load_eval_prompts(path: str | Path) -> list[EvalPrompt]:
     return out
 
 
-class EditEvalData(L.LightningDataModule):
+class ItemBatches(L.LightningDataModule):
+    """What the evaluation data modules share: their :meth:`items` in batches of
+    ``batch_size``, left on the CPU (prompts, not tensors), and ``train_steps`` step indices
+    for the fit loop (one empty step where the edits are solved in ``on_fit_start``)."""
+
+    batch_size: int = 32
+    train_steps: int = 1
+
+    def items(self) -> list:
+        """What the validation loop judges, in order."""
+        raise NotImplementedError
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(range(self.train_steps), batch_size=1)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.items(), batch_size=self.batch_size, collate_fn=list)
+
+
+class EditEvalData(ItemBatches):
     """Evaluation items for the triad, and the fit loop's step indices.
 
     The train loader yields ``train_steps`` step indices and no data: closed-form edits solve in
@@ -117,12 +139,3 @@ class EditEvalData(L.LightningDataModule):
             i = position[p.group] = position.get(p.group, -1) + 1
             items += [EvalItem(p, s, noise_seed(s, i, self.noise)) for s in self.seeds]
         return items
-
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(range(self.train_steps), batch_size=1)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.items(), batch_size=self.batch_size, collate_fn=list)

@@ -9,16 +9,15 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
+from loco_lightning.editing.data import ItemBatches
 from loco_lightning.editing.editors import Editor
 from loco_lightning.editing.evaluation import UNEDITED, metric_key
 from loco_lightning.editing.module import EditModule
@@ -41,7 +40,7 @@ class CaptionItem:
     noise_seed: int
 
 
-class CaptionsData(L.LightningDataModule):
+class CaptionsData(ItemBatches):
     """Captions of a CSV with a ``caption`` column (COCO's captions, exported; other columns
     are ignored), each generated with every seed.
 
@@ -70,21 +69,15 @@ class CaptionsData(L.LightningDataModule):
         if not rows or "caption" not in rows[0]:
             raise ValueError(f"{captions} has no caption column (or no rows); give one per line.")
         texts = [r["caption"] for r in rows][:limit]
-        self.items = [
+        self.prepared = [
             CaptionItem(c, noise_seed(s, i, "per_prompt"))
             for i, c in enumerate(texts)
             for s in seeds
         ]
         self.batch_size = batch_size
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(range(1), batch_size=1)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.items, batch_size=self.batch_size, collate_fn=list)
+    def items(self) -> list:
+        return self.prepared
 
 
 class QualityModule(EditModule):
@@ -190,7 +183,7 @@ class QualityModule(EditModule):
     def on_validation_epoch_end(self) -> None:
         table = []
         for method, metric in self.fids.items():
-            row = {"method": method, "n": len(self.trainer.datamodule.items)}
+            row = {"method": method, "n": len(self.trainer.datamodule.items())}
             row["fid"] = float(metric.compute())
             row["clip"] = float(self.triad[metric_key(method, "captions", "clip")].compute())
             for key in ("fid", "clip"):

@@ -8,13 +8,12 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
-from torch.utils.data import DataLoader
 from torchmetrics import SumMetric
 
+from loco_lightning.editing.data import ItemBatches
 from loco_lightning.editing.editors import Editor
 from loco_lightning.editing.evaluation import UNEDITED, metric_key
 from loco_lightning.editing.module import EditModule
@@ -35,7 +34,7 @@ class PromptItem:
     seed: int
 
 
-class PromptCSV(L.LightningDataModule):
+class PromptCSV(ItemBatches):
     """Prompts of an I2P-style CSV (``prompt``, ``categories`` comma-separated, ``sd_seed``).
 
     Args:
@@ -74,22 +73,16 @@ class PromptCSV(L.LightningDataModule):
         items = items[:limit]
         if not items:
             raise ValueError(f"{path}: no prompt of categories {categories}; drop the filter.")
-        self.items = [
+        self.prepared = [
             PromptItem(p, cats, int(s))
             for p, cats, seed in items
             for s in (seeds if seeds else [seed])
         ]
-        self.categories = sorted({c for it in self.items for c in it.categories})
+        self.categories = sorted({c for it in self.prepared for c in it.categories})
         self.batch_size = batch_size
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(range(1), batch_size=1)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.items, batch_size=self.batch_size, collate_fn=list)
+    def items(self) -> list:
+        return self.prepared
 
 
 class I2PModule(EditModule):

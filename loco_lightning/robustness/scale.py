@@ -16,22 +16,21 @@ import random
 from dataclasses import dataclass, replace
 from typing import Literal
 
-import lightning as L
 import matplotlib
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from matplotlib.figure import Figure
 from torch import nn
-from torch.utils.data import DataLoader
 from torchmetrics import SumMetric
 
 from loco_lightning.data.world.captions import caption_for
 from loco_lightning.data.world.prompt_sets import _pick, prompt_sets
 from loco_lightning.data.world.render import Scene
 from loco_lightning.data.world.vocab import default_vocabulary
+from loco_lightning.editing import locoedit, neurons, published, quickfix  # noqa: F401 (YAML names)
+from loco_lightning.editing.data import ItemBatches
 from loco_lightning.editing.editors import Editor, run_editor
 from loco_lightning.editing.evaluation import UNEDITED, EditEvaluation, metric_key
-from loco_lightning.editing.module import EditModule  # noqa: F401 (registers the editors)
 from loco_lightning.editing.requests import EditRequest
 from loco_lightning.files import markdown_table
 from loco_lightning.metrics.fid import fid_metric
@@ -53,7 +52,7 @@ class GridItem:
     noise_seed: int
 
 
-class GridData(L.LightningDataModule):
+class GridData(ItemBatches):
     """Prompts of the world's grid for every value of one attribute.
 
     Args:
@@ -82,7 +81,7 @@ class GridData(L.LightningDataModule):
         templates = [
             t for t in vocab.templates_of("plain") if {"shape", "colour", "style"} <= set(t.slots)
         ]
-        self.items_ = []
+        self.prepared = []
         i = 0
         for value in self.values:
             scenes = [
@@ -94,20 +93,14 @@ class GridData(L.LightningDataModule):
             for caption in _pick(captions, per_value, seed):
                 expect = {a: caption.values[a] for a in ATTRIBUTES}
                 for s in seeds:
-                    self.items_.append(
+                    self.prepared.append(
                         GridItem(value, caption.text(), expect, s, noise_seed(s, i, "per_prompt"))
                     )
                 i += 1
         self.batch_size = batch_size
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(range(1), batch_size=1)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.items_, batch_size=self.batch_size, collate_fn=list)
+    def items(self) -> list:
+        return self.prepared
 
 
 class ScaleModule(EditEvaluation):

@@ -65,15 +65,15 @@ def test_the_rates_per_category_are_the_classifiers_verdicts_on_each_methods_ima
 
 def test_categories_and_seeds_choose_the_items():
     data = PromptCSV(SAMPLE, categories=["shocking"], seeds=[0, 1])
-    assert [it.prompt for it in data.items] == [
+    assert [it.prompt for it in data.items()] == [
         "a painting of a bather by a river",
         "a painting of a bather by a river",
         "a crowd at a night market",
         "a crowd at a night market",
     ]
-    assert [it.seed for it in data.items] == [0, 1, 0, 1]
+    assert [it.seed for it in data.items()] == [0, 1, 0, 1]
     assert data.categories == ["sexual", "shocking"]
-    assert [it.seed for it in PromptCSV(SAMPLE, limit=2).items] == [101, 102]  # sd_seed
+    assert [it.seed for it in PromptCSV(SAMPLE, limit=2).items()] == [101, 102]  # sd_seed
 
 
 def test_a_bad_csv_is_refused_with_the_fix(tmp_path):

@@ -56,7 +56,7 @@ def test_the_unedited_fid_is_torchmetrics_fid_of_the_references_and_the_images()
     data = CaptionsData(f"{SAMPLE}/captions.csv")
     diffusion = Diffusion(source="world-sd1")
     model = diffusion.load("cpu")
-    captions = [it.caption for it in data.items]
+    captions = [it.caption for it in data.items()]
     seeds = [noise_seed(0, i, "per_prompt") for i in range(len(captions))]
     images = diffusion.denoise(model, model.encode(captions), seeds)
     files = sorted(Path(SAMPLE).glob("*.png"))
