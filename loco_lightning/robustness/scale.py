@@ -142,7 +142,8 @@ class ScaleModule(EditEvaluation):
     def setup(self, stage: str) -> None:
         data = self.trainer.datamodule
         values = list(data.values)
-        sizes = [len(values) if n == -1 else n for n in self.hparams.sizes]
+        sizes = [n for n in self.hparams.sizes if n != -1]  # -1 (all) may equal the last one
+        sizes += [len(values)] if -1 in self.hparams.sizes and len(values) not in sizes else []
         if sizes != sorted(set(sizes)) or max(sizes) > len(values):
             raise ValueError(
                 f"sizes={self.hparams.sizes}: give ascending numbers of {data.attribute} values "

@@ -94,6 +94,7 @@ def test_every_erased_colour_reads_less_than_before():
     [
         (("--model.sizes", "[4, 1]"), "ascending numbers of colour values up to 8"),
         (("--model.sizes", "[1, 9]"), "up to 8"),
+        (("--model.sizes", "[2, 1, -1]"), "ascending"),
         (("--model.sizes", "[0]"), "sizes=[0]"),
         (("--model.editors", "{}"), "model.editors is empty"),
         (("--data.per_value", "0"), "per_value=0"),
