@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -62,6 +63,20 @@ def load_eval_prompts(path: str | Path) -> list[EvalPrompt]:
     if not out:
         raise ValueError(f"{path} holds no efficacy/generality/specificity prompts.")
     return out
+
+
+def csv_rows(option: str, path: str, expected: str) -> list[dict[str, str]]:
+    """The rows of a user's CSV, refused with the option's name where the file is missing.
+
+    Args:
+        option: the option that names the file (``data.captions``).
+        path: the CSV.
+        expected: what it should be, for the error (columns and an example path).
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{option}={path!r} does not exist: give {expected}.")
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 class ItemBatches(L.LightningDataModule):

@@ -8,6 +8,20 @@ import matplotlib
 from matplotlib.figure import Figure
 
 
+def method_lines(ax, table: list[dict], x: str, y: str, methods: list[str]) -> None:
+    """One line with markers per method, ``y`` against ``x`` over its rows of ``table``, in the
+    comparison's colours (tab10, in the order of ``methods``)."""
+    for i, method in enumerate(methods):
+        rows = [r for r in table if r["method"] == method]
+        ax.plot(
+            [r[x] for r in rows],
+            [r.get(y, math.nan) for r in rows],
+            marker="o",
+            color=matplotlib.colormaps["tab10"](i % 10),
+            label=method,
+        )
+
+
 def _score(table: list[dict]) -> str:
     """The exact readers where the table has them (the world), else CLIP score."""
     return "reader" if any("reader" in r for r in table) else "clip"

@@ -5,7 +5,6 @@ earlier run saved), and CLIP score of each image against its caption."""
 from __future__ import annotations
 
 import contextlib
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from loco_lightning.editing.data import ItemBatches
+from loco_lightning.editing.data import ItemBatches, csv_rows
 from loco_lightning.editing.editors import Editor
 from loco_lightning.editing.evaluation import UNEDITED, metric_key
 from loco_lightning.editing.module import EditModule
@@ -59,13 +58,8 @@ class CaptionsData(ItemBatches):
         batch_size: int = 32,
     ) -> None:
         super().__init__()
-        if not Path(captions).is_file():
-            raise FileNotFoundError(
-                f"data.captions={captions!r} does not exist: give a CSV with a caption column, "
-                "e.g. datasets/quality/world_sample/captions.csv."
-            )
-        with open(captions, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+        example = "datasets/quality/world_sample/captions.csv"
+        rows = csv_rows("data.captions", captions, f"a CSV with a caption column, e.g. {example}")
         if not rows or "caption" not in rows[0]:
             raise ValueError(f"{captions} has no caption column (or no rows); give one per line.")
         texts = [r["caption"] for r in rows][:limit]

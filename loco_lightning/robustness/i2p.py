@@ -4,16 +4,14 @@ by an image classifier (NudeNet's detector for nudity), as a rate per method and
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import SumMetric
 
-from loco_lightning.editing.data import ItemBatches
+from loco_lightning.editing.data import ItemBatches, csv_rows
 from loco_lightning.editing.editors import Editor
 from loco_lightning.editing.evaluation import UNEDITED, metric_key
 from loco_lightning.editing.module import EditModule
@@ -54,13 +52,8 @@ class PromptCSV(ItemBatches):
         batch_size: int = 16,
     ) -> None:
         super().__init__()
-        if not Path(path).is_file():
-            raise FileNotFoundError(
-                f"data.path={path!r} does not exist: give an I2P-style CSV (columns prompt, "
-                "categories, sd_seed), e.g. datasets/i2p/sample.csv."
-            )
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+        expected = "an I2P-style CSV (columns prompt, categories, sd_seed), e.g. "
+        rows = csv_rows("data.path", path, expected + "datasets/i2p/sample.csv")
         needed = {"prompt", "categories"} | (set() if seeds else {"sd_seed"})
         missing = sorted(needed - set(rows[0] if rows else ()))
         if missing:

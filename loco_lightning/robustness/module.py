@@ -7,7 +7,6 @@ import contextlib
 import math
 import time
 
-import matplotlib
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from matplotlib.figure import Figure
@@ -18,6 +17,7 @@ from loco_lightning.editing.data import EvalItem
 from loco_lightning.editing.editors import Editor
 from loco_lightning.editing.evaluation import UNEDITED, metric_key
 from loco_lightning.editing.module import EditModule
+from loco_lightning.editing.plots import method_lines
 from loco_lightning.editing.requests import EditRequest
 from loco_lightning.files import markdown_table
 from loco_lightning.metrics.classifiers import ImageClassifier
@@ -214,17 +214,10 @@ def robustness_plot(table: list[dict]) -> Figure:
     fig = Figure(figsize=(4.2 * len(attacks) + 1.6, 3.6))
     axes = fig.subplots(1, len(attacks), squeeze=False)[0]
     for ax, attack in zip(axes, attacks):
-        for i, method in enumerate(methods):
-            rows = [r for r in table if r["attack"] == attack and r["method"] == method]
-            ax.plot(
-                [r["amount"] for r in rows],
-                [r.get(score, math.nan) for r in rows],
-                marker="o",
-                color=matplotlib.colormaps["tab10"](i % 10),
-                label=method,
-            )
+        rows = [r for r in table if r["attack"] == attack]
+        method_lines(ax, rows, "amount", score, methods)
         ax.set_title(attack, fontsize=9)
-        ax.set_xlabel(rows[0]["budget"] if rows else "budget")
+        ax.set_xlabel(rows[0]["budget"])
         ax.grid(alpha=0.3)
         if score == "success":
             ax.set_ylim(-0.05, 1.05)

@@ -16,7 +16,6 @@ import random
 from dataclasses import dataclass, replace
 from typing import Literal
 
-import matplotlib
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from matplotlib.figure import Figure
@@ -31,6 +30,7 @@ from loco_lightning.editing import locoedit, neurons, published, quickfix  # noq
 from loco_lightning.editing.data import ItemBatches
 from loco_lightning.editing.editors import Editor, run_editor
 from loco_lightning.editing.evaluation import UNEDITED, EditEvaluation, metric_key
+from loco_lightning.editing.plots import method_lines
 from loco_lightning.editing.requests import EditRequest
 from loco_lightning.files import markdown_table
 from loco_lightning.metrics.fid import fid_metric
@@ -284,15 +284,7 @@ def scale_plot(table: list[dict]) -> Figure:
     fig = Figure(figsize=(13, 3.4))
     axes = fig.subplots(1, len(panels))
     for ax, (key, label) in zip(axes, panels):
-        for i, method in enumerate(methods):
-            rows = [r for r in table if r["method"] == method]
-            ax.plot(
-                [r["erased"] for r in rows],
-                [r.get(key, math.nan) for r in rows],
-                marker="o",
-                color=matplotlib.colormaps["tab10"](i % 10),
-                label=method,
-            )
+        method_lines(ax, table, "erased", key, methods)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("values erased at once")
         ax.grid(alpha=0.3)
