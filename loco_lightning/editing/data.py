@@ -117,6 +117,8 @@ class EditEvalData(ItemBatches):
             shared by every method and by the i-th prompt of the other groups, so efficacy
             prompt i and its reference row start alike) or ``shared`` (seed s's noise for all).
         groups: the prompt groups to evaluate (None: every group the prompts have).
+        unedited_only: groups only the unedited model generates: a bar the edits are read
+            against (``reference``), not a question about them; their edited images are skipped.
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class EditEvalData(ItemBatches):
         train_steps: int = 1,
         noise: NoiseMode = "per_prompt",
         groups: list[Group] | None = None,
+        unedited_only: list[Group] = [],  # noqa: B006
     ) -> None:
         super().__init__()
         self.prompts = load_eval_prompts(prompts) if isinstance(prompts, str) else prompts
@@ -140,6 +143,7 @@ class EditEvalData(ItemBatches):
         self.batch_size = batch_size
         self.train_steps = train_steps
         self.noise = noise
+        self.unedited_only = set(unedited_only)
 
     @property
     def groups(self) -> list[str]:

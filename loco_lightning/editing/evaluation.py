@@ -93,6 +93,7 @@ class EditEvaluation(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         """Fresh metrics for every (method, group): made on every rank alike, so DDP syncs them."""
         self.groups = list(self.trainer.datamodule.groups)
+        self.unedited_only = getattr(self.trainer.datamodule, "unedited_only", set())
         methods = [UNEDITED, *self.edits]
         scores = ["clip"] + ([] if self.reader_match is None else ["reader"])
         triad = {
@@ -115,9 +116,12 @@ class EditEvaluation(L.LightningModule):
 
     def validation_step(self, batch: list[EvalItem], batch_idx: int) -> dict | None:
         images = {UNEDITED: self.generate(batch)}
+        asked = [i for i, it in enumerate(batch) if it.prompt.group not in self.unedited_only]
         for name, edit in self.edits.items():
-            with edit.applied(self.model):
-                images[name] = self.generate(batch)
+            images[name] = images[UNEDITED].clone()  # rows of unedited-only groups: never read
+            if asked:
+                with edit.applied(self.model):
+                    images[name][asked] = self.generate([batch[i] for i in asked])
         texts = [it.prompt.score_text or it.prompt.prompt for it in batch]
         expects = [it.prompt.expect for it in batch]
         judged = self.reader_match is not None and all(expects)
@@ -127,7 +131,7 @@ class EditEvaluation(L.LightningModule):
             if judged:
                 scores["reader"] = self.reader_match.scores(imgs, expects)
             for group, idx in groups.items():
-                if not idx:
+                if not idx or (method != UNEDITED and group in self.unedited_only):
                     continue
                 for name, values in scores.items():
                     self.triad[metric_key(method, group, name)].update(values[idx])
@@ -136,13 +140,14 @@ class EditEvaluation(L.LightningModule):
                     fid = self.fids[metric_key(method, group)]
                     fid.update(images[UNEDITED][idx], real=True)
                     fid.update(imgs[idx], real=False)
-        if batch_idx == 0:  # before and after, a row per method, for the SampleGrid callback
-            n = min(SHOWN, len(batch))
-            shown = {m: imgs[:n].detach().cpu() for m, imgs in images.items()}
-            self.shown = ([f"{it.prompt.prompt} (seed {it.seed})" for it in batch[:n]], shown)
+        if batch_idx == 0 and asked:  # before and after, a row per method, for SampleGrid
+            rows = asked[:SHOWN]
+            shown = {m: imgs[rows].detach().cpu() for m, imgs in images.items()}
+            items = [batch[i] for i in rows]
+            self.shown = ([f"{it.prompt.prompt} (seed {it.seed})" for it in items], shown)
             return {
-                "images": torch.cat([imgs[:n] for imgs in images.values()]),
-                "captions": [f"{m}: {it.prompt.prompt}" for m in images for it in batch[:n]],
+                "images": torch.cat([imgs[rows] for imgs in images.values()]),
+                "captions": [f"{m}: {it.prompt.prompt}" for m in images for it in items],
             }
         return None
 

@@ -122,6 +122,11 @@ class AttackModule(EditModule):
                 "loco attack judges the efficacy prompts (the concept asked for), but data.prompts "
                 f"has only {self.trainer.datamodule.groups}; give a set with an efficacy group."
             )
+        if "efficacy" in self.trainer.datamodule.unedited_only:
+            raise ValueError(
+                "data.unedited_only includes efficacy, the group loco attack attacks every editor "
+                "on; leave it out."
+            )
         super().setup(stage)
 
     def on_validation_epoch_start(self) -> None:

@@ -46,6 +46,21 @@ def test_null_edit_changes_no_score_and_has_zero_fid(tmp_path):
         assert same["fid"] == pytest.approx(0.0, abs=1e-2)
 
 
+def test_unedited_only_groups_skip_the_edited_images_and_change_nothing_else(tmp_path):
+    rows = {"locoedit": {"sites": [3, 4], "key_tokens": "aligned"}}
+    prompts = "datasets/world/style_striped.eval.yaml"  # all four groups, in batches that mix them
+    args = ("--model.editors", editors(**rows), "--data.prompts", prompts, "--data.batch_size", "7")
+    full = edit(tmp_path / "full", *args)
+    bar = edit(tmp_path / "bar", *args, "--data.unedited_only", "[reference]")
+    kept = [r for r in full if not (r["method"] == "locoedit" and r["group"] == "reference")]
+    timing = ("seconds_to_edit",)
+    assert len(kept) == len(full) - 1 and len(bar) == len(kept)
+    for a, b in zip(bar, kept):  # every other score, bit for bit
+        assert {k: v for k, v in a.items() if k not in timing} == {
+            k: v for k, v in b.items() if k not in timing
+        }
+
+
 def test_edit_writes_deltas_and_a_folder_plain_diffusers_loads(tmp_path):
     rows = editors(given={"sites": [5, 6]}, everywhere={"sites": "all"})
     table = edit(tmp_path, "--model.editors", rows)

@@ -100,6 +100,8 @@ def edited(world: str, attribute: str) -> dict[tuple[str, str], float]:
             str(located(world, attribute, *RACE)),
             "--data.groups",  # what the tests read: generality would add a quarter of the time
             "[efficacy, specificity, reference]",
+            "--data.unedited_only",  # the reference prompts are read for the unedited model only
+            "[reference]",
             "--data.seeds",
             "[0, 1, 2, 3]",
             "--model.output_dir",
