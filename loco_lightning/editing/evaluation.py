@@ -167,6 +167,8 @@ class EditEvaluation(L.LightningModule):
         table = []
         for group in self.groups:
             for method in [UNEDITED, *self.edits]:
+                if method != UNEDITED and group in self.unedited_only:
+                    continue  # never generated (decided alike on every rank: compute syncs)
                 n = int(self.triad[metric_key(method, group, "n")].compute())
                 if n == 0:
                     continue
