@@ -93,7 +93,7 @@ class EditEvaluation(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         """Fresh metrics for every (method, group): made on every rank alike, so DDP syncs them."""
         self.groups = list(self.trainer.datamodule.groups)
-        self.unedited_only = getattr(self.trainer.datamodule, "unedited_only", set())
+        self.unedited_only = self.trainer.datamodule.unedited_only
         methods = [UNEDITED, *self.edits]
         scores = ["clip"] + ([] if self.reader_match is None else ["reader"])
         triad = {
