@@ -91,22 +91,29 @@ class EditEvaluation(L.LightningModule):
         """Nothing to train: the edits were solved in ``on_fit_start``."""
 
     def on_validation_epoch_start(self) -> None:
-        """Fresh metrics for every (method, group): made on every rank alike, so DDP syncs them."""
-        self.groups = list(self.trainer.datamodule.groups)
-        self.unedited_only = self.trainer.datamodule.unedited_only
-        methods = [UNEDITED, *self.edits]
-        scores = ["clip"] + ([] if self.reader_match is None else ["reader"])
+        """Fresh metrics for every (method, group) cell that is generated (the edits skip the
+        data's ``unedited_only`` groups): made on every rank alike, so DDP syncs them."""
+        data = self.trainer.datamodule
+        self.groups = list(data.groups)
+        self.cells = [
+            (m, g)
+            for g in self.groups
+            for m in [UNEDITED, *self.edits]
+            if m == UNEDITED or g not in data.unedited_only
+        ]
+        scores = ["clip", "n"] + ([] if self.reader_match is None else ["reader"])
         triad = {
-            metric_key(m, g, s): MeanMetric() for m in methods for g in self.groups for s in scores
+            metric_key(m, g, s): SumMetric() if s == "n" else MeanMetric()
+            for m, g in self.cells
+            for s in scores
         }
-        triad |= {metric_key(m, g, "n"): SumMetric() for m in methods for g in self.groups}
         self.triad = nn.ModuleDict(triad).to(self.device).double()  # means of counts, exact
         fid = self.hparams.fid_weights
         self.fids = nn.ModuleDict(
             {
                 metric_key(m, g): fid_metric(self.fid_features, fid)
-                for m in self.edits
-                for g in self.groups
+                for m, g in self.cells
+                if m != UNEDITED
             }
         ).to(self.device)
 
@@ -116,7 +123,8 @@ class EditEvaluation(L.LightningModule):
 
     def validation_step(self, batch: list[EvalItem], batch_idx: int) -> dict | None:
         images = {UNEDITED: self.generate(batch)}
-        asked = [i for i, it in enumerate(batch) if it.prompt.group not in self.unedited_only]
+        edited = {g for m, g in self.cells if m != UNEDITED}
+        asked = [i for i, it in enumerate(batch) if it.prompt.group in edited]
         for name, edit in self.edits.items():
             images[name] = images[UNEDITED].clone()  # rows of unedited-only groups: never read
             if asked:
@@ -131,7 +139,7 @@ class EditEvaluation(L.LightningModule):
             if judged:
                 scores["reader"] = self.reader_match.scores(imgs, expects)
             for group, idx in groups.items():
-                if not idx or (method != UNEDITED and group in self.unedited_only):
+                if not idx or (method, group) not in self.cells:
                     continue
                 for name, values in scores.items():
                     self.triad[metric_key(method, group, name)].update(values[idx])
@@ -165,27 +173,24 @@ class EditEvaluation(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         table = []
-        for group in self.groups:
-            for method in [UNEDITED, *self.edits]:
-                if method != UNEDITED and group in self.unedited_only:
-                    continue  # never generated (decided alike on every rank: compute syncs)
-                n = int(self.triad[metric_key(method, group, "n")].compute())
-                if n == 0:
-                    continue
-                entry = {"method": method, "group": group, "n": n}
-                for score in ("clip", "reader"):
-                    key = metric_key(method, group, score)
-                    if key in self.triad and self.triad[key].update_called:
-                        entry[score] = float(self.triad[key].compute())
-                        self.log(f"edit/{method}/{group}/{score}", entry[score])
-                if method != UNEDITED and n > 1:
-                    entry["fid"] = float(self.fids[metric_key(method, group)].compute())
-                    self.log(f"edit/{method}/{group}/fid", entry["fid"])
-                if method in self.edits:
-                    metadata = self.edits[method].metadata
-                    entry["seconds_to_edit"] = metadata.get("seconds", math.nan)
-                    entry["empty_drift"] = metadata.get("empty_drift", math.nan)
-                table.append(entry)
+        for method, group in self.cells:  # alike on every rank: compute syncs
+            n = int(self.triad[metric_key(method, group, "n")].compute())
+            if n == 0:
+                continue
+            entry = {"method": method, "group": group, "n": n}
+            for score in ("clip", "reader"):
+                key = metric_key(method, group, score)
+                if key in self.triad and self.triad[key].update_called:
+                    entry[score] = float(self.triad[key].compute())
+                    self.log(f"edit/{method}/{group}/{score}", entry[score])
+            if method != UNEDITED and n > 1:
+                entry["fid"] = float(self.fids[metric_key(method, group)].compute())
+                self.log(f"edit/{method}/{group}/fid", entry["fid"])
+            if method in self.edits:
+                metadata = self.edits[method].metadata
+                entry["seconds_to_edit"] = metadata.get("seconds", math.nan)
+                entry["empty_drift"] = metadata.get("empty_drift", math.nan)
+            table.append(entry)
         self.table = table
         rank_zero_info("Edit evaluation:\n" + markdown_table(table))
 
