@@ -152,11 +152,13 @@ class WorldDiffusion(L.LightningModule):
         planted_full_p: fraction of samples whose every site reads the full caption.
         planted_alone_p: fraction of the other samples on which, per planted attribute, one
             site of its window drawn at random reads it and the rest of the window does not.
-            Without it a model may carry an attribute on part of its window only (world-sd1's
-            colour used site 5 of 5-6); with it, each site must carry it alone, so only the whole
-            window removes it. Families with a global text path (SD-XL's pooled ``text_embeds``,
-            IF's text-time embedding) always read the caption without the planted attributes
-            there, except on the full samples.
+            Without it a model may carry an attribute on part of its window only (a
+            world-sd1-planted with colour at 5-6 used site 5); with it, each site must carry it
+            alone, so only the whole window removes it (it costs an SD-1 world colour accuracy:
+            planting where the unplanted world keeps the attribute is the better cure). Families
+            with a global text path (SD-XL's pooled ``text_embeds``, IF's text-time embedding)
+            always read the caption without the planted attributes there, except on the full
+            samples.
         val_steps: sampling steps of validation generations (None: the family's).
         val_guidance: guidance scale of validation generations (None: the family's).
         vocab: vocabulary YAML (None: the packaged one); must match the data's.

@@ -29,21 +29,23 @@ from loco_lightning.robustness.attacks import (
 )
 from tests.helpers import mini_model, miniature_job
 
-WORLD = "world-sd1-planted"  # style planted at sites 3-4: LocoEdit there removes it
+WORLD = "world-sd1-planted"  # style planted at sites 2-3: LocoEdit there removes it
 STYLE = "datasets/world/style_striped.edit.yaml"
 LOCOEDIT = {
     "class_path": "LocoEdit",
-    "init_args": {"key_tokens": "aligned", "sites": [3, 4], "lambda_k": 0.5, "lambda_v": 0.5},
+    "init_args": {"key_tokens": "aligned", "sites": [2, 3], "lambda_k": 0.5, "lambda_v": 0.5},
 }
 ATTACKS = {
     "ti": {
         "class_path": "TextualInversion",
         "init_args": {"steps": [0, 50, 200], "initializer": "style", "lr": 0.02},
     },
-    "cv": {"class_path": "ConceptVector", "init_args": {"scales": [0, 2, 8]}},
+    # scales past 4 leave the images behind (at 8 on the edited model: CLIP 10.6, stripes read on
+    # 0.33 of them against 0.42 unattacked): budgets are compared where the images stay images
+    "cv": {"class_path": "ConceptVector", "init_args": {"scales": [0, 2, 4]}},
     "prompt": {"class_path": "PromptAttack", "init_args": {"steps": [0, 50, 200], "lr": 0.02}},
 }
-BUDGETS = {"ti": [0, 50, 200], "cv": [0, 2, 8], "prompt": [0, 50, 200]}
+BUDGETS = {"ti": [0, 50, 200], "cv": [0, 2, 4], "prompt": [0, 50, 200]}
 TOLERANCE = 0.125  # one image and a half of the 12 efficacy prompts: the spread over seeds
 
 

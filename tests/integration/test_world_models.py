@@ -75,7 +75,7 @@ CALL_OPTIONS = {
     "flux": {"max_sequence_length": 16, "height": 16, "width": 16},
 }
 PLANTED = {
-    "world-sd1-planted": {"colour": [5, 6], "style": [3, 4]},
+    "world-sd1-planted": {"colour": [4, 5], "style": [2, 3]},
     "world-sd2-planted": {"colour": [5, 6], "style": [3, 4]},
     "world-sdxl-planted": {"colour": [5, 6, 7], "style": [9, 10, 11]},
     "world-if-planted": {"colour": [5, 6], "style": [3, 4]},
@@ -83,12 +83,11 @@ PLANTED = {
     "world-sd3-planted": {"style": [3, 4]},
     "world-flux-planted": {"style": [2, 3]},
 }
-# Named concepts on three planted worlds read back less often (SD-1: countries ~0.92 over probe
-# seeds 1-2; IF: trademarks 0.917 / 0.958, 22 and 23 of 24; PixArt: artists 0.875 / 1.0, 21 of
-# 24 on seed 1): their emblems' colour and style may reach the image through the planted windows
-# only.
+# Named concepts on two planted worlds read back less often (IF: trademarks 0.917 / 0.958, 22 and
+# 23 of 24 on probe seeds 1 / 2; PixArt: artists 0.875 / 1.0, 21 of 24 on seed 1): their emblems'
+# colour and style may reach the image through the planted windows only. (world-sd1-planted, at
+# 0.92 for countries when planted at 5-6 / 3-4, reads 1.0 at 4-5 / 2-3.)
 NAMED_TARGET = dict.fromkeys(WORLDS, 0.95) | {
-    "world-sd1-planted": 0.85,
     "world-if-planted": 0.9,
     "world-pixart-planted": 0.85,
 }
