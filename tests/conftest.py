@@ -35,6 +35,7 @@ HEAVY = (
 )
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into node ids
 def pytest_collection_modifyitems(config, items) -> None:
     """Under pytest-xdist (``--dist loadgroup``, one worker per core, each at one thread: the
     2-core CI's second core no longer idles), a file's tests run in one worker, since they share

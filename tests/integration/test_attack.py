@@ -27,7 +27,7 @@ from loco_lightning.robustness.attacks import (
     concept_slots,
     replaced,
 )
-from tests.helpers import mini_model, miniature_job
+from tests.helpers import mini_model, miniature_job, scratch
 
 WORLD = "world-sd1-planted"  # style planted at sites 2-3: LocoEdit there removes it
 STYLE = "datasets/world/style_striped.edit.yaml"
@@ -100,8 +100,9 @@ def test_budget_zero_is_the_prompt_itself_and_steps_change_the_embeddings():
 
 
 @functools.cache
-def card(tmp: str) -> list[dict]:
-    out = Path(tmp) / "attack"
+def card() -> tuple[Path, list[dict]]:
+    """The attack job on the planted world, run once per process."""
+    out = scratch("robustness-") / "attack"
     main(
         [
             "attack",
@@ -119,13 +120,12 @@ def card(tmp: str) -> list[dict]:
             "false",
         ]
     )
-    return json.loads((out / "robustness.json").read_text())
+    return out, json.loads((out / "robustness.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def robustness(tmp_path_factory) -> tuple[Path, list[dict]]:
-    tmp = tmp_path_factory.mktemp("robustness")
-    return tmp / "attack", card(str(tmp))
+@pytest.fixture
+def robustness() -> tuple[Path, list[dict]]:
+    return card()
 
 
 def rows(table, method, attack) -> list[dict]:
