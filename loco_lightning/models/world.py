@@ -254,7 +254,11 @@ def world_text_encoder(
             eos_token_id=tokenizer.eos_token_id,
             decoder_start_token_id=tokenizer.pad_token_id,
         )
-        return T5EncoderModel(config)
+        model = T5EncoderModel(config)
+        # T5's position bias sends SDPA down its masked math path on CPU; plain attention is the
+        # same numbers 1.4x faster (the exported config does not keep the choice)
+        model.set_attn_implementation("eager")
+        return model
     raise ValueError(f"text encoder kind {kind!r} is not 'causal' or 'bidirectional'")
 
 

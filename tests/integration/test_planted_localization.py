@@ -150,9 +150,12 @@ def test_racing_alone_and_with_an_early_decision_select_the_exhaustive_sweeps_wi
 # the original and the all-sites reference, admits site 4 alone (0.14 of the gap: 30.79 against
 # 26.26, original 58.22), and the closed form at [4] leaves red on 0.292 of 48 images against the
 # reference prompts' 0.146 (λ 0.01 or 5: 0.292 / 0.312); at the planted window, the argmin at
-# m = 2 (25.97), it leaves 0.208, within 0.10 of both references. The margin is not narrowed to
-# pass: SD-XL's planted colour window [5, 6, 7] stops 0.105 of its gap short of its reference, so
-# only a knife-edge margin (0.11-0.14) would take both.
+# m = 2 (25.97), it leaves 0.208, within 0.10 of both references. The window itself is right by the
+# readers too: the swap at [4] leaves red on 3 of 24 images (0.125; all sites 1 of 24), so what
+# falls short is the closed form at one site (one linear map of a 64-wide text space for the 77
+# aligned rows of 48 prompts), not the selection. The margin is not narrowed to pass: SD-XL's
+# planted colour window [5, 6, 7] stops 0.105 of its gap short of its reference, so only a
+# knife-edge margin (0.11-0.14) would take both.
 SD1_COLOUR_SELECTS_ONE_SITE = pytest.mark.xfail(
     strict=True, reason="world-sd1-planted's colour: LocoGen selects [4] of 4-5; edit 0.29 vs 0.15"
 )
