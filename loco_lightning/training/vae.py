@@ -22,7 +22,7 @@ from torchmetrics import MeanMetric
 
 from loco_lightning.data.world import ATTRIBUTES, AttributeReader, default_vocabulary
 from loco_lightning.models.world import RECORD_NAME
-from loco_lightning.training.schedules import warmup_cosine
+from loco_lightning.training.schedules import adamw_warmup_cosine
 from loco_lightning.training.world import EMAWarmup
 
 log = logging.getLogger(__name__)
@@ -123,13 +123,8 @@ class WorldVAE(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.AdamW(self.vae.parameters(), lr=hp.lr, weight_decay=0.0)
-        factor = warmup_cosine(hp.warmup_steps, int(self.trainer.estimated_stepping_batches), 0.1)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        steps = int(self.trainer.estimated_stepping_batches)
+        return adamw_warmup_cosine(self.vae.parameters(), hp.lr, 0.0, hp.warmup_steps, steps)
 
     def export(self, folder: str | Path, record: dict) -> Path:
         """Write the EMA autoencoder as a diffusers model folder, with SD's latent scaling.

@@ -59,7 +59,7 @@ from loco_lightning.models.world import (
     world_scheduler,
     world_text_encoders,
 )
-from loco_lightning.training.schedules import warmup_cosine
+from loco_lightning.training.schedules import adamw_warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -493,18 +493,15 @@ class WorldDiffusion(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.AdamW(self.net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        factor = warmup_cosine(
+        return adamw_warmup_cosine(
+            self.net.parameters(),
+            hp.lr,
+            hp.weight_decay,
             hp.warmup_steps,
             int(self.trainer.estimated_stepping_batches),
             hp.min_lr_ratio,
             decay=hp.lr_schedule == "cosine",
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
 
     # ---- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()

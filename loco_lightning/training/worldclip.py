@@ -21,7 +21,7 @@ from torchmetrics import MeanMetric
 from loco_lightning.data.world import ATTRIBUTES
 from loco_lightning.models.world import RECORD_NAME
 from loco_lightning.models.worldclip import build_worldclip
-from loco_lightning.training.schedules import warmup_cosine
+from loco_lightning.training.schedules import adamw_warmup_cosine
 from loco_lightning.training.world import world_tokenizer
 
 log = logging.getLogger(__name__)
@@ -115,15 +115,10 @@ class WorldCLIPModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.AdamW(
-            self.clip.parameters(), lr=hp.lr, weight_decay=hp.weight_decay
+        steps = int(self.trainer.estimated_stepping_batches)
+        return adamw_warmup_cosine(
+            self.clip.parameters(), hp.lr, hp.weight_decay, hp.warmup_steps, steps
         )
-        factor = warmup_cosine(hp.warmup_steps, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
 
     def _evaluate(self, batch: dict, stage: str) -> None:
         alternatives = [

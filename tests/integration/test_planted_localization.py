@@ -155,7 +155,11 @@ def test_racing_alone_and_with_an_early_decision_select_the_exhaustive_sweeps_wi
 # falls short is the closed form at one site (one linear map of a 64-wide text space for the 77
 # aligned rows of 48 prompts), not the selection. The margin is not narrowed to pass: SD-XL's
 # planted colour window [5, 6, 7] stops 0.105 of its gap short of its reference, so only a
-# knife-edge margin (0.11-0.14) would take both.
+# knife-edge margin (0.11-0.14) would take both. What stops the closed form at [4] is its keys: the
+# same edit of the values alone (edit_k: false) leaves red on none of the 48 (specificity 1.0), and
+# with the empty prompt's keys and values left free (keep_empty: false) on 0.188. Neither is the
+# configs' choice: values alone fall short on world-sd2-planted's style (0.417 at [3, 4] against
+# 0.271 with the keys, reference prompts 0.292), and the empty prompt is the guidance's branch.
 SD1_COLOUR_SELECTS_ONE_SITE = pytest.mark.xfail(
     strict=True, reason="world-sd1-planted's colour: LocoGen selects [4] of 4-5; edit 0.29 vs 0.15"
 )
