@@ -1,7 +1,7 @@
 """K/V precompute: one window sweep generated with and without caching each site's text K/V.
 
 Prints the ratio of the two wall times from one run, after checking both give the same images.
-    python bench/kv_cache.py --family world --source miniature --threads 2
+    python bench/kv_cache.py --source world-sd1 --threads 2
 """
 
 from __future__ import annotations
