@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,3 +116,13 @@ def miniature_job(job: str, config: str, out, tb, *extra: str) -> list[str]:
         str(tb),
         *extra,
     ]
+
+
+def two_process_job(*cli_args: str) -> None:
+    """Run ``loco <cli_args>`` as two DDP processes on CPU at one thread each; a failure shows
+    the job's own error output (a flaky run must say why)."""
+    cmd = [sys.executable, "-m", "loco_lightning.cli", *cli_args]
+    cmd += ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"exit {done.returncode}:\n{done.stderr[-3000:]}"

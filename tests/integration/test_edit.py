@@ -5,9 +5,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,7 +12,7 @@ from diffusers import DiffusionPipeline
 
 from loco_lightning.cli import main
 from loco_lightning.editing.edits import load_edit
-from tests.helpers import miniature_job
+from tests.helpers import miniature_job, two_process_job
 
 
 def editors(**rows: dict) -> str:
@@ -102,10 +99,7 @@ def test_two_process_ddp_gives_the_same_table(tmp_path):
     (each generating half of the 16 items) write the table one process writes."""
     rows = ["--model.editors", editors(given={"sites": [5, 6]})]
     single = edit(tmp_path / "one", *rows)
-    cmd = [sys.executable, "-m", "loco_lightning.cli", *edit_args(tmp_path / "two", *rows)]
-    cmd += ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--threads", "1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
+    two_process_job(*edit_args(tmp_path / "two", *rows))
     double = json.loads((tmp_path / "two" / "out" / "results.json").read_text())
     assert [(r["method"], r["group"], r["n"]) for r in double] == [
         (r["method"], r["group"], r["n"]) for r in single

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from loco_lightning.cli import main
 from loco_lightning.localization.results import NoSignalError
-from tests.helpers import miniature_job
+from tests.helpers import miniature_job, two_process_job
 
 PAIRS = json.dumps([{"original": "a house in the style of Van Gogh", "target": "a house"}])
 
@@ -71,20 +68,7 @@ def test_interrupted_sweep_resumes_to_the_same_table(uninterrupted, tmp_path):
 
 
 def test_two_process_ddp_gives_the_same_table(uninterrupted, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "loco_lightning.cli",
-        *args(tmp_path, "ddp"),
-        "--trainer.strategy",
-        "ddp",
-        "--trainer.devices",
-        "2",
-        "--threads",
-        "1",
-    ]
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
+    two_process_job(*args(tmp_path, "ddp"))
     shards = sorted(p.name for p in (tmp_path / "ddp").glob("items.rank*.jsonl"))
     assert shards == ["items.rank0.jsonl", "items.rank1.jsonl"]
     assert table(tmp_path, "ddp") == table(uninterrupted, "full")
@@ -155,10 +139,7 @@ def test_an_interrupted_race_resumes_to_the_same_rows(raced, tmp_path):
 
 
 def test_two_process_ddp_racing_plans_the_same_rounds(raced, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "loco_lightning.cli", *args(tmp_path, "ddp"), *RACING]
-    cmd += ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--threads", "1"]
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
+    two_process_job(*args(tmp_path, "ddp"), *RACING)
     assert len(list((tmp_path / "ddp").glob("items.rank*.jsonl"))) == 2
     assert keys(tmp_path / "ddp") == keys(raced / "whole")
     assert table(tmp_path, "ddp") == table(raced, "whole")
