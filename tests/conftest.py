@@ -45,7 +45,8 @@ def pytest_collection_modifyitems(config, items) -> None:
         params = getattr(item, "callspec", None)
         params = params.params if params else {}
         keys = [params[k] for k in ("world", "attribute") if isinstance(params.get(k), str)]
-        group = item.module.__name__ + (f"[{'-'.join(keys)}]" if keys else "")
+        # no brackets in the name: xdist (3.8) reads a group only after the nodeid's last "]"
+        group = item.module.__name__ + (f":{'-'.join(keys)}" if keys else "")
         item.add_marker(pytest.mark.xdist_group(group))
     rank = {name: i for i, name in enumerate(HEAVY)}
     items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(HEAVY)))
