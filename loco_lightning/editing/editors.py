@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from loco_lightning.editing.edits import Edit, load_edit
 from loco_lightning.editing.requests import EditRequest, preserve_prompts
+from loco_lightning.editing.streams import reused_seconds
 from loco_lightning.hooks import sites as all_sites
 from loco_lightning.models import LocoModel
 from loco_lightning.models.diffusion import weights_digest
@@ -239,12 +240,13 @@ class Saved(Editor, name="saved"):
 
 def run_editor(editor: Editor, model: LocoModel, requests: list[EditRequest]) -> Edit:
     """``editor.compute`` timed: ``metadata["seconds"]`` is the time to edit (a saved edit keeps
-    the training time it recorded), beside what the method and requests were."""
+    the training time it recorded; text streams reused from an earlier editor count as read),
+    beside what the method and requests were."""
     if not requests:
         raise ValueError("No edit requests: give at least one {concept, target}.")
-    start = time.perf_counter()
+    start, reused = time.perf_counter(), reused_seconds()
     edit = editor.compute(model, requests)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start + reused_seconds() - reused  # as if it ran alone
     edit.metadata.setdefault("seconds", seconds)
     made_for = edit.fingerprint(model)
     if made_for is not None:  # applying it to other weights, or twice, is refused

@@ -12,6 +12,7 @@ from loco_lightning.editing.editors import Editor, run_editor
 from loco_lightning.editing.evaluation import EditEvaluation
 from loco_lightning.editing.plots import efficacy_specificity, time_to_edit
 from loco_lightning.editing.requests import EditRequest, edit_requests
+from loco_lightning.editing.streams import shared_streams
 from loco_lightning.models.diffusion import Diffusion
 
 
@@ -55,15 +56,16 @@ class EditModule(EditEvaluation):
 
     def on_fit_start(self) -> None:
         hp = self.hparams
-        for name, editor in self.editors.items():
-            resolved = editor.resolve(self.model, hp.locogen, hp.random_seed)
-            edit = run_editor(resolved, self.model, self.requests)
-            edit.metadata["empty_drift"] = edit.empty_drift(self.model)
-            self.edits[name] = edit
-            rank_zero_info(
-                f"{name}: {resolved.name} in {edit.metadata['seconds'] * 1e3:.1f} ms, empty-prompt "
-                f"drift {edit.metadata['empty_drift']:.2e}"
-            )
+        with shared_streams():  # the editors read the unedited model: one sampling run for all
+            for name, editor in self.editors.items():
+                resolved = editor.resolve(self.model, hp.locogen, hp.random_seed)
+                edit = run_editor(resolved, self.model, self.requests)
+                edit.metadata["empty_drift"] = edit.empty_drift(self.model)
+                self.edits[name] = edit
+                rank_zero_info(
+                    f"{name}: {resolved.name} in {edit.metadata['seconds'] * 1e3:.1f} ms, "
+                    f"empty-prompt drift {edit.metadata['empty_drift']:.2e}"
+                )
 
     def figures(self) -> dict[str, Figure]:
         """The comparison's figures, by file name."""

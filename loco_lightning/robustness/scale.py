@@ -32,6 +32,7 @@ from loco_lightning.editing.editors import Editor, run_editor
 from loco_lightning.editing.evaluation import UNEDITED, EditEvaluation, metric_key
 from loco_lightning.editing.plots import method_lines
 from loco_lightning.editing.requests import EditRequest
+from loco_lightning.editing.streams import shared_streams
 from loco_lightning.files import markdown_table
 from loco_lightning.metrics.fid import fid_metric
 from loco_lightning.models.diffusion import Diffusion
@@ -171,11 +172,12 @@ class ScaleModule(EditEvaluation):
     def on_fit_start(self) -> None:
         for n, erased in self.erased.items():
             requests = self.requests(erased)
-            for name, editor in self.editors.items():
-                resolved = editor.resolve(self.model, None, 0)
-                edit = run_editor(resolved, self.model, requests)
-                self.scaled[name, n] = edit
-                rank_zero_info(f"{name}, {n} at once: {edit.metadata['seconds'] * 1e3:.0f} ms")
+            with shared_streams():  # the editors of one N read the same prompts' streams
+                for name, editor in self.editors.items():
+                    resolved = editor.resolve(self.model, None, 0)
+                    edit = run_editor(resolved, self.model, requests)
+                    self.scaled[name, n] = edit
+                    rank_zero_info(f"{name}, {n} at once: {edit.metadata['seconds'] * 1e3:.0f} ms")
 
     def methods(self) -> list[tuple[str, int]]:
         """(editor, N) of every edit, after the unedited model (N = 0)."""

@@ -249,3 +249,35 @@ def test_an_early_decision_decodes_the_flow_models_clean_prediction(sd3):
     assert (early - (decoded / 2 + 0.5).clamp(0, 1)).abs().max() <= 1e-5
     full = denoise(sd3, cond, [0], steps=4, guidance=scale)
     assert (early - full).abs().max() > 1e-3  # a different image: the decision came early
+
+
+def test_editors_in_a_shared_block_read_the_stream_once_and_edit_the_same(monkeypatch):
+    """LocoEdit at a window, on every site and at another window, as an edit job runs them:
+    inside ``shared_streams`` the text stream is read once (every joint site), each edit equals
+    the one made alone bit for bit, and each time to edit still counts the reading it reused."""
+    from loco_lightning.editing import streams
+    from loco_lightning.editing.editors import run_editor
+    from loco_lightning.editing.locoedit import LocoEdit
+    from loco_lightning.editing.requests import EditRequest
+
+    model = load_model("sd3", "miniature")  # its own copy: sampling steps are set below
+    model.sampling["steps"] = 2
+    request = EditRequest("striped", "dotted", ("a red {} circle",), ("a red {} circle",))
+    editors = [LocoEdit(sites=s, keep_empty=False) for s in ((2, 3), "all", (5, 6))]
+    alone = [e.compute(model, [request]).deltas for e in editors]
+    reads = []
+    read = streams.stream_inputs
+    monkeypatch.setattr(
+        streams, "stream_inputs", lambda *a, **k: reads.append(a[1]) or read(*a, **k)
+    )
+    with streams.shared_streams():
+        shared = [run_editor(e, model, [request]) for e in editors]
+        assert streams.reused_seconds() > 0
+    every = tuple(s.index for s in sites(model.denoiser) if s.kind == "joint")
+    assert reads == [every]  # one reading, of every joint site
+    for edit, deltas in zip(shared, alone):
+        assert edit.deltas.keys() == deltas.keys()
+        assert all(torch.equal(edit.deltas[k], deltas[k]) for k in deltas)
+    assert streams.reused_seconds() == 0.0  # outside the block nothing is reused
+    # the later editors reused the first one's reading, and their times include it
+    assert min(e.metadata["seconds"] for e in shared[1:]) >= 0.5 * shared[0].metadata["seconds"]
