@@ -35,11 +35,12 @@ Streams = dict[int, tuple[Tensor, Tensor, Tensor | None, Tensor]]
 
 
 class _Shared:
-    """The streams read in a :func:`shared_streams` block, with the seconds each reading took
-    and the seconds that reuses saved (an editor's time to edit adds them back)."""
+    """The streams read in a :func:`shared_streams` block, per regression and site, with the
+    seconds of the reading that gave each site, and the seconds reuses saved (an editor's time
+    to edit adds them back)."""
 
     def __init__(self) -> None:
-        self.read: dict[tuple, tuple[Streams, float]] = {}
+        self.read: dict[tuple, dict[int, tuple[tuple, float]]] = {}
         self.reused = 0.0
 
 
@@ -49,10 +50,11 @@ _SHARED: ContextVar[_Shared | None] = ContextVar("shared_streams", default=None)
 @contextmanager
 def shared_streams() -> Iterator[None]:
     """Inside the block, key/value edits that regress the same prompts on the same weights
-    (LocoEdit at the located window, on every site and on a random one) read the text stream
-    once: the first reads every joint site, the others take their sites from it. Edits are
-    the same bit for bit; :func:`reused_seconds` lets the timer charge each one the reading it
-    reused, so a time to edit stays what the editor costs alone."""
+    (LocoEdit at the located window, on every site, on a random window) read each site's text
+    stream once: an edit whose sites were all read takes them, one with sites not yet read
+    reads those alone (so memory stays what the largest edit needs: on SD3 every site's rows of
+    every step are gigabytes). Edits are the same bit for bit; :func:`reused_seconds` lets the
+    timer charge an edit the reading it reused, so a time to edit stays what it costs alone."""
     token = _SHARED.set(_Shared())
     try:
         yield
@@ -86,15 +88,16 @@ def joint_stream_inputs(
             h.update(str(tuple(t.shape)).encode())
             h.update(t.detach().float().cpu().numpy().tobytes())
     key = (id(model.denoiser), h.hexdigest(), positions, preserve is None, preserve_at)
-    if key in shared.read:
-        streams, seconds = shared.read[key]
-        shared.reused += seconds
-    else:
-        every = tuple(s.index for s in sites(model.denoiser) if s.kind == "joint")
+    read = shared.read.setdefault(key, {})
+    missing = tuple(i for i in indices if i not in read)
+    if missing:  # a sampling run either way: read what is missing
         start = time.perf_counter()
-        streams = stream_inputs(model, every, sources, targets, positions, preserve, preserve_at)
-        shared.read[key] = streams, time.perf_counter() - start
-    return {i: streams[i] for i in indices}
+        streams = stream_inputs(model, missing, sources, targets, positions, preserve, preserve_at)
+        seconds = time.perf_counter() - start
+        read.update({i: (streams[i], seconds) for i in missing})
+    else:
+        shared.reused += max(read[i][1] for i in indices)
+    return {i: read[i][0] for i in indices}
 
 
 @torch.no_grad()
