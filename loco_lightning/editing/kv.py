@@ -17,7 +17,7 @@ from torch import Tensor
 
 from loco_lightning.editing.closed_form import edit_factor, edited_weight
 from loco_lightning.editing.edits import WeightEdit
-from loco_lightning.editing.streams import joint_stream_inputs
+from loco_lightning.editing.streams import stream_inputs
 from loco_lightning.hooks import sites
 from loco_lightning.hooks.executor import check_sites
 from loco_lightning.hooks.sites import site_inputs
@@ -147,7 +147,7 @@ def kv_edit(
     joint = tuple(i for i in site_indices if found[i].kind == "joint")
     if joint:
         sources, targets, preserve = rows.conditionings()
-        streams = joint_stream_inputs(
+        streams = stream_inputs(
             model, joint, sources, targets, rows.positions, preserve, rows.preserve_at
         )
         for index, (x, y, kept, empty) in streams.items():

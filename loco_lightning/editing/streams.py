@@ -69,37 +69,6 @@ def reused_seconds() -> float:
     return 0.0 if shared is None else shared.reused
 
 
-def joint_stream_inputs(
-    model: LocoModel,
-    indices: tuple[int, ...],
-    sources: Conditioning,
-    targets: Conditioning,
-    positions: tuple[tuple[tuple[int, int], ...], ...],
-    preserve: Conditioning | None = None,
-    preserve_at: tuple[tuple[int, ...], ...] | None = None,
-) -> Streams:
-    """:func:`stream_inputs`, shared inside a :func:`shared_streams` block."""
-    shared = _SHARED.get()
-    if shared is None:
-        return stream_inputs(model, indices, sources, targets, positions, preserve, preserve_at)
-    h = hashlib.sha1(weights_digest(model.denoiser).encode())
-    for cond in (sources, targets, preserve):
-        for t in () if cond is None else (cond.context, *(cond.added or {}).values()):
-            h.update(str(tuple(t.shape)).encode())
-            h.update(t.detach().float().cpu().numpy().tobytes())
-    key = (id(model.denoiser), h.hexdigest(), positions, preserve is None, preserve_at)
-    read = shared.read.setdefault(key, {})
-    missing = tuple(i for i in indices if i not in read)
-    if missing:  # a sampling run either way: read what is missing
-        start = time.perf_counter()
-        streams = stream_inputs(model, missing, sources, targets, positions, preserve, preserve_at)
-        seconds = time.perf_counter() - start
-        read.update({i: (streams[i], seconds) for i in missing})
-    else:
-        shared.reused += max(read[i][1] for i in indices)
-    return {i: read[i][0] for i in indices}
-
-
 @torch.no_grad()
 def stream_inputs(
     model: LocoModel,
@@ -121,12 +90,47 @@ def stream_inputs(
     this very image); each preserve prompt on one of those latents in turn, at ``preserve_at``
     (every position if None); and the empty prompt, as guidance's unconditional rows read it
     (on the same latents where there are none). Only those rows are kept, so memory does not
-    grow with the context's length. All are read off the unedited model, for every block at once.
+    grow with the context's length. All are read off the unedited model, for every block at once;
+    inside a :func:`shared_streams` block a site already read for the same rows is not read again.
 
     Returns:
         Per site: source rows and target rows (one per position, step and seed), preserve rows
         or None, and the empty prompt's stream averaged over steps and images (T, d).
     """
+    args = (sources, targets, positions, preserve, preserve_at, seeds)
+    shared = _SHARED.get()
+    if shared is None:
+        return _read_streams(model, indices, *args)
+    h = hashlib.sha1(weights_digest(model.denoiser).encode())
+    for cond in (sources, targets, preserve):
+        for t in () if cond is None else (cond.context, *(cond.added or {}).values()):
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.detach().float().cpu().numpy().tobytes())
+    key = (id(model.denoiser), h.hexdigest(), positions, preserve is None, preserve_at, seeds)
+    read = shared.read.setdefault(key, {})
+    missing = tuple(i for i in indices if i not in read)
+    if missing:  # a sampling run either way: read what is missing
+        start = time.perf_counter()
+        streams = _read_streams(model, missing, *args)
+        seconds = time.perf_counter() - start
+        read.update({i: (streams[i], seconds) for i in missing})
+    else:
+        shared.reused += max(read[i][1] for i in indices)
+    return {i: read[i][0] for i in indices}
+
+
+def _read_streams(
+    model: LocoModel,
+    indices: tuple[int, ...],
+    sources: Conditioning,
+    targets: Conditioning,
+    positions: tuple[tuple[tuple[int, int], ...], ...],
+    preserve: Conditioning | None,
+    preserve_at: tuple[tuple[int, ...], ...] | None,
+    seeds: tuple[int, ...],
+) -> Streams:
+    """The reading :func:`stream_inputs` describes: the sources' sampling runs, then the rows
+    beside them on the same latents."""
     n, r = sources.context.shape[0], len(seeds)
     m = n * r  # seed-major: row j is source j % n under seed j // n
     net, found = model.denoiser, sites(model.denoiser)

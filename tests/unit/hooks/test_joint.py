@@ -267,9 +267,9 @@ def test_editors_in_a_shared_block_read_the_stream_once_and_edit_the_same(monkey
     editors = [LocoEdit(sites=s, keep_empty=False) for s in ((2, 3), "all", (5, 6))]
     alone = [e.compute(model, [request]).deltas for e in editors]
     reads = []
-    read = streams.stream_inputs
+    read = streams._read_streams
     monkeypatch.setattr(
-        streams, "stream_inputs", lambda *a, **k: reads.append(a[1]) or read(*a, **k)
+        streams, "_read_streams", lambda *a, **k: reads.append(a[1]) or read(*a, **k)
     )
     with streams.shared_streams():
         shared = [run_editor(e, model, [request]) for e in editors]
