@@ -102,7 +102,8 @@ def world_tokenizers(family: str) -> dict[str, CLIPTokenizer]:
 def world_vae(family: str = "sd1") -> AutoencoderKL:
     """The shared world autoencoder (``world-vae``) as ``family``'s pipeline reads it."""
     vae = AutoencoderKL.from_pretrained(packaged("world-vae"))
-    vae.register_to_config(**WORLD_VAE_CONFIG.get(family, {}))
+    # named by its packaged name, not by this machine's path to it (exported with the world)
+    vae.register_to_config(_name_or_path="world-vae", **WORLD_VAE_CONFIG.get(family, {}))
     return vae
 
 

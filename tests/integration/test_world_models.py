@@ -198,6 +198,10 @@ def test_world_folder_records_how_it_was_made_and_what_it_is(world):
         assert (folder / file).is_file()
     assert len(sites(model(world).denoiser)) == N_SITES[FAMILY[world]]
     assert rec["world"]["planted"] == PLANTED.get(world, {})
+    # nothing in it names a path of the machine that built it
+    for config in folder.glob("*/config.json"):
+        named = json.loads(config.read_text()).get("_name_or_path", "")
+        assert not Path(named).is_absolute(), (config, named)
 
 
 def test_named_concepts_are_several_bpe_tokens_and_plain_words_one():

@@ -163,6 +163,9 @@ def test_training_from_scratch_lowers_the_loss_and_export_reproduces_the_ema(
     ).images
     assert torch.allclose(images, expected, atol=1e-6)
     assert list(tmp_path.glob("*/*.safetensors")) and not list(tmp_path.glob("**/*.bin"))
+    # the shared autoencoder is named as packaged, not by this machine's path to it
+    vae = json.loads((tmp_path / "vae" / "config.json").read_text())
+    assert vae["_name_or_path"] == "world-vae"
 
 
 def test_velocity_worlds_weight_min_snr_by_snr_plus_one():
@@ -196,6 +199,7 @@ def test_sdxl_and_if_worlds_export_their_own_pipelines(family, pipeline, n_sites
     ``__call__`` reproduces the module's generations (IF: its stochastic DDPM too)."""
     from loco_lightning.hooks import sites
 
+    torch.manual_seed(0)  # the random weights, whatever ran before
     module = WorldDiffusion(family=family, val_steps=3)
     module.setup("fit")
     assert len(sites(module.net["unet"])) == n_sites
@@ -211,4 +215,6 @@ def test_sdxl_and_if_worlds_export_their_own_pipelines(family, pipeline, n_sites
         generator=[torch.Generator().manual_seed(s) for s in seeds],
         output_type="np",
     ).images
-    assert torch.allclose(torch.from_numpy(images).permute(0, 3, 1, 2), expected, atol=1e-6)
+    # float order only: IF's three DDPM steps differ by 1.1-1.5e-6 on random weights (1e-6 held
+    # or failed with whatever drew the weights before)
+    assert torch.allclose(torch.from_numpy(images).permute(0, 3, 1, 2), expected, atol=1e-5)
