@@ -63,8 +63,9 @@ def main() -> None:
         module.setup("fit")
         data = {k: v for k, v in config.get("data", {}).items() if not k.startswith("val")}
         batch_size = data.pop("batch_size", 64)
+        workers = data.pop("num_workers", 0)  # as the config's trainer renders: aside or not
         stream = WorldDataset(length=10**9, variants=module.caption_variants, **data)
-        batches = iter(DataLoader(stream, batch_size=batch_size))
+        batches = iter(DataLoader(stream, batch_size=batch_size, num_workers=workers))
         params = list(module.net.parameters())
         # both step the same weights in turn, each with its own state: what they learn is not
         # the question, only what a step costs

@@ -37,7 +37,9 @@ class WorldDataModule(L.LightningDataModule):
             of images alone such as the world autoencoder).
         val_size: number of held-out renders when ``val`` is ``renders``.
         num_workers: DataLoader workers; 0 keeps rendering in the training process, which is
-            right on a 2-core machine (a render costs 0.04 ms).
+            right on a 2-core machine: a batch of 64 renders in 35 ms, and one worker takes that
+            out of the step but slows the training threads by as much (world-sd1: 0.284 s a
+            step either way, ``bench/world_step.py``).
     """
 
     def __init__(

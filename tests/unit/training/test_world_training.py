@@ -27,6 +27,15 @@ def test_planted_windows_are_validated():
         WorldDiffusion(planted={"colour": []})
 
 
+def test_denoiser_overrides_must_be_keys_of_the_family_config():
+    with pytest.raises(ValueError, match=r"\['attention_heads'\] are not UNet2DConditionModel"):
+        WorldDiffusion(denoiser={"attention_heads": 2})
+    # windows are checked against the overridden denoiser's sites (two layers per block: 11)
+    with pytest.raises(ValueError, match=r"0\.\.6 \(the sd1 world has 7\)"):
+        WorldDiffusion(planted={"colour": [9, 10]})
+    WorldDiffusion(denoiser={"layers_per_block": 2}, planted={"colour": [9, 10]})
+
+
 def test_each_site_reads_the_caption_without_the_attributes_planted_elsewhere():
     module = WorldDiffusion(planted=PLANTED)
     assert module.caption_variants == (("colour",), ("colour", "style"), ("style",))
@@ -128,7 +137,9 @@ def test_training_from_scratch_lowers_the_loss_and_export_reproduces_the_ema(
     tmp_path, quick_trainer
 ):
     L.seed_everything(0)
-    module = WorldDiffusion(planted={"colour": [5, 6]}, warmup_steps=5, val_steps=3)
+    module = WorldDiffusion(
+        planted={"colour": [5, 6]}, warmup_steps=5, val_steps=3, denoiser={"attention_head_dim": 2}
+    )
     data = WorldDataModule(batch_size=16)
     module.setup("fit")
     held = WorldDataset(length=32, seed=99, variants=module.caption_variants)
@@ -155,6 +166,7 @@ def test_training_from_scratch_lowers_the_loss_and_export_reproduces_the_ema(
     record = json.loads((tmp_path / RECORD_NAME).read_text())
     assert record["world"]["planted"] == {"colour": [5, 6]} and record["steps"] == 30
     assert record["parameters"]["unet"] > 1_000_000
+    assert json.loads((tmp_path / "unet" / "config.json").read_text())["attention_head_dim"] == 2
     pipe = DiffusionPipeline.from_pretrained(tmp_path)
     assert type(pipe).__name__ == "StableDiffusionPipeline"
     generators = [torch.Generator().manual_seed(s) for s in seeds]
