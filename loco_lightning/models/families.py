@@ -519,10 +519,20 @@ def get_family(name: str) -> Family:
 
 def build_denoiser(family: Family, **overrides):
     """The family's denoiser from its full-size config and ``overrides`` (random weights; on the
-    meta device under ``torch.device("meta")``, to count sites without memory)."""
+    meta device under ``torch.device("meta")``, to count sites without memory). An override that
+    is not a config key of the class is refused, naming it."""
+    import inspect
+
     import diffusers
 
-    return getattr(diffusers, family.denoiser_class)(**{**family.denoiser_config, **overrides})
+    cls = getattr(diffusers, family.denoiser_class)
+    unknown = sorted(set(overrides) - set(inspect.signature(cls.__init__).parameters) - {"self"})
+    if unknown:
+        raise ValueError(
+            f"denoiser overrides {unknown} are not {family.denoiser_class} config keys; use keys "
+            "of its config.json, such as attention_head_dim or block_out_channels"
+        )
+    return cls(**{**family.denoiser_config, **overrides})
 
 
 # Components a pipeline may declare that have no place in these models (safety checkers and the
