@@ -178,7 +178,13 @@ def test_racing_alone_and_with_an_early_decision_select_the_exhaustive_sweeps_wi
 # 0.271 with the keys, reference prompts 0.292), and the empty prompt is the guidance's branch.
 # The preserve term, not λ, is what holds the keys: λ_k 2 or 10 leave the same 0.292; a
 # preserve_scale of 0.5 / 0.25 / 0.1 leaves 0.271 / 0.250 / 0.208, at specificity 1.0 / 0.917 /
-# 0.896 (each 48 images).
+# 0.896 (each 48 images). At site 4 itself (12 efficacy prompts, the queries of their own samples)
+# keys and values bring the attention output within 0.05-0.3 of the target prompt's per head, so
+# the edit is the swap but for about a tenth, and that tenth keeps red; values alone stay 0.2-2.4
+# away (past the target on two heads) and clear it. Keeping 2 directions of the empty prompt's
+# span instead of 16 (keep_rtol 0.1): 0.250; with preserve_scale 0.5: 0.229 at specificity 1.0,
+# one image inside the margin on one world, so not adopted; least squares (no preserve, no keep,
+# λ 0.001): 0.354 at specificity 0.396.
 SD1_COLOUR_SELECTS_ONE_SITE = pytest.mark.xfail(
     strict=True, reason="world-sd1-planted's colour: LocoGen selects [4] of 4-5; edit 0.29 vs 0.15"
 )
