@@ -174,8 +174,8 @@ def test_racing_alone_and_with_an_early_decision_select_the_exhaustive_sweeps_wi
 # knife-edge margin (0.11-0.14) would take both. What stops the closed form at [4] is its keys: the
 # same edit of the values alone (edit_k: false) leaves red on none of the 48 (specificity 1.0), and
 # with the empty prompt's keys and values left free (keep_empty: false) on 0.188. Neither is the
-# configs' choice: values alone fall short on world-sd2-planted's style (0.417 at [3, 4] against
-# 0.271 with the keys, reference prompts 0.292), and the empty prompt is the guidance's branch.
+# configs' choice: values alone fall short on world-sd2-planted's style (0.479 at [3, 4] against
+# 0.375 with the keys, reference prompts 0.375), and the empty prompt is the guidance's branch.
 # The preserve term, not λ, is what holds the keys: λ_k 2 or 10 leave the same 0.292; a
 # preserve_scale of 0.5 / 0.25 / 0.1 leaves 0.271 / 0.250 / 0.208, at specificity 1.0 / 0.917 /
 # 0.896 (each 48 images). At site 4 itself (12 efficacy prompts, the queries of their own samples)
@@ -249,7 +249,7 @@ def test_locoedit_at_the_located_window_reaches_the_reference_and_all_sites(worl
     located_ = read[("locoedit", "efficacy")]
     assert located_ <= read[("unedited", "reference")] + 0.10, read
     # and is no weaker than the same closed form on every site (it may be stronger: SD-2's style
-    # edit at 3-4 leaves 0.25 where all sites leave 0.375, as the reference does)
+    # edit at 3-4 leaves 0.375, as the reference prompts do, where all sites leave 0.417)
     assert located_ <= read[("locoedit_all", "efficacy")] + 0.10, read
 
 
