@@ -17,11 +17,12 @@ import yaml
 from lightning.pytorch.utilities import rank_zero_info
 from safetensors import safe_open
 from torch.utils.data import DataLoader
+from torchvision.utils import save_image
 
 from loco_lightning.editing.edits import Edit, WeightEdit, load_edit
 from loco_lightning.editing.exports import LORA_FILE
-from loco_lightning.files import check_folder, save_figure
-from loco_lightning.grids import labelled_grid, single_image
+from loco_lightning.files import atomic_path, check_folder, save_figure
+from loco_lightning.grids import labelled_grid
 from loco_lightning.models import LocoModel
 from loco_lightning.models.diffusion import Diffusion
 from loco_lightning.report import write_report
@@ -197,7 +198,8 @@ class SampleModule(L.LightningModule):
         out = Path(self.hparams.output_dir)
         for name, images in self.images.items():
             for i, image in enumerate(images):
-                save_figure(single_image(image), out / name / f"{i:03d}.png", dpi=100)
+                with atomic_path(out / name / f"{i:03d}.png") as tmp:
+                    save_image(image, tmp)  # the image at its own size, pixel for pixel
         labels = [f"{prompt}, seed {seed}" for prompt, seed in self.rows]
         grid = labelled_grid(list(zip(*self.images.values())), labels, list(self.images))
         save_figure(grid, out / "samples.png")
