@@ -15,6 +15,7 @@ from loco_lightning.models.sampling import NoiseMode, noise_seed
 
 Group = Literal["efficacy", "generality", "specificity", "reference"]
 GROUPS: tuple[Group, ...] = get_args(Group)  # the triad's order, the reference row last
+UNEDITED = "unedited"  # the row of the model as loaded
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,10 @@ class EditEvalData(ItemBatches):
             shared by every method and by the i-th prompt of the other groups, so efficacy
             prompt i and its reference row start alike) or ``shared`` (seed s's noise for all).
         groups: the prompt groups to evaluate (None: every group the prompts have).
-        unedited_only: groups only the unedited model generates: a bar the edits are read
-            against (``reference``), not a question about them; their edited images are skipped.
+        edited_by: groups that only the named editors generate (the unedited model generates
+            every group): ``{reference: []}`` reads the reference prompts for the unedited model
+            alone, a bar the edits are read against, not a question about them;
+            ``{specificity: [locoedit]}`` skips the other editors' specificity images.
     """
 
     def __init__(
@@ -129,7 +132,7 @@ class EditEvalData(ItemBatches):
         train_steps: int = 1,
         noise: NoiseMode = "per_prompt",
         groups: list[Group] | None = None,
-        unedited_only: list[Group] = [],  # noqa: B006
+        edited_by: dict[Group, list[str]] = {},  # noqa: B006
     ) -> None:
         super().__init__()
         self.prompts = load_eval_prompts(prompts) if isinstance(prompts, str) else prompts
@@ -143,7 +146,21 @@ class EditEvalData(ItemBatches):
         self.batch_size = batch_size
         self.train_steps = train_steps
         self.noise = noise
-        self.unedited_only = set(unedited_only)
+        self.edited_by = {g: set(names) for g, names in edited_by.items()}
+
+    def generates(self, method: str, group: str) -> bool:
+        """Whether ``method``'s images of ``group`` are made and scored."""
+        return method == UNEDITED or method in self.edited_by.get(group, {method})
+
+    def check_editors(self, editors: list[str]) -> None:
+        """Refuse ``edited_by`` names that are not editors of the run (a typo would silently
+        skip a group)."""
+        unknown = sorted({n for names in self.edited_by.values() for n in names} - set(editors))
+        if unknown:
+            raise ValueError(
+                f"data.edited_by names {unknown}, which are not editors of this run ({editors}); "
+                "name editors from model.editors."
+            )
 
     @property
     def groups(self) -> list[str]:

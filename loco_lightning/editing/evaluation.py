@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, SumMetric
 
-from loco_lightning.editing.data import EvalItem
+from loco_lightning.editing.data import UNEDITED, EvalItem
 from loco_lightning.editing.edits import Edit
 from loco_lightning.files import check_folder, markdown_table, save_figure
 from loco_lightning.grids import labelled_grid
@@ -29,7 +29,6 @@ from loco_lightning.models.diffusion import Diffusion, log_resolved, resolved
 from loco_lightning.models.pipeline import packaged
 from loco_lightning.report import write_report
 
-UNEDITED = "unedited"
 SHOWN = 8  # prompts of the first batch shown per method in the before/after grid
 
 
@@ -91,15 +90,13 @@ class EditEvaluation(L.LightningModule):
         """Nothing to train: the edits were solved in ``on_fit_start``."""
 
     def on_validation_epoch_start(self) -> None:
-        """Fresh metrics for every (method, group) cell that is generated (the edits skip the
-        data's ``unedited_only`` groups): made on every rank alike, so DDP syncs them."""
+        """Fresh metrics for every (method, group) cell that is generated (the data's
+        ``edited_by`` leaves some out): made on every rank alike, so DDP syncs them."""
         data = self.trainer.datamodule
+        data.check_editors(list(self.edits))
         self.groups = list(data.groups)
         self.cells = [
-            (m, g)
-            for g in self.groups
-            for m in [UNEDITED, *self.edits]
-            if m == UNEDITED or g not in data.unedited_only
+            (m, g) for g in self.groups for m in [UNEDITED, *self.edits] if data.generates(m, g)
         ]
         scores = ["clip", "n"] + ([] if self.reader_match is None else ["reader"])
         triad = {
@@ -123,13 +120,13 @@ class EditEvaluation(L.LightningModule):
 
     def validation_step(self, batch: list[EvalItem], batch_idx: int) -> dict | None:
         images = {UNEDITED: self.generate(batch)}
-        edited = {g for m, g in self.cells if m != UNEDITED}
-        asked = [i for i, it in enumerate(batch) if it.prompt.group in edited]
+        asked = {}  # each editor's rows: those of the groups it generates
         for name, edit in self.edits.items():
-            images[name] = images[UNEDITED].clone()  # rows of unedited-only groups: never read
-            if asked:
+            asked[name] = [i for i, it in enumerate(batch) if (name, it.prompt.group) in self.cells]
+            images[name] = images[UNEDITED].clone()  # the rows it skips: never read
+            if asked[name]:
                 with edit.applied(self.model):
-                    images[name][asked] = self.generate([batch[i] for i in asked])
+                    images[name][asked[name]] = self.generate([batch[i] for i in asked[name]])
         texts = [it.prompt.score_text or it.prompt.prompt for it in batch]
         expects = [it.prompt.expect for it in batch]
         judged = self.reader_match is not None and all(expects)
@@ -148,8 +145,10 @@ class EditEvaluation(L.LightningModule):
                     fid = self.fids[metric_key(method, group)]
                     fid.update(images[UNEDITED][idx], real=True)
                     fid.update(imgs[idx], real=False)
-        if batch_idx == 0 and asked:  # before and after, a row per method, for SampleGrid
-            rows = asked[:SHOWN]
+        # before and after, a row per method, for SampleGrid: rows that every editor generated
+        common = sorted(set.intersection(*map(set, asked.values()))) if asked else []
+        if batch_idx == 0 and common:
+            rows = common[:SHOWN]
             shown = {m: imgs[rows].detach().cpu() for m, imgs in images.items()}
             items = [batch[i] for i in rows]
             self.shown = ([f"{it.prompt.prompt} (seed {it.seed})" for it in items], shown)

@@ -8,6 +8,7 @@ from matplotlib.figure import Figure
 
 # the editor modules register their editors (and let YAML name them by class alone)
 from loco_lightning.editing import locoedit, neurons, published, quickfix  # noqa: F401
+from loco_lightning.editing.data import EditEvalData
 from loco_lightning.editing.editors import Editor, run_editor
 from loco_lightning.editing.evaluation import EditEvaluation
 from loco_lightning.editing.plots import efficacy_specificity, time_to_edit
@@ -52,6 +53,8 @@ class EditModule(EditEvaluation):
     def setup(self, stage: str) -> None:
         for editor in self.editors.values():  # before minutes of loading and solving
             editor.check()
+        if isinstance(self.trainer.datamodule, EditEvalData):
+            self.trainer.datamodule.check_editors(list(self.editors))
         super().setup(stage)
 
     def on_fit_start(self) -> None:

@@ -122,10 +122,10 @@ class AttackModule(EditModule):
                 "loco attack judges the efficacy prompts (the concept asked for), but data.prompts "
                 f"has only {self.trainer.datamodule.groups}; give a set with an efficacy group."
             )
-        if "efficacy" in self.trainer.datamodule.unedited_only:
+        if "efficacy" in self.trainer.datamodule.edited_by:
             raise ValueError(
-                "data.unedited_only includes efficacy, the group loco attack attacks every editor "
-                "on; leave it out."
+                "data.edited_by names efficacy, the group loco attack attacks every editor on; "
+                "leave it out."
             )
         super().setup(stage)
 

@@ -212,7 +212,7 @@ def test_a_concept_the_prompts_never_say_and_an_unknown_initializer_are_refused(
         ("--model.attacks", json.dumps({"own": ATTACKS["cv"]}), "'own' names the unattacked rate"),
         ("--model.examples_per_prompt", "0", "examples_per_prompt=0"),
         ("--data.groups", "[specificity]", "has only \\['specificity'\\]"),
-        ("--data.unedited_only", "[efficacy]", "data.unedited_only includes efficacy"),
+        ("--data.edited_by", "{efficacy: []}", "data.edited_by names efficacy"),
     ],
 )
 def test_the_attack_job_refuses_bad_settings_before_any_work(option, value, says, tmp_path):

@@ -43,19 +43,32 @@ def test_null_edit_changes_no_score_and_has_zero_fid(tmp_path):
         assert same["fid"] == pytest.approx(0.0, abs=1e-2)
 
 
-def test_unedited_only_groups_skip_the_edited_images_and_change_nothing_else(tmp_path):
-    rows = {"locoedit": {"sites": [3, 4], "key_tokens": "aligned"}}
+def test_edited_by_skips_the_groups_an_editor_is_not_named_for_and_changes_nothing_else(tmp_path):
+    rows = {
+        "located": {"sites": [3, 4], "key_tokens": "aligned"},
+        "everywhere": {"sites": "all", "key_tokens": "aligned"},
+    }
     prompts = "datasets/world/style_striped.eval.yaml"  # all four groups, in batches that mix them
     args = ("--model.editors", editors(**rows), "--data.prompts", prompts, "--data.batch_size", "7")
     full = edit(tmp_path / "full", *args)
-    bar = edit(tmp_path / "bar", *args, "--data.unedited_only", "[reference]")
-    kept = [r for r in full if not (r["method"] == "locoedit" and r["group"] == "reference")]
+    only = json.dumps({"reference": [], "specificity": ["located"]})
+    bar = edit(tmp_path / "bar", *args, "--data.edited_by", only)
+    skipped = {("located", "reference"), ("everywhere", "reference"), ("everywhere", "specificity")}
+    kept = [r for r in full if (r["method"], r["group"]) not in skipped]
     timing = ("seconds_to_edit",)
-    assert len(kept) == len(full) - 1 and len(bar) == len(kept)
+    assert len(kept) == len(full) - 3 and len(bar) == len(kept)
     for a, b in zip(bar, kept):  # every other score, bit for bit
         assert {k: v for k, v in a.items() if k not in timing} == {
             k: v for k, v in b.items() if k not in timing
         }
+
+
+def test_edited_by_refuses_a_name_that_is_not_an_editor_before_any_work(tmp_path):
+    rows = editors(located={"sites": [3, 4]})
+    only = json.dumps({"specificity": ["locatd"]})
+    with pytest.raises(ValueError, match=r"data.edited_by names \['locatd'\].*\['located'\]"):
+        main(edit_args(tmp_path, "--model.editors", rows, "--data.edited_by", only))
+    assert not (tmp_path / "out" / "results.json").exists()
 
 
 def test_edit_writes_deltas_and_a_folder_plain_diffusers_loads(tmp_path):

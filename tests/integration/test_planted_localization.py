@@ -118,8 +118,10 @@ def edited(world: str, attribute: str) -> dict[tuple[str, str], float]:
             str(located(world, attribute, *LOCATE)),
             "--data.groups",  # what the tests read: generality would add a quarter of the time
             "[efficacy, specificity, reference]",
-            "--data.unedited_only",  # the reference prompts are read for the unedited model only
-            "[reference]",
+            # what the tests read: the reference prompts for the unedited model only, the
+            # other attributes of unrelated prompts for the located edit only
+            "--data.edited_by",
+            json.dumps({"reference": [], "specificity": ["locoedit"]}),
             "--data.seeds",
             seeds,
             "--model.output_dir",
