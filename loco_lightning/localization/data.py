@@ -108,8 +108,8 @@ class WindowSweepData(L.LightningDataModule):
             or ``auto``: as many as fit in half the free memory, measured on the model.
         noise: ``per_prompt`` (each pair and seed its own starting noise) or ``shared`` (every
             pair starts from seed s's noise, as the reference scripts do). Shared noise biases whole
-            seeds: on world-sd1-planted, seed 1's noise kept "striped" under the all-sites
-            reference in 11 of 12 prompts, so seeds disagreed by 18 CLIP points.
+            seeds: on an earlier world-sd1-planted, seed 1's noise kept "striped" under the
+            all-sites reference in 11 of 12 prompts, so seeds disagreed by 18 CLIP points.
     """
 
     def __init__(

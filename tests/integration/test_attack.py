@@ -40,8 +40,9 @@ ATTACKS = {
         "class_path": "TextualInversion",
         "init_args": {"steps": [0, 50, 200], "initializer": "style", "lr": 0.02},
     },
-    # scales past 4 leave the images behind (at 8 on the edited model: CLIP 10.6, stripes read on
-    # 0.33 of them against 0.42 unattacked): budgets are compared where the images stay images
+    # scales past 4 leave the images behind (at 8 on the edited model of the world before this
+    # one: CLIP 10.6, stripes read on 0.33 of them against 0.42 unattacked): budgets are compared
+    # where the images stay images
     "cv": {"class_path": "ConceptVector", "init_args": {"scales": [0, 2, 4]}},
     "prompt": {"class_path": "PromptAttack", "init_args": {"steps": [0, 50, 200], "lr": 0.02}},
 }
