@@ -17,10 +17,11 @@ def labelled_grid(images: list[list[Tensor]], rows: list[str], columns: list[str
     readable figure. The cells are one composed image in one axes (ticks carry the labels): an
     axes per cell made a sweep's grid cost seconds to lay out and draw."""
     h, w = images[0][0].shape[-2:]
-    canvas = torch.full((3, PAD + len(rows) * (h + PAD), PAD + len(columns) * (w + PAD)), 1.0)
-    for r, row in enumerate(images):
-        for c, image in enumerate(row):
-            y, x = PAD + r * (h + PAD), PAD + c * (w + PAD)
+    ys, xs = starts(len(rows), h), starts(len(columns), w)
+    # composed here, not by torchvision's make_grid, which returns a single image unpadded
+    canvas = torch.full((3, ys[-1] + h + PAD, xs[-1] + w + PAD), 1.0)
+    for y, row in zip(ys, images):
+        for x, image in zip(xs, row):
             canvas[:, y : y + h, x : x + w] = image.clamp(0, 1)
     cell = min(1.6, max(0.55, 22 / max(len(columns), 1)))
     font = 9 if cell >= 1.2 else 6
@@ -29,12 +30,16 @@ def labelled_grid(images: list[list[Tensor]], rows: list[str], columns: list[str
     ax = fig.add_subplot()
     ax.imshow(canvas.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.xaxis.tick_top()
-    centre = PAD + (torch.arange(len(columns)) + 0.5) * (w + PAD) - PAD / 2 - 0.5
     wide = max(map(len, columns), default=0) * font * 0.6 / 72 > cell  # inches of text
-    ax.set_xticks(centre.tolist(), columns, fontsize=font, rotation=90 if wide else 0)
-    centre = PAD + (torch.arange(len(rows)) + 0.5) * (h + PAD) - PAD / 2 - 0.5
-    ax.set_yticks(centre.tolist(), ["\n".join(textwrap.wrap(r, 28)) for r in rows], fontsize=7)
+    ax.set_xticks([x + (w - 1) / 2 for x in xs], columns, fontsize=font, rotation=90 if wide else 0)
+    labels = ["\n".join(textwrap.wrap(r, 28)) for r in rows]
+    ax.set_yticks([y + (h - 1) / 2 for y in ys], labels, fontsize=7)
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
     return fig
+
+
+def starts(n: int, size: int) -> list[int]:
+    """First pixel of each of ``n`` cells of ``size`` pixels along one side of the canvas."""
+    return [PAD + i * (size + PAD) for i in range(n)]
