@@ -10,6 +10,7 @@ the reduction, and whether the selected window and each size's best window are t
 sweep's (a size none of whose windows did anything leaves a race whole, and counts as not the
 same), from one run. Folders under --out are kept: a rerun resumes and only prints.
     python bench/localize_cost.py --threads 2 --out bench_runs/cost
+    python bench/localize_cost.py --worlds world-sd1-planted --seeds '[2, 3]'  # one retrained world
 """
 
 from __future__ import annotations
@@ -103,11 +104,20 @@ def main() -> None:
     parser.add_argument(
         "--samplers", default=",".join(SAMPLERS), help="which of " + ",".join(SAMPLERS)
     )
+    parser.add_argument(
+        "--worlds", default=None, help="only these worlds, e.g. world-sd1-planted,world-sd1"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     lines, worst = [], {}
+    worlds = args.worlds.split(",") if args.worlds else None
+    known = sorted({w for w, _ in cases()})
+    if unknown := set(worlds or ()) - set(known):
+        parser.error(f"--worlds {sorted(unknown)}: not benchmarked; choose from {known}")
     for world, concept in cases():
+        if worlds is not None and world not in worlds:
+            continue
         answer = replay(sweep(out, world, concept, "own", args.seeds), None)
         base = answer[2]
         for sampler in args.samplers.split(","):
