@@ -1,0 +1,92 @@
+"""Why the key/value closed form cannot do SD3's window swap: how much of it a linear map can.
+
+On joint attention a block's ``add_k_proj``/``add_v_proj`` read the text stream, which earlier
+blocks updated beside the image. LocoEdit's rows pair the concept prompt's stream with its target
+prompt's stream on the same latents, step and pooled input (what LocoGen's window swap puts
+there). This prints, per block, the share of the projected concept-to-target difference
+``‖W x − W y‖`` that each fit leaves over those rows (0: the swap reproduced; 1: nothing done):
+
+- ``closed``: the edit's own closed form (its λ, preserve rows and kept empty prompt);
+- ``lsq``: the best linear map (least squares), the limit of any such edit;
+- ``affine``: the same with a bias (what editing the projection's bias too would add);
+- ``per step``: a separate least-squares map per sampling step (the range over steps): what a
+  map that knew the step could do.
+
+Not a test: a report (the numbers go into the notes and the expected failure's comment).
+    python bench/joint_stream_fit.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from loco_lightning.editing.closed_form import edit_factor
+from loco_lightning.editing.kv import Regression
+from loco_lightning.editing.locoedit import LocoEdit
+from loco_lightning.editing.requests import edit_requests, key_positions, preserved
+from loco_lightning.editing.streams import STREAM_SEEDS, stream_inputs
+from loco_lightning.hooks import sites
+from loco_lightning.models import load_model
+
+F64 = torch.float64
+
+
+def left(x: torch.Tensor, y: torch.Tensor, fitted: torch.Tensor, w: torch.Tensor) -> float:
+    """Share of ``‖W x − W y‖`` that the fitted outputs leave."""
+    want = y @ w.T
+    return ((fitted - want).norm() / (x @ w.T - want).norm()).item()
+
+
+def lsq(inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+    return inputs @ torch.linalg.lstsq(inputs, outputs).solution
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--source", default="world-sd3-planted")
+    parser.add_argument("--request", default="datasets/world/style_striped.edit.yaml")
+    parser.add_argument("--blocks", default="3,4", help="joint-attention sites, e.g. 3,4")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model(source=args.source)
+    blocks = tuple(int(b) for b in args.blocks.split(","))
+    editor = LocoEdit(sites=blocks, key_tokens="aligned", lambda_k=0.5, lambda_v=0.5)  # the tests'
+    requests = edit_requests(args.request)
+    triples = [t for r in requests for t in r.pairs()]
+    rows = Regression.of_prompts(
+        model,
+        [s for s, _, _ in triples],
+        [t for _, _, t in triples],
+        key_positions(model.segments, triples, editor.key_tokens),
+        preserved(editor, requests),
+    )
+    sources, targets, preserve = rows.conditionings()
+    streams = stream_inputs(model, blocks, sources, targets, rows.positions, preserve)
+    per_call = sum(len(p) for p in rows.positions) * len(STREAM_SEEDS)  # rows a step adds
+    found = sites(model.denoiser)
+    print(f"{args.source}, {args.request}: share of the concept-to-target difference left")
+    for i, (x, y, p, e) in streams.items():
+        x, y, p, e = (None if t is None else t.to(F64) for t in (x, y, p, e))
+        attn = model.denoiser.get_submodule(found[i].path)
+        for proj, lam in (("k", editor.lambda_k), ("v", editor.lambda_v)):
+            w = getattr(attn, found[i].projection(proj)).weight.to(F64)
+            m = edit_factor(x, y, lam, p, editor.preserve_scale, F64, e, editor.keep_rtol)
+            ones = torch.ones(len(x), 1, dtype=F64)
+            # rows are step-major: every step of the sampling runs adds the same rows in turn
+            per_step = [
+                left(xs, ys, lsq(xs, ys @ w.T), w)
+                for xs, ys in zip(x.split(per_call), y.split(per_call), strict=True)
+            ]
+            print(
+                f"  block {i} {proj} ({len(x)} rows): closed {left(x, y, x @ m.T @ w.T, w):.3f}  "
+                f"lsq {left(x, y, lsq(x, y @ w.T), w):.3f}  "
+                f"affine {left(x, y, lsq(torch.cat([x, ones], 1), y @ w.T), w):.3f}  "
+                f"per step {min(per_step):.3f}-{max(per_step):.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
