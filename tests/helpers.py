@@ -58,6 +58,19 @@ def denoiser_inputs(model: LocoModel, prompts: list[str], seeds=None, t: int = 5
     return kind.inputs(model.denoiser, x, torch.full((len(x),), t), *cond)
 
 
+def survival(model: LocoModel, name: str, n: int = 12) -> float:
+    """Share of the first ``n`` efficacy prompts of ``datasets/world/<name>.eval.yaml`` whose
+    image (seeds 0..n-1) the exact readers still find the concept in."""
+    from loco_lightning.editing.data import load_eval_prompts
+    from loco_lightning.metrics.readers import world_match
+    from loco_lightning.models.sampling import denoise
+
+    prompts = load_eval_prompts(f"datasets/world/{name}.eval.yaml")
+    prompts = [p for p in prompts if p.group == "efficacy"][:n]
+    images = denoise(model, model.encode([p.prompt for p in prompts]), list(range(len(prompts))))
+    return float(world_match(model.world).scores(images, [p.expect for p in prompts]).mean())
+
+
 @functools.cache
 def tiny_clip_folder() -> str:
     """A random-weight CLIP saved as a folder (tokenizer, no image processor), for scoring tests."""

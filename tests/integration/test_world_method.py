@@ -15,9 +15,12 @@ import os
 import pytest
 
 from loco_lightning.cli import main
+from loco_lightning.editing.editors import run_editor
 from loco_lightning.editing.edits import load_edit
-from loco_lightning.editing.requests import preserve_prompts
-from tests.helpers import tiny_clip_folder
+from loco_lightning.editing.locoedit import LocoEdit
+from loco_lightning.editing.requests import edit_requests, preserve_prompts
+from loco_lightning.models import load_model
+from tests.helpers import survival, tiny_clip_folder
 
 SOURCE = os.environ.get("LOCO_WORLD_SOURCE", "world-sd1")
 
@@ -95,34 +98,22 @@ def test_editing_the_located_window_removes_shape_and_nothing_else(located, tmp_
     assert edit.metadata["empty_drift"] <= 0.01  # the unconditional branch is kept
 
 
+@pytest.fixture(scope="module")
+def world():
+    """The world under test, which must show the circle on the efficacy prompts unedited."""
+    model = load_model(source=SOURCE)
+    assert survival(model, "shape_circle") >= 0.9
+    return model
+
+
 @pytest.mark.parametrize("key_tokens", ["last_subject", "aligned"])
-def test_the_reference_key_tokens_edit_the_world(key_tokens):
+def test_the_reference_key_tokens_edit_the_world(world, key_tokens):
     """LocoEdit keyed on the last subject token (the reference's choice, and every editor's
     default) must remove the concept on the default world, not only the aligned tokens: measured
     on all sites, circle survives 0.25 of 12 efficacy images either way. Retrained worlds may
     carry a concept in the tokens after it instead (one or two heads per site: 1.0 and 0.92 with
     the last subject, 0.33 and 0.25 aligned), which breaks the README's example and SPEED."""
-    from loco_lightning.editing.data import load_eval_prompts
-    from loco_lightning.editing.editors import run_editor
-    from loco_lightning.editing.locoedit import LocoEdit
-    from loco_lightning.editing.requests import edit_requests
-    from loco_lightning.metrics.readers import world_match
-    from loco_lightning.models import load_model
-    from loco_lightning.models.sampling import denoise
-
-    model = load_model(source=SOURCE)
-    match = world_match(model.world)
-    name = "datasets/world/shape_circle"
-    prompts = [p for p in load_eval_prompts(f"{name}.eval.yaml") if p.group == "efficacy"][:12]
-    context = model.encode([p.prompt for p in prompts])
-
-    def survival() -> float:
-        images = denoise(model, context, list(range(len(prompts))))
-        return float(match.scores(images, [p.expect for p in prompts]).mean())
-
-    assert survival() >= 0.9
-    edit = run_editor(
-        LocoEdit(sites="all", key_tokens=key_tokens), model, edit_requests(f"{name}.edit.yaml")
-    )
-    with edit.applied(model):
-        assert survival() <= 0.5
+    requests = edit_requests("datasets/world/shape_circle.edit.yaml")
+    edit = run_editor(LocoEdit(sites="all", key_tokens=key_tokens), world, requests)
+    with edit.applied(world):
+        assert survival(world, "shape_circle") <= 0.5

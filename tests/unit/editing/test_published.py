@@ -26,6 +26,7 @@ from loco_lightning.editing.requests import EditRequest, edit_requests
 from loco_lightning.hooks import site_inputs, sites
 from loco_lightning.models import load_model
 from tests.helpers import mini_model
+from tests.helpers import survival as concept_survival
 
 STYLE = EditRequest("Van Gogh", "a painting", ("{}", "a painting in the style of {}"))
 MONET = EditRequest("Monet", "a painting", ("a garden in the style of {}",))
@@ -312,24 +313,11 @@ def test_mace_remaps_the_shared_positions_with_its_prior(world):
 def two_concepts(world):
     """The striped style and the circle shape in one request list, and each one's survival
     (exact readers, 12 efficacy prompts)."""
-    from loco_lightning.editing.data import load_eval_prompts
-    from loco_lightning.metrics.readers import world_match
-    from loco_lightning.models.sampling import denoise
-
     names = ("style_striped", "shape_circle")
     requests = [r for n in names for r in edit_requests(f"datasets/world/{n}.edit.yaml")]
-    match = world_match(world.world)
-    prompts = {
-        n: [p for p in load_eval_prompts(f"datasets/world/{n}.eval.yaml") if p.group == "efficacy"]
-        for n in names
-    }
 
     def survival() -> dict[str, float]:
-        out = {}
-        for n, ps in prompts.items():
-            images = denoise(world, world.encode([p.prompt for p in ps[:12]]), list(range(12)))
-            out[n] = float(match.scores(images, [p.expect for p in ps[:12]]).mean())
-        return out
+        return {n: concept_survival(world, n) for n in names}
 
     return requests, survival, survival()
 
