@@ -4,7 +4,8 @@ Builds the module and data stream of each world config (no Trainer), then runs s
 Lightning runs them (loss, backward, gradient clipping, optimizer, EMA), alternating the fused
 AdamW the trainers use with the reference AdamW. Prints milliseconds per part, seconds per step,
 the reference/fused ratio from one run, and the minutes the config's ``max_steps`` would take at
-that rate (validation not included).
+that rate (validation not included), in one process (bench/world_processes.py compares it
+with two).
     python bench/world_step.py --threads 2 configs/world/*.yaml
 """
 
@@ -64,6 +65,7 @@ def main() -> None:
         data = {k: v for k, v in config.get("data", {}).items() if not k.startswith("val")}
         batch_size = data.pop("batch_size", 64)
         workers = data.pop("num_workers", 0)  # as the config's trainer renders: aside or not
+        data.pop("pool", None)  # every step renders: the data part is the pool's first pass
         stream = WorldDataset(length=10**9, variants=module.caption_variants, **data)
         batches = iter(DataLoader(stream, batch_size=batch_size, num_workers=workers))
         params = list(module.net.parameters())

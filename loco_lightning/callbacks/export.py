@@ -12,7 +12,6 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +21,8 @@ class ExportModel(L.Callback):
 
     The record is what makes a shipped model reproducible and its claims checkable: the command,
     the full LightningCLI config (also copied as ``train_config.yaml``), the seed, steps, wall
-    time (all of ``fit`` and the part spent validating), torch threads, and the final validation
-    metrics.
+    time (all of ``fit`` and the part spent validating), torch threads and processes, and the
+    final validation metrics.
 
     Args:
         dirpath: output folder; None writes ``<log_dir>/model``.
@@ -48,15 +47,22 @@ class ExportModel(L.Callback):
     def folder(self, trainer) -> Path:
         return Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or ".") / "model"
 
-    @rank_zero_only
     def on_fit_end(self, trainer, pl_module) -> None:
+        # every process asks for the log folder (under DDP, rank 0 broadcasts it); one exports
+        log_dir = Path(trainer.log_dir or ".")
+        folder = self.folder(trainer)
+        if trainer.is_global_zero:
+            self._export(trainer, pl_module, log_dir, folder)
+        trainer.strategy.barrier("export")
+
+    def _export(self, trainer, pl_module, log_dir: Path, folder: Path) -> None:
         wall = time.perf_counter() - self._start
         metrics = {
             k: round(float(v), 4)
             for k, v in trainer.callback_metrics.items()
             if k.startswith("val/") and v.numel() == 1
         }
-        config_file = Path(trainer.log_dir or ".") / "config.yaml"
+        config_file = log_dir / "config.yaml"
         record = {
             "command": " ".join(["loco", *sys.argv[1:]]),  # as `python -m loco_lightning.cli`
             "seed": os.environ.get("PL_GLOBAL_SEED"),
@@ -64,11 +70,11 @@ class ExportModel(L.Callback):
             "wall_minutes": round(wall / 60, 2),
             "validation_minutes": round(self._validating / 60, 2),
             "threads": torch.get_num_threads(),
+            "processes": trainer.world_size,
             "metrics": metrics,
             "config": yaml.safe_load(config_file.read_text()) if config_file.is_file() else None,
             "data": _public(trainer.datamodule.hparams) if trainer.datamodule is not None else None,
         }
-        folder = self.folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         pl_module.export(folder, record)
         if config_file.is_file():  # the resolved YAML, to rerun exactly: --config train_config.yaml

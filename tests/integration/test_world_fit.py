@@ -13,6 +13,7 @@ from loco_lightning.cli import build
 from loco_lightning.models import load_model
 from loco_lightning.models.world import RECORD_NAME
 from loco_lightning.models.worldclip import load_worldclip
+from tests.helpers import two_process_job
 
 SMOKE = "configs/world/smoke.yaml"
 
@@ -35,6 +36,18 @@ def test_world_fit_validates_exports_and_resumes(tmp_path):
     build("world", ["fit", *common, "--trainer.max_steps", "6", "--ckpt_path", "last"])
     assert [p.name for p in tmp_path.iterdir()] == ["world-smoke"]
     assert json.loads((run / "model" / RECORD_NAME).read_text())["steps"] == 6
+
+
+def test_world_fit_on_two_ddp_processes_exports_once(tmp_path):
+    """Two processes at one thread each (the fastest way to train on two cores): every process
+    reaches the export (the log folder is broadcast), one writes it, and the pooled items and
+    the split batch reach the same record as one process would write."""
+    save = ["--trainer.logger.init_args.save_dir", str(tmp_path)]
+    two_process_job("world", "fit", "--config", SMOKE, *save, "--data.pool", "16")
+    record = json.loads((tmp_path / "world-smoke" / "model" / RECORD_NAME).read_text())
+    assert record["processes"] == 2 and record["threads"] == 1 and record["steps"] == 4
+    assert record["data"]["pool"] == 16 and {"val/shape", "val/all"} <= set(record["metrics"])
+    assert load_model(source=str(tmp_path / "world-smoke" / "model")).family.name == "sd1"
 
 
 def fit3(job: str, tmp_path, *extra: str) -> tuple[Path, dict]:
