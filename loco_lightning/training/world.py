@@ -494,6 +494,12 @@ class WorldDiffusion(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["caption"]))
         return loss
 
+    def on_train_start(self) -> None:
+        # DDP seeds every process alike (so their weights start alike); past that, each must
+        # draw its own noise, timesteps and planted choices, or the halves of a batch share them
+        if self.trainer.world_size > 1:
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self.ema.update_parameters(self.net)
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -231,3 +232,18 @@ def test_sdxl_and_if_worlds_export_their_own_pipelines(family, pipeline, n_sites
     # or failed with whatever drew the weights before); SD-XL's by under 1e-6
     atol = 1e-5 if family == "if" else 1e-6
     assert torch.allclose(torch.from_numpy(images).permute(0, 3, 1, 2), expected, atol=atol)
+
+
+def test_ddp_processes_draw_their_own_noise_one_process_keeps_its_stream():
+    module = WorldDiffusion()
+    draws = {}
+    for processes, rank in ((1, 0), (2, 0), (2, 1)):
+        torch.manual_seed(5)
+        expected = torch.randn(4)
+        torch.manual_seed(5)
+        module._trainer = SimpleNamespace(world_size=processes, global_rank=rank)
+        module.on_train_start()
+        draws[processes, rank] = torch.randn(4)
+        if processes == 1:
+            assert torch.equal(draws[1, 0], expected)
+    assert not torch.equal(draws[2, 0], draws[2, 1])
