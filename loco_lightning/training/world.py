@@ -81,6 +81,11 @@ PADDING = {
 }
 
 
+# Families whose text context has one row per position of their first tokenizer's tokens (CLIP's
+# 77), so that a caption's tail (its EOS and padding) has a place there.
+TAIL_FAMILIES = ("sd1", "sd2", "sdxl")
+
+
 # IF's encode_prompt pads every prompt to 77 tokens whatever the tokenizer says; its world's
 # tokenizer says so too, so that token positions (edits' key tokens) cover the whole context.
 MAX_LENGTH = {"if": 77}
@@ -175,6 +180,12 @@ class WorldDiffusion(L.LightningModule):
             a world's recipe lives in its YAML: e.g. ``attention_head_dim: 2`` gives world-sd1's
             UNet two heads of 16-32 channels instead of eight of 4-8 (the same parameters; a
             training step 0.324 -> 0.284 s on 2 CPU cores, ``bench/world_step.py``).
+        tail_drop_p: fraction of samples whose text context from the first EOS on is the empty
+            caption's (families in ``TAIL_FAMILIES``). A causal encoder's EOS and padding states
+            see the whole caption, and a world trained from scratch may read a concept there
+            instead of from its own tokens, where the reference's last-subject keys edit it:
+            two world-sd1 retrains kept circle on 0.92 and 0.58 of 12 images after an all-sites
+            last-subject LocoEdit, one with 0.5 on none.
     """
 
     def __init__(
@@ -199,6 +210,7 @@ class WorldDiffusion(L.LightningModule):
         family: WorldFamily = "sd1",
         vlb_weight: float = 0.001,
         denoiser: dict[str, Any] | None = None,
+        tail_drop_p: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -215,9 +227,19 @@ class WorldDiffusion(L.LightningModule):
                     f"planted {attribute}: {window} must be a non-empty list of site indices in "
                     f"0..{n_sites - 1} (the {family} world has {n_sites})"
                 )
-        for name, p in (("planted_full_p", planted_full_p), ("planted_alone_p", planted_alone_p)):
+        probabilities = {
+            "planted_full_p": planted_full_p,
+            "planted_alone_p": planted_alone_p,
+            "tail_drop_p": tail_drop_p,
+        }
+        for name, p in probabilities.items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name}={p} must be a probability")
+        if tail_drop_p and family not in TAIL_FAMILIES:
+            raise ValueError(
+                f"tail_drop_p={tail_drop_p} needs a CLIP-conditioned family {TAIL_FAMILIES}; "
+                f"the {family} world's context has no caption tail to drop: set it to 0"
+            )
         self.planted = planted
         self.n_sites = n_sites
         # A site reads the caption without the planted attributes it does not see; every removal
@@ -333,6 +355,7 @@ class WorldDiffusion(L.LightningModule):
         if self.hparams.channels_last:
             xt = xt.contiguous(memory_format=torch.channels_last)
         cond = self.encode(list(batch["caption"]))
+        cond = self.drop_tail(list(batch["caption"]), cond)
         swaps = self.planted_swaps(batch, full, alone)
         net = self.net[self.family.denoiser]
         executor = contextlib.nullcontext()
@@ -356,6 +379,22 @@ class WorldDiffusion(L.LightningModule):
             bound = self.variational_bound(x0, xt, out.detach(), variance, timesteps)
             loss = loss + self.hparams.vlb_weight * bound.mean()
         return loss
+
+    def drop_tail(self, captions: list[str], cond: Conditioning) -> Conditioning:
+        """On ``tail_drop_p`` of the samples, the context from the first EOS on is the empty
+        caption's, so the denoiser learns to read a concept from its own tokens."""
+        p = self.hparams.tail_drop_p
+        if not p:
+            return cond
+        mask = self.tokenizers["tokenizer"](
+            captions, padding="max_length", truncation=True, return_tensors="pt"
+        ).attention_mask
+        eos = mask.sum(1) - 1
+        positions = torch.arange(mask.shape[1])
+        drop = (torch.rand(len(captions)) < p)[:, None] & (positions[None] >= eos[:, None])
+        empty = self.encode([""]).context.expand_as(cond.context)
+        context = torch.where(drop[..., None].to(cond.context.device), empty, cond.context)
+        return cond._replace(context=context)
 
     def draw_timesteps(self, n: int, device: torch.device) -> Tensor:
         """(n,) training timesteps: uniform integers (DDPM), or 1000 σ with σ logit-normal

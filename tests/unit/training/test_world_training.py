@@ -247,3 +247,26 @@ def test_ddp_processes_draw_their_own_noise_one_process_keeps_its_stream():
         if processes == 1:
             assert torch.equal(draws[1, 0], expected)
     assert not torch.equal(draws[2, 0], draws[2, 1])
+
+
+def test_dropping_a_captions_tail_keeps_its_tokens_and_empties_the_rest():
+    module = WorldDiffusion(tail_drop_p=1.0)
+    module.setup("fit")
+    captions = ["a red circle", "", "a blue striped square"]
+    ids = module.tokenizers["tokenizer"](captions, padding="max_length").input_ids
+    eos = module.tokenizers["tokenizer"].eos_token_id
+    with torch.no_grad():
+        cond = module.encode(captions)
+        dropped = module.drop_tail(captions, cond).context
+        empty = module.encode([""]).context[0]
+    for b, tokens in enumerate(ids):
+        tail = tokens.index(eos)
+        assert torch.equal(dropped[b, :tail], cond.context[b, :tail])
+        assert torch.equal(dropped[b, tail:], empty[tail:])
+    assert not torch.equal(dropped[0, 4:], cond.context[0, 4:])  # "a red circle" had a tail
+    module.hparams.tail_drop_p = 0.0
+    assert module.drop_tail(captions, cond) is cond
+    with pytest.raises(ValueError, match=r"tail_drop_p=0.5 needs a CLIP-conditioned family"):
+        WorldDiffusion(family="if", tail_drop_p=0.5)
+    with pytest.raises(ValueError, match=r"tail_drop_p=2.0 must be a probability"):
+        WorldDiffusion(tail_drop_p=2.0)
