@@ -44,13 +44,10 @@ class ExportModel(L.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         self._validating += time.perf_counter() - self._val_start
 
-    def folder(self, trainer) -> Path:
-        return Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or ".") / "model"
-
     def on_fit_end(self, trainer, pl_module) -> None:
         # every process asks for the log folder (under DDP, rank 0 broadcasts it); one exports
         log_dir = Path(trainer.log_dir or ".")
-        folder = self.folder(trainer)
+        folder = Path(self.dirpath) if self.dirpath else log_dir / "model"
         if trainer.is_global_zero:
             self._export(trainer, pl_module, log_dir, folder)
         trainer.strategy.barrier("export")

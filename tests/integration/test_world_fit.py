@@ -39,9 +39,8 @@ def test_world_fit_validates_exports_and_resumes(tmp_path):
 
 
 def test_world_fit_on_two_ddp_processes_exports_once(tmp_path):
-    """Two processes at one thread each (the fastest way to train on two cores): every process
-    reaches the export (the log folder is broadcast), one writes it, and the pooled items and
-    the split batch reach the same record as one process would write."""
+    """Two processes at one thread each, with a pool: every process reaches the export (the
+    log folder is broadcast), one writes it, and its record names both processes."""
     save = ["--trainer.logger.init_args.save_dir", str(tmp_path)]
     two_process_job("world", "fit", "--config", SMOKE, *save, "--data.pool", "16")
     record = json.loads((tmp_path / "world-smoke" / "model" / RECORD_NAME).read_text())
