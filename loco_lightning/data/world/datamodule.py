@@ -14,7 +14,11 @@ from loco_lightning.data.world.vocab import Vocabulary
 
 
 class Pool(Dataset):
-    """A dataset whose items are made once, on first use, then served from memory."""
+    """A dataset whose items are made once, on first use, then served from memory.
+
+    Each item carries its index as ``pool_index``: a consumer may memoize by it what it derives
+    from the item alone (the world trainer keeps each render's VAE posterior).
+    """
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset, self.items = dataset, {}
@@ -24,7 +28,7 @@ class Pool(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         if index not in self.items:
-            self.items[index] = self.dataset[index]
+            self.items[index] = {**self.dataset[index], "pool_index": index}
         return self.items[index]
 
 
@@ -63,8 +67,9 @@ class WorldDataModule(L.LightningDataModule):
             out of the step but slows the training threads by as much (world-sd1: 0.284 s a
             step either way, ``bench/world_step.py``).
         pool: render only the stream's first ``pool`` items, each once, and cycle through them
-            (item i is item ``i % pool``; noise and timesteps are still drawn fresh): rendering
-            then costs ``pool`` items instead of ``batch_size`` every step. None: every item new.
+            (item i is item ``i % pool``; noise, timesteps and the latents' posterior samples are
+            still drawn fresh): rendering, and a latent world's VAE encoding, then cost ``pool``
+            items instead of ``batch_size`` every step. None: every item new.
     """
 
     def __init__(

@@ -141,6 +141,7 @@ def test_a_pool_serves_the_streams_first_items_rendered_once(monkeypatch):
     assert made == [0, 1, 2, 3]  # three steps, four renders
     for batch in again:
         assert batch["caption"] == first["caption"] and torch.equal(batch["image"], first["image"])
+        assert batch["pool_index"].tolist() == [0, 1, 2, 3]
     with pytest.raises(ValueError, match=r"pool=0 must be a positive number of items"):
         WorldDataModule(pool=0)
 

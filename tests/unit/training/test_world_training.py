@@ -270,3 +270,26 @@ def test_dropping_a_captions_tail_keeps_its_tokens_and_empties_the_rest():
         WorldDiffusion(family="if", tail_drop_p=0.5)
     with pytest.raises(ValueError, match=r"tail_drop_p=2.0 must be a probability"):
         WorldDiffusion(tail_drop_p=2.0)
+
+
+def test_pooled_renders_are_encoded_once_and_their_latents_drawn_as_uncached_ones(monkeypatch):
+    module = WorldDiffusion()
+    module.setup("fit")
+    dm = WorldDataModule(batch_size=4, pool=4)
+    dm.trainer = SimpleNamespace(
+        max_steps=2, global_step=0, world_size=1, global_rank=0, lightning_module=None
+    )
+    first, again = list(dm.train_dataloader())
+    encoded = []
+    encode = module.vae.encode
+    monkeypatch.setattr(module.vae, "encode", lambda x: encoded.append(len(x)) or encode(x))
+    latents = {}
+    for name, batch in (("cold", first), ("cached", again), ("plain", {"image": first["image"]})):
+        torch.manual_seed(3)
+        latents[name] = module.latents(batch["image"], batch.get("pool_index"))
+    assert encoded == [4, 4]  # the first pooled batch and the unpooled one, not the repeat
+    assert sorted(module.posteriors) == [0, 1, 2, 3]
+    assert torch.equal(latents["cached"], latents["cold"])
+    assert torch.equal(latents["cold"], latents["plain"])
+    torch.manual_seed(4)  # the posterior is sampled, not its mean kept
+    assert not torch.equal(module.latents(again["image"], again["pool_index"]), latents["cold"])
