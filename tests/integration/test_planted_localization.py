@@ -97,7 +97,7 @@ def edited(world: str, attribute: str) -> dict[tuple[str, str], float]:
     seeds: 48 images per group, so that one image is 0.021 of a rate. On two seeds (one image
     0.042) the 0.10 margins were 2.4 images wide, and SD-XL's colour edit (4 of 24 against the
     reference's 1) and PixArt's style edit (9 of 24 against 6) failed by one image; on four
-    seeds they stop 0.083 (8 of 48 against 4) and 0.062 (22 of 48 against 19) above it. An
+    seeds they stop 0.083 (8 of 48 against 4) and 0.062 (19 of 48 against 16) above it. An
     expected failure needs one seed: SD3's gap on seed 0 (0.917 against the reference prompts'
     0.5) is 5 images of 12 wide. Where two seeds leave the margins unused (``WIDE_MARGINS``),
     two."""
