@@ -186,7 +186,9 @@ class WorldDiffusion(L.LightningModule):
             see the whole caption, and a world trained from scratch may read a concept there
             instead of from its own tokens, where the reference's last-subject keys edit it:
             two world-sd1 retrains kept circle on 0.92 and 0.58 of 12 images after an all-sites
-            last-subject LocoEdit, one with 0.5 on none.
+            last-subject LocoEdit, three with 0.5 on 0-0.08. It has a price: on such a world
+            UCE, SPEED and MACE, keyed on one token of the concept's prompt alone, no longer
+            erase (configs/world/sd1.yaml), so no shipped world uses it.
     """
 
     def __init__(
