@@ -10,6 +10,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -26,6 +27,12 @@ class Bright(ImageClassifier):
 
     def flags(self, images: torch.Tensor) -> torch.Tensor:
         return images.mean((1, 2, 3)) > self.threshold
+
+
+def trainer_stub(**options) -> SimpleNamespace:
+    """What the world datamodule reads of a Trainer: one process, one step, from the start."""
+    defaults = dict(max_steps=1, global_step=0, lightning_module=None, world_size=1, global_rank=0)
+    return SimpleNamespace(**{**defaults, **options})
 
 
 @functools.cache

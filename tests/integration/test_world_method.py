@@ -113,7 +113,8 @@ def test_the_reference_key_tokens_edit_the_world(world, key_tokens):
     on all sites, circle survives 0.25 of 12 efficacy images either way. Retrained worlds may
     carry a concept in the tokens after it instead (with eight heads, one or two: 0.58-1.0 with
     the last subject, 0.17-0.33 aligned), which breaks the README's example and SPEED;
-    ``model.tail_drop_p`` trains it out (0.0)."""
+    ``model.tail_drop_p`` trains it out (0.0-0.08 on three retrains), at a price (its
+    docstring)."""
     requests = edit_requests("datasets/world/shape_circle.edit.yaml")
     edit = run_editor(LocoEdit(sites="all", key_tokens=key_tokens), world, requests)
     with edit.applied(world):

@@ -19,6 +19,7 @@ from loco_lightning.data.world import (
 )
 from loco_lightning.data.world.datamodule import WorldDataModule
 from loco_lightning.data.world.probes import collate_probes
+from tests.helpers import trainer_stub
 
 
 def test_probe_set_is_fixed_and_covers_every_combination():
@@ -91,21 +92,15 @@ def test_variants_remove_attributes_without_changing_the_stream():
         assert set(bare.split()) <= set(no_colour.split()) <= set(a["caption"].split())
 
 
-def trainer(**options) -> SimpleNamespace:
-    """What the datamodule reads of a Trainer: one process, one step, from the start."""
-    defaults = dict(max_steps=1, global_step=0, lightning_module=None, world_size=1, global_rank=0)
-    return SimpleNamespace(**{**defaults, **options})
-
-
 def test_datamodule_serves_one_run_and_resumes_where_it_stopped():
     dm = WorldDataModule(batch_size=4, val_per_concept=1, val_batch_size=50)
-    dm.trainer = trainer(max_steps=3)
+    dm.trainer = trainer_stub(max_steps=3)
     batches = list(dm.train_dataloader())
     assert len(batches) == 3 and batches[0]["image"].shape == (4, 3, 16, 16)
-    dm.trainer = trainer(max_steps=3, global_step=2)
+    dm.trainer = trainer_stub(max_steps=3, global_step=2)
     resumed = list(dm.train_dataloader())
     assert resumed[0]["caption"] == batches[2]["caption"]
-    dm.trainer = trainer(lightning_module=SimpleNamespace(caption_variants=(("style",),)))
+    dm.trainer = trainer_stub(lightning_module=SimpleNamespace(caption_variants=(("style",),)))
     [batch] = list(dm.train_dataloader())
     assert len(batch["variants"]) == 1 and len(batch["variants"][0]) == 4
     val = list(dm.val_dataloader())
@@ -114,11 +109,11 @@ def test_datamodule_serves_one_run_and_resumes_where_it_stopped():
 
 def test_ddp_processes_split_each_step_into_the_one_process_batch():
     dm = WorldDataModule(batch_size=6)
-    dm.trainer = trainer(global_step=1)
+    dm.trainer = trainer_stub(global_step=1)
     [whole] = list(dm.train_dataloader())
     parts = []
     for rank in range(2):
-        dm.trainer = trainer(global_step=1, world_size=2, global_rank=rank)
+        dm.trainer = trainer_stub(global_step=1, world_size=2, global_rank=rank)
         [part] = list(dm.train_dataloader())
         assert part["image"].shape[0] == 3
         parts.append(part)
@@ -126,14 +121,14 @@ def test_ddp_processes_split_each_step_into_the_one_process_batch():
     assert merged == list(whole["caption"])
     images = torch.stack([p["image"] for p in parts], 1).flatten(0, 1)
     assert torch.equal(images, whole["image"])
-    dm.trainer = trainer(world_size=4)
+    dm.trainer = trainer_stub(world_size=4)
     with pytest.raises(ValueError, match=r"batch_size=6 does not split over 4 processes"):
         dm.train_dataloader()
 
 
 def test_a_pool_serves_the_streams_first_items_rendered_once(monkeypatch):
     dm = WorldDataModule(batch_size=4, pool=4)
-    dm.trainer = trainer(max_steps=3)
+    dm.trainer = trainer_stub(max_steps=3)
     made = []
     render = WorldDataset.__getitem__
     monkeypatch.setattr(WorldDataset, "__getitem__", lambda ds, i: made.append(i) or render(ds, i))
@@ -148,11 +143,11 @@ def test_a_pool_serves_the_streams_first_items_rendered_once(monkeypatch):
 
 def test_ddp_processes_split_the_probes_without_repeating_one():
     dm = WorldDataModule(val_per_concept=1, val_batch_size=500)
-    dm.trainer = trainer()
+    dm.trainer = trainer_stub()
     [whole] = list(dm.val_dataloader())
     shares = []
     for rank in range(2):
-        dm.trainer = trainer(world_size=2, global_rank=rank)
+        dm.trainer = trainer_stub(world_size=2, global_rank=rank)
         [share] = list(dm.val_dataloader())
         shares.append(share["caption"])
     assert len(whole["caption"]) == 201 and list(map(len, shares)) == [101, 100]

@@ -15,6 +15,7 @@ from loco_lightning.data.world.datamodule import WorldDataModule
 from loco_lightning.hooks import PromptSwap
 from loco_lightning.models.world import RECORD_NAME
 from loco_lightning.training.world import EMAWarmup, WorldDiffusion
+from tests.helpers import trainer_stub
 
 PLANTED = {"colour": [5, 6], "style": [3, 4]}
 
@@ -276,9 +277,7 @@ def test_pooled_renders_are_encoded_once_and_their_latents_drawn_as_uncached_one
     module = WorldDiffusion()
     module.setup("fit")
     dm = WorldDataModule(batch_size=4, pool=4)
-    dm.trainer = SimpleNamespace(
-        max_steps=2, global_step=0, world_size=1, global_rank=0, lightning_module=None
-    )
+    dm.trainer = trainer_stub(max_steps=2)
     first, again = list(dm.train_dataloader())
     encoded = []
     encode = module.vae.encode
