@@ -6,10 +6,9 @@ pay a gradient all-reduce instead. Each mode runs the config's own training (its
 planted swaps, EMA, checkpoints) for ``--steps`` steps without validation, alternately
 ``--rounds`` times; a callback times the steps after the first 30. Prints seconds per
 step of each mode, the ratio from one run, and the minutes the config's ``max_steps`` would take
-at each rate (validation not included). SD-XL's world leaves parameters unused (its first text
-encoder is read at the penultimate layer), so DDP must look for them:
+at each rate (validation not included). ``--ddp ddp_find_unused_parameters_true`` prices DDP's
+search for unused parameters (no world needs it: those no conditioning reaches are frozen):
     python bench/world_processes.py configs/world/sd1.yaml configs/world/if_planted.yaml
-    python bench/world_processes.py --ddp ddp_find_unused_parameters_true configs/world/sdxl*
 """
 
 from __future__ import annotations
@@ -78,8 +77,7 @@ def main() -> None:
     parser.add_argument(
         "--ddp",
         default="ddp",
-        help="the DDP strategy: ddp_find_unused_parameters_true for worlds whose text encoders "
-        "leave parameters unused (SD-XL reads its first encoder's penultimate layer)",
+        help="the DDP strategy (ddp_find_unused_parameters_true adds the search for unused ones)",
     )
     args = parser.parse_args()
     for path in args.configs:

@@ -296,6 +296,7 @@ class WorldDiffusion(L.LightningModule):
         # encode_prompt, with gradients
         self.train_pipe = self._pipeline(self.net)
         self.train_model = LocoModel(self.family, self.train_pipe)
+        self._freeze_unreached()
         self.reader = AttributeReader(vocab)
         self.accuracy = nn.ModuleDict(
             {
@@ -303,6 +304,23 @@ class WorldDiffusion(L.LightningModule):
                 for split in ("val", "test")
             }
         )
+
+    def _freeze_unreached(self) -> None:
+        """Freezes the text encoders' parameters that no conditioning reaches (SD-XL reads its
+        first encoder at the penultimate layer): nothing could train them, and plain DDP, which
+        needs every trainable parameter to receive a gradient, then runs every family."""
+        params = [
+            p
+            for name, m in self.net.items()
+            if name != self.family.denoiser
+            for p in m.parameters()
+        ]
+        cond = self.encode(["a"])
+        reached = [t for t in (cond.context, *(cond.added or {}).values()) if t.requires_grad]
+        grads = torch.autograd.grad(sum(t.sum() for t in reached), params, allow_unused=True)
+        for p, g in zip(params, grads):
+            if g is None:
+                p.requires_grad_(False)
 
     def ema_model(self) -> LocoModel:
         """The EMA weights as a ``LocoModel`` (shared tensors, nothing copied), for sampling."""

@@ -13,7 +13,7 @@ from torch.utils.data import default_collate
 from loco_lightning.data.world import WorldDataset
 from loco_lightning.data.world.datamodule import WorldDataModule
 from loco_lightning.hooks import PromptSwap
-from loco_lightning.models.world import RECORD_NAME
+from loco_lightning.models.world import RECORD_NAME, WORLD_DENOISERS
 from loco_lightning.training.world import EMAWarmup, WorldDiffusion
 from tests.helpers import trainer_stub
 
@@ -233,6 +233,24 @@ def test_sdxl_and_if_worlds_export_their_own_pipelines(family, pipeline, n_sites
     # or failed with whatever drew the weights before); SD-XL's by under 1e-6
     atol = 1e-5 if family == "if" else 1e-6
     assert torch.allclose(torch.from_numpy(images).permute(0, 3, 1, 2), expected, atol=atol)
+
+
+@pytest.mark.parametrize("family", sorted(WORLD_DENOISERS))
+def test_every_trainable_parameter_reaches_the_loss(family):
+    """What plain DDP needs; the parameters no conditioning reaches are frozen (only SD-XL's:
+    its first encoder is read at the penultimate layer, so its last layer and final norm)."""
+    module = WorldDiffusion(family=family, planted={"colour": [1, 2]})
+    module.setup("fit")
+    frozen = {p for p in module.net.parameters() if not p.requires_grad}  # by identity
+    unread = set()
+    if family == "sdxl":
+        clip = module.net["text_encoder"]
+        unread = {*clip.encoder.layers[-1].parameters(), *clip.final_layer_norm.parameters()}
+    assert frozen == unread
+    data = WorldDataset(length=4, seed=0, variants=module.caption_variants)
+    module.diffusion_loss(default_collate([data[i] for i in range(4)])).backward()
+    lost = [n for n, p in module.net.named_parameters() if p.requires_grad and p.grad is None]
+    assert not lost
 
 
 def test_ddp_processes_draw_their_own_noise_one_process_keeps_its_stream():
