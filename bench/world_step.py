@@ -1,8 +1,9 @@
 """A world's training step, part by part: where `loco world fit` spends its time on this machine.
 
 Builds the module and data stream of each world config (no Trainer), then runs steps as
-Lightning runs them (loss, backward, gradient clipping, optimizer, EMA), alternating the fused
-AdamW the trainers use with the reference AdamW. Prints milliseconds per part, seconds per step,
+Lightning runs them (loss, backward, gradient clipping, optimizer, EMA), alternating the
+trainers' fused AdamW and listed weight average (``WarmupEMA``) with the reference AdamW and
+``AveragedModel``'s update. Prints milliseconds per part, seconds per step,
 the reference/fused ratio from one run, and the minutes the config's ``max_steps`` would take at
 that rate (validation not included), in one process (bench/world_processes.py compares it
 with two).
@@ -18,16 +19,17 @@ from pathlib import Path
 
 import torch
 import yaml
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from loco_lightning.data.world import WorldDataset
 from loco_lightning.training.schedules import adamw_warmup_cosine
-from loco_lightning.training.world import WorldDiffusion
+from loco_lightning.training.world import EMAWarmup, WorldDiffusion
 
 PARTS = ("data", "loss", "backward", "optimizer", "ema")
 
 
-def run(module: WorldDiffusion, batches, optimizer, clip: float, n: int) -> dict[str, float]:
+def run(module: WorldDiffusion, batches, optimizer, ema, clip: float, n: int) -> dict[str, float]:
     """Milliseconds per part over ``n`` steps (after one untimed step)."""
     spent: dict[str, float] = defaultdict(float)
     for i in range(n + 1):
@@ -42,7 +44,7 @@ def run(module: WorldDiffusion, batches, optimizer, clip: float, n: int) -> dict
         optimizer.step()
         optimizer.zero_grad()
         marks.append(time.perf_counter())
-        module.ema.update_parameters(module.net)
+        ema.update_parameters(module.net)
         marks.append(time.perf_counter())
         if i:  # the first step allocates
             for part, a, b in zip(PARTS, marks, marks[1:]):
@@ -75,11 +77,16 @@ def main() -> None:
             "fused": adamw_warmup_cosine(params, 1e-4, 0.01, 1, 10**6)["optimizer"],
             "reference": torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01),
         }
+        averages = {
+            "fused": module.ema,
+            "reference": AveragedModel(module.net, multi_avg_fn=EMAWarmup(0.999)),
+        }
         clip = config.get("trainer", {}).get("gradient_clip_val") or float("inf")
         totals = {name: defaultdict(float) for name in optimizers}
         for _ in range(args.rounds):
             for name, optimizer in optimizers.items():
-                for part, ms in run(module, batches, optimizer, clip, args.steps).items():
+                ema = averages[name]
+                for part, ms in run(module, batches, optimizer, ema, clip, args.steps).items():
                     totals[name][part] += ms / args.rounds
         step = {name: sum(parts.values()) / 1000.0 for name, parts in totals.items()}
         max_steps = config.get("trainer", {}).get("max_steps", 0)

@@ -17,13 +17,12 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel
 from torchmetrics import MeanMetric
 
 from loco_lightning.data.world import ATTRIBUTES, AttributeReader, default_vocabulary
 from loco_lightning.models.world import RECORD_NAME
 from loco_lightning.training.schedules import adamw_warmup_cosine
-from loco_lightning.training.world import EMAWarmup
+from loco_lightning.training.world import WarmupEMA
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +77,7 @@ class WorldVAE(L.LightningModule):
             return
         hp = self.hparams
         self.vae = world_vae(tuple(hp.channels), hp.layers, hp.latent_channels)
-        self.ema = AveragedModel(self.vae, multi_avg_fn=EMAWarmup(hp.ema_decay), use_buffers=False)
-        self.ema.requires_grad_(False)
+        self.ema = WarmupEMA(self.vae, hp.ema_decay)
         self.reader = AttributeReader(default_vocabulary())
         self.metrics = nn.ModuleDict({k: MeanMetric() for k in ("mse", *ATTRIBUTES)})
         self._latents: list[Tensor] = []

@@ -1,5 +1,6 @@
 """The world model's training module: planted routing, EMA, loss falls, export reproduces it."""
 
+import copy
 import json
 import math
 from types import SimpleNamespace
@@ -8,13 +9,14 @@ import lightning as L
 import pytest
 import torch
 from diffusers import DiffusionPipeline
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import default_collate
 
 from loco_lightning.data.world import WorldDataset
 from loco_lightning.data.world.datamodule import WorldDataModule
 from loco_lightning.hooks import PromptSwap
 from loco_lightning.models.world import RECORD_NAME, WORLD_DENOISERS
-from loco_lightning.training.world import EMAWarmup, WorldDiffusion
+from loco_lightning.training.world import EMAWarmup, WarmupEMA, WorldDiffusion
 from tests.helpers import trainer_stub
 
 PLANTED = {"colour": [5, 6], "style": [3, 4]}
@@ -133,6 +135,33 @@ def test_ema_follows_early_weights_then_averages():
     avg = [torch.zeros(3)]
     update(avg, cur, torch.tensor(100_000))
     assert torch.allclose(avg[0], torch.full((3,), 0.001))
+
+
+def test_the_listed_average_updates_exactly_as_averaged_model():
+    """The same average, buffers and state-dict keys as ``AveragedModel`` with ``EMAWarmup``
+    (checkpoints of either resume in the other), also after the model's tensors are replaced
+    in place (``channels_last``) between updates and in a deep copy of the average."""
+    torch.manual_seed(0)
+    model = WorldDiffusion(family="sdxl")
+    model.setup("fit")
+    net = model.net
+    ours = WarmupEMA(net, 0.9)
+    reference = AveragedModel(net, multi_avg_fn=EMAWarmup(0.9), use_buffers=False)
+    for step in range(4):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+            for b in net.buffers():
+                b.add_(1)
+        if step == 2:
+            net["unet"].to(memory_format=torch.contiguous_format)
+        ours.update_parameters(net)
+        reference.update_parameters(net)
+        if step == 1:  # a copy lists its own tensors
+            ours = copy.deepcopy(ours)
+    theirs = reference.state_dict()
+    assert ours.state_dict().keys() == theirs.keys()
+    assert all(torch.equal(t, theirs[k]) for k, t in ours.state_dict().items())
 
 
 def test_training_from_scratch_lowers_the_loss_and_export_reproduces_the_ema(
