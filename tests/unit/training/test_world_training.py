@@ -140,7 +140,7 @@ def test_ema_follows_early_weights_then_averages():
 def test_the_listed_average_updates_exactly_as_averaged_model():
     """The same average, buffers and state-dict keys as ``AveragedModel`` with ``EMAWarmup``
     (checkpoints of either resume in the other), also after the model's tensors are replaced
-    in place (``channels_last``) between updates and in a deep copy of the average."""
+    in place (a memory-format change) between updates and in a deep copy of the average."""
     torch.manual_seed(0)
     model = WorldDiffusion(family="sdxl")
     model.setup("fit")
