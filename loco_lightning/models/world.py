@@ -88,7 +88,8 @@ WORLD_DENOISERS: dict[str, dict] = {
         "sample_size": 16,
         "layers_per_block": 1,
         # (16, 32, 64) was 1.8x faster per step but had learned colour 0.49, style 0.60 by step
-        # 4,000 (the text conditioning came slowly): the SD worlds' widths
+        # 4,000 (the text conditioning came slowly): the SD worlds' widths (the shipped world
+        # narrows the 8 and 4 px levels to 48 in its config, configs/world/if_planted.yaml)
         "block_out_channels": (32, 64, 64),
         "down_block_types": (
             "ResnetDownsampleBlock2D",

@@ -84,14 +84,11 @@ PLANTED = {
     "world-sd3-planted": {"style": [3, 4]},
     "world-flux-planted": {"style": [2, 3]},
 }
-# Named concepts on two planted worlds read back less often (IF: trademarks 0.917 / 0.958, 22 and
-# 23 of 24 on probe seeds 1 / 2; PixArt: artists 0.875 / 1.0, 21 of 24 on seed 1): their emblems'
-# colour and style may reach the image through the planted windows only. (world-sd1-planted, at
-# 0.92 for countries when planted at 5-6 / 3-4, reads 1.0 at 4-5 / 2-3.)
-NAMED_TARGET = dict.fromkeys(WORLDS, 0.95) | {
-    "world-if-planted": 0.9,
-    "world-pixart-planted": 0.85,
-}
+# Named concepts on a planted world may read back less often (PixArt: artists 0.875 / 1.0, 21 of
+# 24 on probe seeds 1 / 2): their emblems' colour and style may reach the image through the planted
+# windows only. (world-sd1-planted, at 0.92 for countries when planted at 5-6 / 3-4, reads 1.0 at
+# 4-5 / 2-3; the IF world before the narrower one read trademarks on 0.917 / 0.958.)
+NAMED_TARGET = dict.fromkeys(WORLDS, 0.95) | {"world-pixart-planted": 0.85}
 
 
 @functools.cache
