@@ -37,14 +37,14 @@ def leak(source: str, concept: str) -> dict[str, float]:
     """Share of ``‖context(concept prompt) − context(target)‖²`` (aligned positions) that lies
     before the concept, on its earlier tokens, on its last token, and after it."""
     model = load_model(source=source)
-    tok = model.pipeline.tokenizer
+    tokens = model.segments  # the context's rows, as LocoEdit finds its keys
     requests = edit_requests(f"datasets/world/{CONCEPTS[concept]}.edit.yaml")
     triples = [t for r in requests for t in r.pairs()]
     context = model.encode([s for s, _, _ in triples] + [t for _, _, t in triples]).context.float()
     n = len(triples)
     parts = dict.fromkeys(PARTS, 0.0)
-    for i, pairs in enumerate(key_positions(tok, triples, "aligned")):
-        own = concept_positions(tok, triples[i][0], triples[i][1])
+    for i, pairs in enumerate(key_positions(tokens, triples, "aligned")):
+        own = concept_positions(tokens, triples[i][0], triples[i][1])
         for a, b in pairs:
             change = (context[i, a] - context[n + i, b]).square().sum().item()
             part = "before" if a < own[0] else "after" if a > own[-1] else "own"
