@@ -12,23 +12,36 @@ there). This prints, per block, the share of the projected concept-to-target dif
 - ``per step``: a separate least-squares map per sampling step (the range over steps): what a
   map that knew the step could do.
 
+With ``--read``, the images too (the exact readers on the eval set's efficacy prompts, one
+image per prompt and seed): unedited, the window swap to their reference prompts, the edit as
+the tests make it, and the same closed form fitted on the efficacy prompts' own rows with almost
+no ridge, no preserve rows and no kept empty prompt (as close to least squares on the rows the
+images come from as the closed form goes): whether a linear map can do it even in sample.
+
 Not a test: a report (the numbers go into the notes and the expected failure's comment).
-    python bench/joint_stream_fit.py --threads 2
+    python bench/joint_stream_fit.py --threads 2 --read
+    python bench/joint_stream_fit.py --threads 2 --read --source world-flux-planted --blocks 2,3
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 
 import torch
 
 from loco_lightning.editing.closed_form import edit_factor
+from loco_lightning.editing.data import load_eval_prompts
+from loco_lightning.editing.editors import run_editor
 from loco_lightning.editing.kv import Regression
 from loco_lightning.editing.locoedit import LocoEdit
 from loco_lightning.editing.requests import edit_requests, key_positions, preserved
 from loco_lightning.editing.streams import STREAM_SEEDS, stream_inputs
-from loco_lightning.hooks import sites
-from loco_lightning.models import load_model
+from loco_lightning.hooks import PromptSwap, intervene, sites
+from loco_lightning.metrics.readers import world_match
+from loco_lightning.models import LocoModel, load_model
+from loco_lightning.models.sampling import denoise
 
 F64 = torch.float64
 
@@ -43,12 +56,55 @@ def lsq(inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
     return inputs @ torch.linalg.lstsq(inputs, outputs).solution
 
 
+def read(model: LocoModel, eval_set: str, blocks: tuple[int, ...], editor, requests) -> None:
+    """The readers' survival of the concept under the swap and the edits (see the docstring)."""
+    prompts = load_eval_prompts(eval_set)
+    efficacy = [p for p in prompts if p.group == "efficacy"]
+    reference = [p.prompt for p in prompts if p.group == "reference"]  # efficacy's, in order
+    copies = 2  # images per prompt, each on a seed of its own
+    sources = [p.prompt for p in efficacy for _ in range(copies)]
+    targets = [r for r in reference for _ in range(copies)]
+    expect = [p.expect for p in efficacy for _ in range(copies)]
+
+    def survival(texts: list[str], swaps: list[PromptSwap] | None = None) -> float:
+        hooks = contextlib.nullcontext()
+        if swaps:
+            hooks = intervene(
+                model.denoiser, swaps, encode=lambda p: tuple(model.encode(p)), cfg=model.cfg
+            )
+        with hooks:
+            images = denoise(model, model.encode(texts), list(range(len(texts))))
+        return world_match(model.world).scores(images, expect).mean().item()
+
+    concept = requests[0].concept
+    own = dataclasses.replace(
+        requests[0],
+        templates=tuple(p.prompt.replace(concept, "{}") for p in efficacy),
+        target_templates=tuple(reference),
+        preserve=(),
+    )
+    in_sample = dataclasses.replace(
+        editor, lambda_k=1e-4, lambda_v=1e-4, preserve_scale=1e-6, keep_empty=False
+    )
+    swaps = [PromptSwap(blocks, t, samples=(i,)) for i, t in enumerate(targets)]
+    print(f"{eval_set}: survival over {len(sources)} images")
+    print(f"  unedited {survival(sources):.3f}, its reference prompts {survival(targets):.3f}")
+    print(f"  the window swap to the reference prompts {survival(sources, swaps):.3f}")
+    for name, (ed, rq) in {
+        "the tests' edit": (editor, requests),
+        "in-sample fit": (in_sample, [own]),
+    }.items():
+        with run_editor(ed, model, rq).applied(model):
+            print(f"  {name} {survival(sources):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--source", default="world-sd3-planted")
     parser.add_argument("--request", default="datasets/world/style_striped.edit.yaml")
     parser.add_argument("--blocks", default="3,4", help="joint-attention sites, e.g. 3,4")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--read", action="store_true", help="generate and read images too")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(source=args.source)
@@ -86,6 +142,8 @@ def main() -> None:
                 f"affine {left(x, y, lsq(torch.cat([x, ones], 1), y @ w.T), w):.3f}  "
                 f"per step {min(per_step):.3f}-{max(per_step):.3f}"
             )
+    if args.read:
+        read(model, args.request.replace(".edit.", ".eval."), blocks, editor, requests)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ class EditRequest:
         if n != len(self.templates):
             raise ValueError(
                 f"{said}: {len(self.templates)} templates but {n} target_templates; give one "
-                "target template per template, or none."
+                "target template per template, or leave target_templates out (None)."
             )
         self.check_preserve(self.preserve)
 
