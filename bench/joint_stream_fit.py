@@ -36,7 +36,12 @@ from loco_lightning.editing.data import load_eval_prompts
 from loco_lightning.editing.editors import run_editor
 from loco_lightning.editing.kv import Regression
 from loco_lightning.editing.locoedit import LocoEdit
-from loco_lightning.editing.requests import edit_requests, key_positions, preserved
+from loco_lightning.editing.requests import (
+    EditRequest,
+    edit_requests,
+    key_positions,
+    preserved,
+)
 from loco_lightning.editing.streams import STREAM_SEEDS, stream_inputs
 from loco_lightning.hooks import PromptSwap, intervene, sites
 from loco_lightning.metrics.readers import world_match
@@ -56,7 +61,13 @@ def lsq(inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
     return inputs @ torch.linalg.lstsq(inputs, outputs).solution
 
 
-def read(model: LocoModel, eval_set: str, blocks: tuple[int, ...], editor, requests) -> None:
+def read(
+    model: LocoModel,
+    eval_set: str,
+    blocks: tuple[int, ...],
+    editor: LocoEdit,
+    requests: list[EditRequest],
+) -> None:
     """The readers' survival of the concept under the swap and the edits (see the docstring)."""
     prompts = load_eval_prompts(eval_set)
     efficacy = [p for p in prompts if p.group == "efficacy"]
