@@ -26,7 +26,6 @@ Not a test: a report (the numbers go into the notes and the expected failure's c
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 
 import torch
@@ -46,6 +45,7 @@ from loco_lightning.editing.streams import STREAM_SEEDS, stream_inputs
 from loco_lightning.hooks import PromptSwap, intervene, sites
 from loco_lightning.metrics.readers import world_match
 from loco_lightning.models import LocoModel, load_model
+from loco_lightning.models.pipeline import Conditioning
 from loco_lightning.models.sampling import denoise
 
 F64 = torch.float64
@@ -77,16 +77,15 @@ def read(
     targets = [r for r in reference for _ in range(copies)]
     expect = [p.expect for p in efficacy for _ in range(copies)]
 
-    def survival(texts: list[str], swaps: list[PromptSwap] | None = None) -> float:
-        hooks = contextlib.nullcontext()
-        if swaps:
-            hooks = intervene(
-                model.denoiser, swaps, encode=lambda p: tuple(model.encode(p)), cfg=model.cfg
-            )
-        with hooks:
-            images = denoise(model, model.encode(texts), list(range(len(texts))))
+    def survival(cond: Conditioning, swaps: list[PromptSwap] = ()) -> float:
+        # no swaps: the executor's empty intervention, which is the model itself
+        with intervene(
+            model.denoiser, list(swaps), encode=lambda p: tuple(model.encode(p)), cfg=model.cfg
+        ):
+            images = denoise(model, cond, list(range(len(sources))))
         return world_match(model.world).scores(images, expect).mean().item()
 
+    src_cond, ref_cond = model.encode(sources), model.encode(targets)  # edits leave both
     concept = requests[0].concept
     own = dataclasses.replace(
         requests[0],
@@ -99,14 +98,14 @@ def read(
     )
     swaps = [PromptSwap(blocks, t, samples=(i,)) for i, t in enumerate(targets)]
     print(f"{eval_set}: survival over {len(sources)} images")
-    print(f"  unedited {survival(sources):.3f}, its reference prompts {survival(targets):.3f}")
-    print(f"  the window swap to the reference prompts {survival(sources, swaps):.3f}")
+    print(f"  unedited {survival(src_cond):.3f}, its reference prompts {survival(ref_cond):.3f}")
+    print(f"  the window swap to the reference prompts {survival(src_cond, swaps):.3f}")
     for name, (ed, rq) in {
         "the tests' edit": (editor, requests),
         "in-sample fit": (in_sample, [own]),
     }.items():
         with run_editor(ed, model, rq).applied(model):
-            print(f"  {name} {survival(sources):.3f}")
+            print(f"  {name} {survival(src_cond):.3f}")
 
 
 def main() -> None:
