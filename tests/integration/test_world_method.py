@@ -110,7 +110,7 @@ def world():
 def test_the_reference_key_tokens_edit_the_world(world, key_tokens):
     """LocoEdit keyed on the last subject token (the reference's choice, and every editor's
     default) must remove the concept on the default world, not only the aligned tokens: measured
-    on all sites, circle survives 0.25 of 12 efficacy images either way. Retrained worlds may
+    on all sites, circle survives 0.17 of 12 efficacy images either way. Retrained worlds may
     carry a concept in the tokens after it instead (with eight heads, one or two: 0.58-1.0 with
     the last subject, 0.17-0.33 aligned), which breaks the README's example and SPEED;
     ``model.tail_drop_p`` trains it out (0.0-0.08 on three retrains), at a price (its
