@@ -24,25 +24,28 @@ def test_the_shipped_world_sets_are_what_the_generator_writes(concept):
 
 
 def test_any_world_concept_gets_sets_that_localize_on_the_world(tmp_path, capsys):
-    main(["prompts", "colour_cyan", "--out", str(tmp_path), "--n", "4"])
+    # a shape: world-sd1 keeps circle and star at site 2, and its colours, unplanted, in no
+    # window of three sites or fewer (cyan: the best, 3-5, keeps 45.3 of the CLIP score against
+    # all sites' 29.4), which is its training's (the world before it kept colour at site 4)
+    main(["prompts", "shape_star", "--out", str(tmp_path), "--n", "4"])
     written = capsys.readouterr().out.split()
     assert [p.rsplit("/", 1)[1] for p in written] == [
-        "colour_cyan.pairs.yaml", "colour_cyan.edit.yaml", "colour_cyan.eval.yaml"
+        "shape_star.pairs.yaml", "shape_star.edit.yaml", "shape_star.eval.yaml"
     ]  # fmt: skip
-    pairs = yaml.safe_load((tmp_path / "colour_cyan.pairs.yaml").read_text())["pairs"]
-    assert all("cyan" in p["original"] and "cyan" not in p["target"] for p in pairs)
-    assert all(p["expect"] == {"colour": "cyan"} for p in pairs)
-    [request] = edit_requests(str(tmp_path / "colour_cyan.edit.yaml"))
-    assert request.concept == "cyan"
+    pairs = yaml.safe_load((tmp_path / "shape_star.pairs.yaml").read_text())["pairs"]
+    assert all("star" in p["original"] and "star" not in p["target"] for p in pairs)
+    assert all(p["expect"] == {"shape": "star"} for p in pairs)
+    [request] = edit_requests(str(tmp_path / "shape_star.edit.yaml"))
+    assert request.concept == "star"
     main(
         [
             "localize",
             "--config",
-            "configs/localize/world_colour.yaml",
+            "configs/localize/world_shape.yaml",
             "--trainer.logger",
             "false",
             "--data.pairs",
-            str(tmp_path / "colour_cyan.pairs.yaml"),
+            str(tmp_path / "shape_star.pairs.yaml"),
             "--data.window_sizes",
             "[1]",
             "--data.seeds",
