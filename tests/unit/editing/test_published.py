@@ -327,8 +327,8 @@ def test_several_concepts_in_one_solve_for_every_editor(world, two_concepts, nam
     """Measured (unedited 1.0 / 1.0): striped / circle survive 0.50 / 0.33 (locoedit_all), 0.42 /
     0.17 (uce), 0.58 / 0.25 (time), 0.50 / 0.50 (quickfix), 0.92 / 0.92 (speed), 0.33 / 0.33
     (rece), 0.50 / 0.42 (mace_cfr). SPEED's statistics are means over every (concept, template)
-    pair, as in its code, so one solve for two concepts gives each half the weight that its own
-    solve does (each alone: 0.58 / 0.58); on this 64-wide world its joint solve moved 2 of 24
+    pair, as in its code, so one solve for two concepts gives each about half the weight that its
+    own solve does (each alone: 0.58 / 0.58); on this 64-wide world its joint solve moved 2 of 24
     images here, 6 on the world before this one, 1 on another retrain of the recipe. So it is held
     to moving one image, the others to a summed drop of 0.2 (three images)."""
     requests, survival, unedited = two_concepts
