@@ -24,9 +24,9 @@ def test_the_shipped_world_sets_are_what_the_generator_writes(concept):
 
 
 def test_any_world_concept_gets_sets_that_localize_on_the_world(tmp_path, capsys):
-    # a shape: world-sd1 keeps circle and star at site 2, and its colours, unplanted, in no
-    # window of three sites or fewer (cyan: the best, 3-5, keeps 45.3 of the CLIP score against
-    # all sites' 29.4), which is its training's (the world before it kept colour at site 4)
+    # a shape: world-sd1 keeps circle and star at site 2; colours, unplanted, where its training
+    # put them (red at [4, 5], cyan in no window of three sites or fewer: the best, 3-5, keeps
+    # 45.3 of the CLIP score against all sites' 29.4; the world before it kept colour at site 4)
     main(["prompts", "shape_star", "--out", str(tmp_path), "--n", "4"])
     written = capsys.readouterr().out.split()
     assert [p.rsplit("/", 1)[1] for p in written] == [
