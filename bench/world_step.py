@@ -2,9 +2,10 @@
 
 Builds the module and data stream of each world config (no Trainer), then runs steps as
 Lightning runs them (loss, backward, gradient clipping, optimizer, EMA), alternating the
-trainers' fused AdamW and listed weight average (``WarmupEMA``) with the reference AdamW and
-``AveragedModel``'s update. Prints milliseconds per part, seconds per step,
-the reference/fused ratio from one run, and the minutes the config's ``max_steps`` would take at
+trainers' fused AdamW, listed weight average (``WarmupEMA``) and remembering tokenizers with the
+reference AdamW, ``AveragedModel``'s update and the plain tokenizers (each text tokenized at
+every step). Prints milliseconds per part, seconds per step,
+the reference/trainer ratio from one run, and the minutes the config's ``max_steps`` would take at
 that rate (validation not included), in one process (bench/world_processes.py compares it
 with two).
     python bench/world_step.py --threads 2 configs/world/*.yaml
@@ -74,11 +75,12 @@ def main() -> None:
         # both step the same weights in turn, each with its own state: what they learn is not
         # the question, only what a step costs
         optimizers = {
-            "fused": adamw_warmup_cosine(params, 1e-4, 0.01, 1, 10**6)["optimizer"],
+            "trainer": adamw_warmup_cosine(params, 1e-4, 0.01, 1, 10**6)["optimizer"],
             "reference": torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01),
         }
+        pipes = {"trainer": module.train_pipe, "reference": module._pipeline(module.net)}
         averages = {
-            "fused": module.ema,
+            "trainer": module.ema,
             "reference": AveragedModel(module.net, multi_avg_fn=EMAWarmup(0.999)),
         }
         clip = config.get("trainer", {}).get("gradient_clip_val") or float("inf")
@@ -86,6 +88,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, optimizer in optimizers.items():
                 ema = averages[name]
+                module.train_pipe = pipes[name]
                 for part, ms in run(module, batches, optimizer, ema, clip, args.steps).items():
                     totals[name][part] += ms / args.rounds
         step = {name: sum(parts.values()) / 1000.0 for name, parts in totals.items()}
@@ -97,7 +100,7 @@ def main() -> None:
                 + ", ".join(f"{part} {parts[part]:.0f}" for part in PARTS)
                 + f" ms; {max_steps} steps: {step[name] * max_steps / 60:.1f} min"
             )
-        print(f"  reference / fused: {step['reference'] / step['fused']:.3f}")
+        print(f"  reference / trainer: {step['reference'] / step['trainer']:.3f}")
 
 
 if __name__ == "__main__":

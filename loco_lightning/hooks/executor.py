@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +12,7 @@ from torch import Tensor, nn
 from loco_lightning.hooks.denoisers import kind_of
 from loco_lightning.hooks.interventions import Intervention, NeuronAblation, PromptSwap, Record
 from loco_lightning.hooks.processors import RunState, SiteProcessor, Trace, rows
-from loco_lightning.hooks.sites import CrossAttnSite, sites
+from loco_lightning.hooks.sites import CrossAttnSite, site_module, sites
 
 Encoder = Callable[[list[str]], tuple]
 """Maps prompts to ``(context (N, T, D), added_cond_kwargs or None[, padding mask (N, T)])`` as
@@ -64,7 +63,8 @@ def intervene(
 ) -> Iterator[Trace]:
     """Install interventions on ``unet`` for the body of the ``with`` block.
 
-    Every cross-attention site gets a :class:`SiteProcessor` through ``set_attn_processor``; the
+    Every cross-attention site gets a :class:`SiteProcessor` on its own attention module (not
+    through ``set_attn_processor``, which walks the whole module tree twice at every call); the
     exact previous processors come back on exit, also when the body raises. Weights are never
     touched.
 
@@ -104,11 +104,10 @@ def intervene(
             )
     hooks.append(unet.register_forward_pre_hook(_generation_counter(state), with_kwargs=True))
 
-    processors: dict[str, Any] = dict(unet.attn_processors)
-    original = dict(processors)
+    processors = []
     for site in all_sites:
         records = [r for r in interventions if isinstance(r, Record) and site.index in r.sites]
-        processors[f"{site.path}.processor"] = SiteProcessor(
+        processor = SiteProcessor(
             site,
             state,
             swaps=[
@@ -122,11 +121,16 @@ def intervene(
             record={w for r in records for w in r.what},
             tokens=next((r.tokens for r in records if r.tokens), None),
         )
-    unet.set_attn_processor(processors)
+        processors.append(processor)
+    modules = [site_module(unet, site) for site in all_sites]
+    original = [m.processor for m in modules]
+    for module, processor in zip(modules, processors):
+        module.set_processor(processor)
     try:
         yield state.trace
     finally:
-        unet.set_attn_processor(original)
+        for module, processor in zip(modules, original):
+            module.set_processor(processor)
         for h in hooks:
             h.remove()
 

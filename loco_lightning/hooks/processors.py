@@ -102,7 +102,7 @@ class SiteProcessor:
     def _source(self, n_total: int, device: torch.device) -> Tensor:
         """(B,) index into the bank per batch row, -1 where the row keeps its own context."""
         if n_total not in self._src_cache:
-            src = torch.full((n_total,), -1, dtype=torch.long)
+            src = [-1] * n_total  # a list: element-wise tensor writes cost 5 us each
             for bank_index, samples, uncond in self.swaps:
                 for r in rows(n_total, samples, uncond, self.state.cfg):
                     if src[r] >= 0:
@@ -111,7 +111,7 @@ class SiteProcessor:
                             f"({self.site.path}); give each sample one swap per site."
                         )
                     src[r] = bank_index
-            self._src_cache[n_total] = src.to(device)
+            self._src_cache[n_total] = torch.tensor(src, dtype=torch.long, device=device)
         return self._src_cache[n_total]
 
     def _companions(self, n_total: int, device: torch.device) -> Tensor:

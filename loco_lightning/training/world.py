@@ -47,6 +47,7 @@ from loco_lightning.models import LocoModel, get_family
 from loco_lightning.models.pipeline import Conditioning, encode_prompts, packaged
 from loco_lightning.models.sampling import call_options, told_guidance
 from loco_lightning.models.schedulers import predicts_flow
+from loco_lightning.models.tokenizers import RememberingTokenizer
 from loco_lightning.models.world import (
     RECORD_NAME,
     SAMPLING,
@@ -328,8 +329,9 @@ class WorldDiffusion(L.LightningModule):
                 variance_type=sampler.config.get("variance_type", "fixed_small"),
             )
         # the training-mode pipeline around the live weights: prompts are encoded by its own
-        # encode_prompt, with gradients
-        self.train_pipe = self._pipeline(self.net)
+        # encode_prompt, with gradients; its tokenizers remember the captions they have seen
+        remembering = {name: RememberingTokenizer(t) for name, t in self.tokenizers.items()}
+        self.train_pipe = self._pipeline(self.net, remembering)
         self.train_model = LocoModel(self.family, self.train_pipe)
         self._freeze_unreached()
         self.reader = AttributeReader(vocab)
@@ -361,14 +363,14 @@ class WorldDiffusion(L.LightningModule):
         """The EMA weights as a ``LocoModel`` (shared tensors, nothing copied), for sampling."""
         return LocoModel(self.family, self._pipeline(self.ema.module))
 
-    def _pipeline(self, net: nn.ModuleDict):
+    def _pipeline(self, net: nn.ModuleDict, tokenizers: dict | None = None):
         family = self.hparams.family
         encoders = {name: net[name] for name in WORLD_TEXT_ENCODERS[family]}
         return world_pipeline(
             family,
             net[self.family.denoiser],
             encoders,
-            self.tokenizers,
+            tokenizers or self.tokenizers,
             world_scheduler(family),
             self.vae,
         )

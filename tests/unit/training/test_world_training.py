@@ -339,3 +339,30 @@ def test_pooled_renders_are_encoded_once_and_their_latents_drawn_as_uncached_one
     assert torch.equal(latents["cold"], latents["plain"])
     torch.manual_seed(4)  # the posterior is sampled, not its mean kept
     assert not torch.equal(module.latents(again["image"], again["pool_index"]), latents["cold"])
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl", "if"])
+def test_remembering_tokenizers_train_exactly_as_the_plain_ones(family):
+    """The training pipeline's tokenizers remember captions (4 % of a planted SD-XL step); the
+    loss and every gradient are the plain tokenizers' bit for bit, also when the captions come
+    from memory."""
+    module = WorldDiffusion(family=family, planted={"colour": [1, 2]})
+    module.setup("fit")
+    data = WorldDataset(length=6, seed=0, variants=module.caption_variants)
+    batch = default_collate([data[i] for i in range(6)])
+    remembering = module.train_pipe
+
+    def loss_and_grads(pipe):
+        module.train_pipe = pipe
+        module.net.zero_grad()
+        torch.manual_seed(0)
+        loss = module.diffusion_loss(batch)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in module.net.parameters() if p.requires_grad]
+
+    plain = loss_and_grads(module._pipeline(module.net))
+    assert type(remembering.tokenizer).__name__ == "RememberingTokenizer"
+    for _ in range(2):  # tokenized, then remembered
+        loss, grads = loss_and_grads(remembering)
+        assert torch.equal(loss, plain[0])
+        assert all(torch.equal(g, h) for g, h in zip(grads, plain[1]))
