@@ -18,8 +18,13 @@ the tests make it, and the same closed form fitted on the efficacy prompts' own 
 no ridge, no preserve rows and no kept empty prompt (as close to least squares on the rows the
 images come from as the closed form goes): whether a linear map can do it even in sample.
 
+With ``--rounds N``, the in-sample fit refitted N times on rows read along the *edited*
+model's own runs (the rows of every round pooled; targets still the unedited model's stream of
+the reference prompt on those latents): whether the rows' trajectories are what the edit lacks.
+
 Not a test: a report (the numbers go into the notes and the expected failure's comment).
     python bench/joint_stream_fit.py --threads 2 --read
+    python bench/joint_stream_fit.py --threads 2 --rounds 4
     python bench/joint_stream_fit.py --threads 2 --read --source world-flux-planted --blocks 2,3
 """
 
@@ -41,7 +46,7 @@ from loco_lightning.editing.requests import (
     key_positions,
     preserved,
 )
-from loco_lightning.editing.streams import STREAM_SEEDS, stream_inputs
+from loco_lightning.editing.streams import STREAM_SEEDS, _on_latents, _reading, stream_inputs
 from loco_lightning.hooks import PromptSwap, intervene, sites
 from loco_lightning.metrics.readers import world_match
 from loco_lightning.models import LocoModel, load_model
@@ -108,6 +113,72 @@ def read(
             print(f"  {name} {survival(src_cond):.3f}")
 
 
+@torch.no_grad()
+def refit_on_own_runs(model: LocoModel, eval_set: str, blocks: tuple[int, ...], n: int) -> None:
+    """The ``--rounds`` report (see the docstring): survival of the concept on the efficacy
+    prompts and of the other attributes on the specificity prompts, after each round, on the
+    images ``--read`` makes (two per prompt, seeds 0, 1, 2, …)."""
+    prompts = load_eval_prompts(eval_set)
+    groups = {g: [p for p in prompts if p.group == g] for g in ("efficacy", "specificity")}
+    reference = [p.prompt for p in prompts if p.group == "reference"]
+    seeds = STREAM_SEEDS
+    net, found = model.denoiser, sites(model.denoiser)
+    projections = [
+        getattr(net.get_submodule(found[i].path), found[i].projection(p))
+        for i in blocks
+        for p in "kv"
+    ]
+    originals = [proj.weight.detach().clone() for proj in projections]
+    sources = model.encode([p.prompt for p in groups["efficacy"] for _ in seeds])
+    beside = model.encode([r for r in reference for _ in seeds])._replace(added=sources.added)
+    m = sources.context.shape[0]
+    noise = list(range(m))  # one seed per image, as --read draws them
+
+    def survival(group) -> float:
+        cond = model.encode([p.prompt for p in group for _ in seeds])
+        images = denoise(model, cond, list(range(cond.context.shape[0])))
+        return (
+            world_match(model.world)
+            .scores(images, [p.expect for p in group for _ in seeds])
+            .mean()
+            .item()
+        )
+
+    def set_factors(factors) -> None:
+        for k, (proj, w) in enumerate(zip(projections, originals, strict=True)):
+            f = None if factors is None else factors[blocks[k // 2]]
+            proj.weight.copy_(w if f is None else (w.to(F64) @ f).to(w.dtype))
+
+    xs: dict[int, list] = {i: [] for i in blocks}
+    ys: dict[int, list] = {i: [] for i in blocks}
+    factors = None
+    for r in range(n + 1):
+        set_factors(factors)
+        calls: list[dict] = []
+        hook = net.register_forward_pre_hook(
+            lambda mod, a, kw, calls=calls: calls.append(dict(kw)), with_kwargs=True
+        )
+        with _reading(net, found, blocks, lambda i, x: xs[i].append(x[-m:].flatten(0, 1))):
+            denoise(model, sources, noise)
+        hook.remove()
+        if r:
+            print(
+                f"  round {r}: efficacy {survival(groups['efficacy']):.3f}, "
+                f"specificity {survival(groups['specificity']):.3f}"
+            )
+        if r == n:
+            break
+        set_factors(None)  # the targets: the unedited model's reference stream, same latents
+        with _reading(net, found, blocks, lambda i, x: ys[i].append(x.flatten(0, 1))):
+            for call in calls:
+                net(**_on_latents(call, m, torch.arange(m), beside))
+        factors = {
+            i: edit_factor(torch.cat(xs[i]).to(F64), torch.cat(ys[i]).to(F64), 1e-3, dtype=F64)
+            for i in blocks
+        }
+    set_factors(None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--source", default="world-sd3-planted")
@@ -115,6 +186,7 @@ def main() -> None:
     parser.add_argument("--blocks", default="3,4", help="joint-attention sites, e.g. 3,4")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--read", action="store_true", help="generate and read images too")
+    parser.add_argument("--rounds", type=int, default=0, help="refit on the edited runs N times")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(source=args.source)
@@ -154,6 +226,9 @@ def main() -> None:
             )
     if args.read:
         read(model, args.request.replace(".edit.", ".eval."), blocks, editor, requests)
+    if args.rounds:
+        print("in-sample fit refitted on the edited model's own runs:")
+        refit_on_own_runs(model, args.request.replace(".edit.", ".eval."), blocks, args.rounds)
 
 
 if __name__ == "__main__":

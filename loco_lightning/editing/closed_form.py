@@ -103,3 +103,10 @@ def _split(rows: Tensor, rtol: float) -> tuple[int, Tensor]:
 def edited_weight(weight: Tensor, factor: Tensor) -> Tensor:
     """``Ŵ M`` in the factor's dtype, returned in the weight's. weight: (out, d); factor: (d, d)."""
     return (weight.to(factor.dtype) @ factor).to(weight.dtype)
+
+
+def weight_delta(weight: Tensor, factor: Tensor) -> Tensor:
+    """``Ŵ M − Ŵ``, the delta an edit stores, taken in the factor's dtype (so that a float64
+    solve is not rounded to the weight's before the difference), returned in the weight's."""
+    exact = factor.dtype
+    return (edited_weight(weight, factor).to(exact) - weight.to(exact)).to(weight.dtype)

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from loco_lightning.editing.closed_form import edit_factor, edited_weight
+from loco_lightning.editing.closed_form import edit_factor, weight_delta
 from loco_lightning.editing.edits import WeightEdit
 from loco_lightning.editing.streams import stream_inputs
 from loco_lightning.hooks import sites
@@ -69,6 +69,27 @@ class Regression:
             for j, c in enumerate((self.sources, self.targets, self.preserve))
         )
         return sources, targets, preserve if self.preserve is not None else None
+
+    def vectors(
+        self, inputs=lambda context: context
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """The rows the closed form regresses, of ``inputs(context)`` (a site's projection
+        inputs; the contexts themselves by default): sources at their positions, targets at the
+        paired ones, preserve rows (None without), kept rows (every position; None without)."""
+        device = self.sources.device
+        pair = torch.tensor([i for i, p in enumerate(self.positions) for _ in p], device=device)
+        src_at = torch.tensor([a for p in self.positions for a, _ in p], device=device)
+        tgt_at = torch.tensor([b for p in self.positions for _, b in p], device=device)
+        kept = None
+        if self.preserve is not None:
+            kept = inputs(self.preserve)
+            if self.preserve_at is None:
+                kept = kept.flatten(0, 1)
+            else:
+                at = self.preserve_at
+                kept = kept[[i for i, a in enumerate(at) for _ in a], [p for a in at for p in a]]
+        exact = None if self.keep is None else inputs(self.keep).flatten(0, 1)
+        return inputs(self.sources)[pair, src_at], inputs(self.targets)[pair, tgt_at], kept, exact
 
     @classmethod
     def of_prompts(
@@ -124,13 +145,6 @@ def kv_edit(
     unet = model.denoiser
     found = sites(unet)
     check_sites(found, site_indices, "the edit")
-    device = rows.sources.device
-    pair = torch.tensor([i for i, p in enumerate(rows.positions) for _ in p], device=device)
-    src_at = torch.tensor([a for p in rows.positions for a, _ in p], device=device)
-    tgt_at = torch.tensor([b for p in rows.positions for _, b in p], device=device)
-    if rows.preserve_at is not None:
-        p_row = [i for i, at in enumerate(rows.preserve_at) for _ in at]
-        p_pos = [a for at in rows.preserve_at for a in at]
     dtype = getattr(torch, solve_dtype)
 
     factors: dict[tuple, Tensor] = {}
@@ -158,23 +172,17 @@ def kv_edit(
         shared = site.kind in ("attn2", "added_kv") and attn.norm_cross is None
         where = "shared" if shared else index
         if where not in inputs:
-            x = site_inputs(unet, site, rows.sources)[pair, src_at]  # (r, d)
-            y = site_inputs(unet, site, rows.targets)[pair, tgt_at]
-            kept = None
-            if rows.preserve is not None:
-                kept = site_inputs(unet, site, rows.preserve)
-                kept = kept[p_row, p_pos] if rows.preserve_at is not None else kept.flatten(0, 1)
-            exact = None if rows.keep is None else site_inputs(unet, site, rows.keep).flatten(0, 1)
-            inputs[where] = (x, y, kept, exact)
+            inputs[where] = rows.vectors(
+                lambda context, site=site: site_inputs(unet, site, context)
+            )
         x, y, p, e = inputs[where]
         for proj, lam in lambdas.items():
             key = (where, lam)
             if key not in factors:
                 factors[key] = edit_factor(x, y, lam, p, preserve_scale, dtype, e, keep_rtol)
             weight = getattr(attn, site.projection(proj)).weight
-            new = edited_weight(weight, factors[key])
-            exact_dtype = factors[key].dtype
-            delta = (new.to(exact_dtype) - weight.to(exact_dtype)).to(weight.dtype)
-            deltas[f"{site.path}.{site.projection(proj)}.weight"] = delta
+            deltas[f"{site.path}.{site.projection(proj)}.weight"] = weight_delta(
+                weight, factors[key]
+            )
     metadata = {"sites": list(site_indices), "site_paths": [found[i].path for i in site_indices]}
     return WeightEdit(deltas, metadata, model.family.denoiser)

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from loco_lightning.editing.closed_form import span_basis
+from loco_lightning.editing.closed_form import edit_factor, span_basis, weight_delta
 from loco_lightning.editing.editors import (
     ClosedForm,
     SiteChoice,
@@ -24,7 +24,13 @@ from loco_lightning.editing.editors import (
 )
 from loco_lightning.editing.edits import WeightEdit
 from loco_lightning.editing.kv import Regression, kv_edit
-from loco_lightning.editing.requests import EditRequest, last_token, preserved
+from loco_lightning.editing.requests import (
+    EditRequest,
+    KeyTokens,
+    key_positions,
+    last_token,
+    preserved,
+)
 from loco_lightning.hooks import site_inputs, sites
 from loco_lightning.models import LocoModel
 from loco_lightning.models.tokenizers import per_segment
@@ -40,7 +46,8 @@ class UCE(SiteEditor, ClosedForm, name="uce"):
 
     with c the concept prompt's vector at its last token (before end-of-text), c* the guide's
     (the request's target prompt; UCE's default guide "" gives its start token) and c_p each
-    preserve prompt's last-token vector.
+    preserve prompt's last-token vector. On diffusion transformers UCE's own code edits the
+    caption's way in instead (:class:`UCEEmbedder`); this is its key/value form there.
 
     Attributes:
         sites: see :class:`SiteEditor` (UCE edits ``all``).
@@ -98,6 +105,100 @@ class UCE(SiteEditor, ClosedForm, name="uce"):
             model, self.site_indices(model), rows, {"k": lam, "v": lam},
             scale / self.erase_scale, self.solve_dtype, self.keep_rtol,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class UCEEmbedder(ClosedForm, name="uce_embedder"):
+    """UCE as its own code edits diffusion transformers (FLUX, HiDream): not attention but the
+    linear layers that take the text encoders' outputs in, ``context_embedder`` (every caption
+    row; on SD3 the CLIP and T5 rows alike) and, with ``pooled``, the pooled caption's
+    ``time_text_embed.text_embedder.linear_1``, each with UCE's closed form (its ``W`` above)
+    over those layers' own inputs.
+
+    Why beside the key/value editors: on joint attention (SD3, FLUX) a block's text keys and
+    values read a stream the image has already changed, so no linear map of one block's
+    projections reproduces a window swap (on ``world-sd3-planted`` none does: README); these
+    layers read the encoders' outputs alone, which no image changes. The edit is not localized:
+    every block reads the edited caption.
+
+    Attributes:
+        lamb, erase_scale, preserve: as :class:`UCE`.
+        preserve_scale: p; None: 1.
+        key_tokens: the caption rows remapped (``key_positions``): ``last_subject`` (UCE's, the
+            concept's last token to the target's last token), ``last_subject_eos`` or
+            ``aligned`` (every row).
+        pooled: edit the pooled projection too (UCE does): the concept prompt's pooled vector
+            to its target's, the preserve prompts' kept.
+        solve_dtype, keep_empty, keep_rtol: see :class:`ClosedForm` (the empty prompt's rows and
+            pooled vector keep their outputs).
+    """
+
+    lamb: float = 0.5
+    erase_scale: float = 1.0
+    preserve_scale: float | None = None
+    preserve: tuple[str, ...] | str = ()
+    key_tokens: KeyTokens = "last_subject"
+    pooled: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_scales(self, "lamb", "erase_scale")
+        if self.preserve_scale is not None:
+            check_scales(self, "preserve_scale", zero_ok=("preserve_scale",))
+        resolve_preserve(self)
+
+    def layers(self, model: LocoModel) -> dict[str, torch.nn.Linear]:
+        """The layers edited, by their names in the denoiser."""
+        net = model.denoiser
+        embedder = getattr(net, "context_embedder", None)
+        if not isinstance(embedder, torch.nn.Linear):
+            raise ValueError(
+                f"uce_embedder edits a diffusion transformer's linear context_embedder (SD3, "
+                f"FLUX); the {model.family.name} denoiser ({type(net).__name__}) has none: use "
+                "uce there, which edits the text keys and values."
+            )
+        out = {"context_embedder": embedder}
+        if self.pooled:
+            out[POOLED_LAYER] = net.get_submodule(POOLED_LAYER)
+        return out
+
+    @torch.no_grad()
+    def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
+        layers = self.layers(model)
+        segs = model.segments
+        triples = [t for r in requests for t in r.pairs()]
+        preserve = preserved(self, requests)
+        rows = Regression.of_prompts(
+            model, [s for s, _, _ in triples], [t for _, _, t in triples],
+            key_positions(segs, triples, self.key_tokens), preserve,
+            per_segment(segs, lambda tok: [(last_token(tok, p),) for p in preserve])
+            if preserve else None,
+            self.keep_empty,
+        )  # fmt: skip
+        inputs = {"context_embedder": rows.vectors()}
+        if self.pooled:
+            pooled = rows.added["pooled_projections"]
+            n = len(triples)
+            kept = model.empty().added["pooled_projections"] if self.keep_empty else None
+            inputs[POOLED_LAYER] = (
+                pooled[:n],
+                pooled[n : 2 * n],
+                pooled[2 * n :] if preserve else None,
+                kept,
+            )
+        scale = 1.0 if self.preserve_scale is None else self.preserve_scale
+        deltas = {}
+        for name, layer in layers.items():
+            x, y, p, e = inputs[name]
+            factor = edit_factor(
+                x, y, self.lamb / self.erase_scale, p, scale / self.erase_scale,
+                getattr(torch, self.solve_dtype), e, self.keep_rtol,
+            )  # fmt: skip
+            deltas[f"{name}.weight"] = weight_delta(layer.weight, factor)
+        return WeightEdit(deltas, {"layers": list(layers)}, model.family.denoiser)
+
+
+POOLED_LAYER = "time_text_embed.text_embedder.linear_1"  # SD3's and FLUX's pooled caption in
 
 
 def tail(source_end: int, target_end: int, length: int) -> tuple[tuple[int, int], ...]:

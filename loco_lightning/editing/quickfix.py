@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from loco_lightning.editing.closed_form import edit_factor, edited_weight
+from loco_lightning.editing.closed_form import edit_factor, weight_delta
 from loco_lightning.editing.editors import ClosedForm, check_scales, resolve_preserve
 from loco_lightning.editing.edits import WeightEdit
 from loco_lightning.editing.requests import EditRequest, KeyTokens, key_positions, preserved
@@ -70,9 +70,7 @@ class QuickFix(ClosedForm, name="quickfix"):
             exact = layer_inputs(model, layer, [""]).flatten(0, 1)  # (T, d)
         dtype = getattr(torch, self.solve_dtype)
         factor = edit_factor(x, y, self.lam, preserve, 1.0, dtype, exact, self.keep_rtol)
-        weight = layer.weight
-        new = edited_weight(weight, factor)
-        delta = (new.float() - weight.float()).to(weight.dtype)
+        delta = weight_delta(layer.weight, factor)
         return WeightEdit({f"{path}.weight": delta}, {}, self.component)
 
 

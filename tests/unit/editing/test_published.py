@@ -18,6 +18,7 @@ from loco_lightning.editing.published import (
     SPEED,
     TIME,
     UCE,
+    UCEEmbedder,
     greedy_match,
     shared_positions,
 )
@@ -117,6 +118,86 @@ def test_uce_2023_aligns_the_tails_and_always_preserves_the_empty_prompt(sd1):
         assert np.abs(edited(sd1, result, site, proj) - expected).max() < 2e-4
 
 
+# the tokenizers whose rows make each diffusion transformer's context, with their first row
+CAPTION_ROWS = {"sd3": (("tokenizer", 0), ("tokenizer_3", 77)), "flux": (("tokenizer_2", 0),)}
+
+
+def caption_ends(model, family: str, prompts: list[str]) -> list[list[int]]:
+    """Per prompt, the context rows of each text encoder's last token before its end-of-text,
+    as UCE's FLUX code finds it (``attention_mask.sum() - 2``; T5 has no start token)."""
+    rows = []
+    for name, start in CAPTION_ROWS[family]:
+        tok = getattr(model.pipeline, name)
+        mask = tok(prompts, padding="max_length", max_length=77, truncation=True).attention_mask
+        rows.append([start + int(sum(m)) - 2 for m in mask])
+    return [list(r) for r in zip(*rows)]
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_uce_embedder_is_uces_transformer_update_with_its_scales(family):
+    """UCE's closed form on context_embedder (rows: the concept's last token in each encoder's
+    rows) and on the pooled projection (the pooled vectors), the empty prompt left free."""
+    model = mini_model(family)
+    lamb, erase, keep = 0.5, 2.0, 0.7
+    requests = [EditRequest("Van Gogh", "a painting"), EditRequest("Monet", "a garden")]
+    editor = UCEEmbedder(
+        lamb=lamb, erase_scale=erase, preserve_scale=keep, preserve=KEEP, keep_empty=False
+    )
+    result = editor.compute(model, requests)
+    sources, guides, kept = ["Van Gogh", "Monet"], ["a painting", "a garden"], list(KEEP)
+
+    def at_ends(prompts):
+        enc = model.encode(prompts)
+        ctx = enc.context.detach().double()
+        rows = [
+            ctx[i, at] for i, ends in enumerate(caption_ends(model, family, prompts)) for at in ends
+        ]
+        return torch.stack(rows).numpy(), enc.added["pooled_projections"].detach().double().numpy()
+
+    (c, c_pool), (g, g_pool), (p, p_pool) = at_ends(sources), at_ends(guides), at_ends(kept)
+    net = model.denoiser
+    for name, (cc, gg, pp) in {
+        "context_embedder.weight": (c, g, p),
+        "time_text_embed.text_embedder.linear_1.weight": (c_pool, g_pool, p_pool),
+    }.items():
+        w = net.get_parameter(name).detach().double().numpy()
+        d = w.shape[1]
+        left = lamb * w + erase * w @ gg.T @ cc + keep * w @ pp.T @ pp
+        right = lamb * np.eye(d) + erase * cc.T @ cc + keep * pp.T @ pp
+        expected = left @ np.linalg.inv(right)
+        got = w + result.deltas[name].double().numpy()
+        assert np.abs(got - expected).max() < 1e-4 * np.abs(expected).max(), name
+    assert set(result.deltas) == {
+        "context_embedder.weight", "time_text_embed.text_embedder.linear_1.weight"
+    }  # fmt: skip
+    assert not UCEEmbedder(pooled=False).compute(model, requests).deltas.keys() - {
+        "context_embedder.weight"
+    }
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_uce_embedder_keeps_the_empty_caption(family):
+    """The miniatures' empty caption spans every input direction of context_embedder but the
+    weakest (154 rows of width 32), so the kept edit has little room there: the world tests show
+    what it moves."""
+    model = mini_model(family)
+    request = EditRequest("Van Gogh", "a painting", ("{}", "a garden in the style of {}"))
+    layer, empty = model.denoiser.context_embedder, model.empty().context
+    edit = UCEEmbedder(key_tokens="aligned").compute(model, [request])
+    before = layer(empty).detach()
+    with edit.applied(model):
+        after = layer(empty).detach()
+    assert (after - before).norm() <= 1e-3 * before.norm()
+    assert edit.empty_drift(model) <= 1e-3  # at every block's text keys and values
+    free = UCEEmbedder(key_tokens="aligned", keep_empty=False).compute(model, [request])
+    assert free.empty_drift(model) > 0.1
+
+
+def test_uce_embedder_refuses_a_model_without_a_context_embedder(sd1):
+    with pytest.raises(ValueError, match="context_embedder.*use uce there"):
+        UCEEmbedder().compute(sd1, [STYLE])
+
+
 def time_alignment(src: list[int], dst: list[int], length: int) -> list[int]:
     """TIME's walk, as its code does it (every source token is in the destination, in order)."""
     out, j = [], 0
@@ -189,7 +270,8 @@ def test_the_solve_runs_under_a_float64_default_dtype(sd1):
 def test_every_editor_is_registered_by_its_name():
     editors = registry()
     assert set(editors) == {
-        "locoedit", "uce", "time", "speed", "rece", "mace_cfr", "quickfix", "neurons", "saved"
+        "locoedit", "uce", "uce_embedder", "time", "speed", "rece", "mace_cfr", "quickfix",
+        "neurons", "saved",
     }  # fmt: skip
     assert editors["uce"] is UCE and editors["time"] is TIME
 
