@@ -74,8 +74,8 @@ class ClosedForm(Editor):
             still has room to edit).
     """
 
-    # every closed form here edits text key/value projections: none edits a FLUX single-stream
-    # block, whose to_k/to_v project the image too
+    # the sites a closed form edits are text key/value projections: none edits a FLUX
+    # single-stream block, whose to_k/to_v project the image too
     site_kinds: ClassVar[tuple[str, ...]] = ("attn2", "added_kv", "joint")
 
     solve_dtype: Literal["float32", "float64"] = "float64"

@@ -112,8 +112,8 @@ class UCEEmbedder(ClosedForm, name="uce_embedder"):
     """UCE as its own code edits diffusion transformers (FLUX, HiDream): not attention but the
     linear layers that take the text encoders' outputs in, ``context_embedder`` (every caption
     row; on SD3 the CLIP and T5 rows alike) and, with ``pooled``, the pooled caption's
-    ``time_text_embed.text_embedder.linear_1``, each with UCE's closed form (its ``W`` above)
-    over those layers' own inputs.
+    ``time_text_embed.text_embedder.linear_1``, each with :class:`UCE`'s ``W`` over those
+    layers' own inputs.
 
     Why beside the key/value editors: on joint attention (SD3, FLUX) a block's text keys and
     values read a stream the image has already changed, so no linear map of one block's
