@@ -131,7 +131,7 @@ def edited(world: str, attribute: str) -> dict[tuple[str, str], float]:
 
 JOINT_WORLDS = ("world-sd3-planted", "world-flux-planted")
 # every caption row remapped, as the world configs' LocoEdit does (UCE's last token alone leaves
-# stripes on 0.792 of 48 images on world-sd3-planted, reference prompts 0.458)
+# stripes on 0.792 of 48 images of world-sd3-planted, where the reference prompts leave 0.458)
 UCE_EMBEDDER = {"class_path": "UCEEmbedder", "init_args": {"key_tokens": "aligned"}}
 
 
