@@ -106,7 +106,7 @@ def edited_weight(weight: Tensor, factor: Tensor) -> Tensor:
 
 
 def weight_delta(weight: Tensor, factor: Tensor) -> Tensor:
-    """``Ŵ M − Ŵ``, the delta an edit stores, taken in the factor's dtype (so that a float64
-    solve is not rounded to the weight's before the difference), returned in the weight's."""
+    """``Ŵ M − Ŵ`` as an edit stores it: the edited weight in the weight's dtype minus the
+    weight, the difference taken in the factor's dtype and returned in the weight's."""
     exact = factor.dtype
     return (edited_weight(weight, factor).to(exact) - weight.to(exact)).to(weight.dtype)
