@@ -38,8 +38,38 @@ from loco_lightning.models.tokenizers import per_segment
 TIME_AUGMENTATIONS = ("A photo of ", "An image of ", "A picture of ")
 
 
+@dataclass(frozen=True, kw_only=True)
+class UCEScales(ClosedForm):
+    """UCE's scales, which its key/value form (:class:`UCE`) and its transformer form
+    (:class:`UCEEmbedder`) share: both solve ``W`` with ridge λ / e and preserve weight p / e.
+
+    Attributes:
+        lamb: λ.
+        erase_scale: e.
+        preserve_scale: p; None: the form's default (:meth:`ridge`).
+        preserve: prompts to preserve, or an ``*.edit.yaml`` path.
+    """
+
+    lamb: float = 0.5
+    erase_scale: float = 1.0
+    preserve_scale: float | None = None
+    preserve: tuple[str, ...] | str = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_scales(self, "lamb", "erase_scale")
+        if self.preserve_scale is not None:
+            check_scales(self, "preserve_scale", zero_ok=("preserve_scale",))
+        resolve_preserve(self)
+
+    def ridge(self, default_preserve: float = 1.0) -> tuple[float, float]:
+        """(λ / e, p / e), p being ``default_preserve`` where ``preserve_scale`` is None."""
+        p = default_preserve if self.preserve_scale is None else self.preserve_scale
+        return self.lamb / self.erase_scale, p / self.erase_scale
+
+
 @dataclass(frozen=True)
-class UCE(SiteEditor, ClosedForm, name="uce"):
+class UCE(SiteEditor, UCEScales, name="uce"):
     """Unified Concept Editing (Gandikota et al., 2024), every site's ``to_k`` and ``to_v``:
 
         W = (λŴ + e Σ Ŵ c* cᵀ + p Σ Ŵ c_p c_pᵀ)(λI + e Σ c cᵀ + p Σ c_p c_pᵀ)⁻¹
@@ -51,10 +81,8 @@ class UCE(SiteEditor, ClosedForm, name="uce"):
 
     Attributes:
         sites: see :class:`SiteEditor` (UCE edits ``all``).
-        lamb: λ.
-        erase_scale: e.
+        lamb, erase_scale, preserve: see :class:`UCEScales`.
         preserve_scale: p; None: 1, or with ``variant: "2023"`` max(0.1, 1 / preserve rows).
-        preserve: prompts to preserve, or an ``*.edit.yaml`` path.
         variant: ``current`` (its code today) or ``2023`` (its first release: every position
             from the last subject token through the padding, aligned with the guide's tail and
             cut to the shorter; every position of each preserve prompt; "" always preserved).
@@ -62,18 +90,7 @@ class UCE(SiteEditor, ClosedForm, name="uce"):
     """
 
     sites: tuple[int, ...] | SiteChoice = "all"
-    lamb: float = 0.5
-    erase_scale: float = 1.0
-    preserve_scale: float | None = None
-    preserve: tuple[str, ...] | str = ()
     variant: Literal["current", "2023"] = "current"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_scales(self, "lamb", "erase_scale")
-        if self.preserve_scale is not None:
-            check_scales(self, "preserve_scale", zero_ok=("preserve_scale",))
-        resolve_preserve(self)
 
     def compute(self, model: LocoModel, requests: list[EditRequest]) -> WeightEdit:
         segs = model.segments
@@ -93,22 +110,19 @@ class UCE(SiteEditor, ClosedForm, name="uce"):
             )
             preserve = ("",) + tuple(p for p in preserve if p)
             preserve_at = None  # every position
-        scale = self.preserve_scale
-        if scale is None:
-            scale = 1.0 if self.variant == "current" else max(0.1, 1 / len(preserve))
+        lam, scale = self.ridge(1.0 if self.variant == "current" else max(0.1, 1 / len(preserve)))
         rows = Regression.of_prompts(
             model, [s for s, _ in pairs], [t for _, t in pairs], positions, preserve, preserve_at,
             self.keep_empty,
         )  # fmt: skip
-        lam = self.lamb / self.erase_scale
         return kv_edit(
-            model, self.site_indices(model), rows, {"k": lam, "v": lam},
-            scale / self.erase_scale, self.solve_dtype, self.keep_rtol,
+            model, self.site_indices(model), rows, {"k": lam, "v": lam}, scale,
+            self.solve_dtype, self.keep_rtol,
         )  # fmt: skip
 
 
 @dataclass(frozen=True)
-class UCEEmbedder(ClosedForm, name="uce_embedder"):
+class UCEEmbedder(UCEScales, name="uce_embedder"):
     """UCE as its own code edits diffusion transformers (FLUX, HiDream): not attention but the
     linear layers that take the text encoders' outputs in, ``context_embedder`` (every caption
     row; on SD3 the CLIP and T5 rows alike) and, with ``pooled``, the pooled caption's
@@ -122,8 +136,7 @@ class UCEEmbedder(ClosedForm, name="uce_embedder"):
     every block reads the edited caption.
 
     Attributes:
-        lamb, erase_scale, preserve: as :class:`UCE`.
-        preserve_scale: p; None: 1.
+        lamb, erase_scale, preserve_scale (None: 1), preserve: see :class:`UCEScales`.
         key_tokens: the caption rows remapped (``key_positions``): ``last_subject`` (UCE's, the
             concept's last token to the target's last token), ``last_subject_eos`` or
             ``aligned`` (every row).
@@ -133,19 +146,8 @@ class UCEEmbedder(ClosedForm, name="uce_embedder"):
             pooled vector keep their outputs).
     """
 
-    lamb: float = 0.5
-    erase_scale: float = 1.0
-    preserve_scale: float | None = None
-    preserve: tuple[str, ...] | str = ()
     key_tokens: KeyTokens = "last_subject"
     pooled: bool = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_scales(self, "lamb", "erase_scale")
-        if self.preserve_scale is not None:
-            check_scales(self, "preserve_scale", zero_ok=("preserve_scale",))
-        resolve_preserve(self)
 
     def layers(self, model: LocoModel) -> dict[str, torch.nn.Linear]:
         """The layers edited, by their names in the denoiser."""
@@ -186,14 +188,12 @@ class UCEEmbedder(ClosedForm, name="uce_embedder"):
                 pooled[2 * n :] if preserve else None,
                 kept,
             )
-        scale = 1.0 if self.preserve_scale is None else self.preserve_scale
+        lam, scale = self.ridge()
         deltas = {}
         for name, layer in layers.items():
             x, y, p, e = inputs[name]
-            factor = edit_factor(
-                x, y, self.lamb / self.erase_scale, p, scale / self.erase_scale,
-                getattr(torch, self.solve_dtype), e, self.keep_rtol,
-            )  # fmt: skip
+            dtype = getattr(torch, self.solve_dtype)
+            factor = edit_factor(x, y, lam, p, scale, dtype, e, self.keep_rtol)
             deltas[f"{name}.weight"] = weight_delta(layer.weight, factor)
         return WeightEdit(deltas, {"layers": list(layers)}, model.family.denoiser)
 
